@@ -1,0 +1,132 @@
+"""The refresh configuration file: one YAML document, loaded and validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from refresh_pipeline.errors import RefreshError
+
+CONFIG_ENV_VAR = "REFRESH_PIPELINE_CONFIG"
+DEFAULT_CONFIG_FILE = "refresh_pipeline.yaml"
+
+_PLATFORMS = ("local",)
+
+
+@dataclass(frozen=True)
+class LocalPlatformConfig:
+    """Where the local platform's PostgreSQL lives.
+
+    With `server_dsn` unset the platform runs its own server from the system's binaries with its data
+    under `work_dir/pgdata`, listening on 127.0.0.1:`port`.
+    """
+
+    server_dsn: str | None = None
+    port: int = 54329
+    bin_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """Everything one refresh needs; see README "Configuration" for each field."""
+
+    source_dsn: str
+    policy_path: Path
+    work_dir: Path
+    platform: str = "local"
+    masking_key_env: str = "REFRESH_MASKING_KEY"
+    parallelism: int = 2
+    schedule_cron: str = "0 2 * * 0"
+    schedule_timezone: str = "UTC"
+    database_prefix: str = "staging_"
+    snapshots_to_keep: int = 1
+    local: LocalPlatformConfig = field(default_factory=LocalPlatformConfig)
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.work_dir / "dagster_home"
+
+
+def _require(raw: dict[str, Any], key: str, where: Path) -> Any:
+    if key not in raw or raw[key] in (None, ""):
+        raise RefreshError(f"{where}: missing required setting '{key}'. See README, section Configuration.")
+    return raw[key]
+
+
+def _positive_int(raw: dict[str, Any], key: str, default: int, where: Path) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RefreshError(f"{where}: '{key}' must be a whole number of at least 1, got {value!r}.")
+    return value
+
+
+def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
+    """Read and validate a config file; relative paths in it are relative to the file."""
+    config_path = Path(path).resolve()
+    if not config_path.is_file():
+        raise RefreshError(f"config file not found: {config_path}")
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RefreshError(f"{config_path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RefreshError(f"{config_path}: expected a mapping of settings at the top level.")
+    known = {
+        "source_dsn", "policy", "work_dir", "platform", "masking_key_env", "parallelism", "schedule",
+        "database_prefix", "snapshots_to_keep", "local",
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RefreshError(f"{config_path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+
+    base = config_path.parent
+    platform = raw.get("platform", "local")
+    if platform not in _PLATFORMS:
+        raise RefreshError(f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}.")
+    schedule = raw.get("schedule") or {}
+    local_raw = raw.get("local") or {}
+    prefix = str(raw.get("database_prefix", "staging_"))
+    if not prefix.isidentifier() or prefix.lower() != prefix:
+        raise RefreshError(f"{config_path}: database_prefix must be lower-case letters, digits and '_', got {prefix!r}.")
+    return RefreshConfig(
+        source_dsn=str(_require(raw, "source_dsn", config_path)),
+        policy_path=(base / str(_require(raw, "policy", config_path))).resolve(),
+        work_dir=(base / str(raw.get("work_dir", ".work"))).resolve(),
+        platform=platform,
+        masking_key_env=str(raw.get("masking_key_env", "REFRESH_MASKING_KEY")),
+        parallelism=_positive_int(raw, "parallelism", 2, config_path),
+        schedule_cron=str(schedule.get("cron", "0 2 * * 0")),
+        schedule_timezone=str(schedule.get("timezone", "UTC")),
+        database_prefix=prefix,
+        snapshots_to_keep=_positive_int(raw, "snapshots_to_keep", 1, config_path),
+        local=LocalPlatformConfig(
+            server_dsn=local_raw.get("server_dsn"),
+            port=int(local_raw.get("port", 54329)),
+            bin_dir=local_raw.get("bin_dir"),
+        ),
+    )
+
+
+DEMO_CONFIG_FILE = Path(".work") / "demo.yaml"
+
+
+def default_config_path() -> Path:
+    """The config the Dagster code location loads.
+
+    In order: $REFRESH_PIPELINE_CONFIG, ./refresh_pipeline.yaml, then ./.work/demo.yaml (written by
+    `refresh-pipeline demo`).
+    """
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    for candidate in (Path.cwd() / DEFAULT_CONFIG_FILE, Path.cwd() / DEMO_CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    raise RefreshError(
+        f"no refresh config found: set {CONFIG_ENV_VAR}=/path/to/config.yaml, put a {DEFAULT_CONFIG_FILE} "
+        "in the current directory, or run `refresh-pipeline demo` once."
+    )

@@ -1,0 +1,267 @@
+"""The masking policy: which transform applies to every column, loaded from YAML with line numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from refresh_pipeline.errors import RefreshError
+
+SCALAR_TRANSFORMS = frozenset({
+    "keep", "null", "redact", "hash", "email", "phone", "upi", "name", "first_name", "last_name", "address",
+    "date", "scrub",
+})
+# Transforms that turn text into text; these are the ones allowed inside JSON paths and arrays.
+TEXT_TRANSFORMS = frozenset(SCALAR_TRANSFORMS - {"keep", "null", "date"})
+_PARAMETERS: dict[str, frozenset[str]] = {
+    "redact": frozenset({"value"}),
+    "hash": frozenset({"length"}),
+}
+_JSON_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[\*\]|\[\"([^\"]+)\"\]|\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class TransformRule:
+    """Apply one named transform (with parameters) to a value."""
+
+    transform: str
+    params: tuple[tuple[str, Any], ...] = ()
+    line: int = 0
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class JsonPathRule:
+    path: str
+    steps: tuple[str, ...]
+    rule: TransformRule
+
+
+@dataclass(frozen=True)
+class JsonRule:
+    """Mask selected paths of a json/jsonb column; everything else in the document is kept."""
+
+    paths: tuple[JsonPathRule, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ArrayRule:
+    """Mask every element of an array column with one transform."""
+
+    element: TransformRule
+    line: int = 0
+
+
+ColumnRule = TransformRule | JsonRule | ArrayRule
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    schema: str
+    table: str
+    keep_all: bool
+    columns: dict[str, ColumnRule] = field(default_factory=dict)
+    line: int = 0
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def masked_columns(self) -> dict[str, ColumnRule]:
+        """Columns whose values change (everything but `keep`)."""
+        return {
+            name: rule
+            for name, rule in self.columns.items()
+            if not (isinstance(rule, TransformRule) and rule.transform == "keep")
+        }
+
+    def digest(self) -> str:
+        """Identifies what masking this table means, to tell an already-masked table apart."""
+        described = {name: _describe(rule) for name, rule in sorted(self.columns.items())}
+        payload = json.dumps({"keep_all": self.keep_all, "columns": described}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _describe(rule: ColumnRule) -> Any:
+    if isinstance(rule, TransformRule):
+        return [rule.transform, list(rule.params)]
+    if isinstance(rule, ArrayRule):
+        return {"array": _describe(rule.element)}
+    return {"json": {p.path: _describe(p.rule) for p in rule.paths}}
+
+
+def describe_rule(rule: ColumnRule) -> str:
+    """A short human description, for metadata and reports."""
+    if isinstance(rule, TransformRule):
+        return rule.transform
+    if isinstance(rule, ArrayRule):
+        return f"array({rule.element.transform})"
+    return "json(" + ", ".join(f"{p.path}: {p.rule.transform}" for p in rule.paths) + ")"
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    tables: dict[tuple[str, str], TablePolicy]
+    source: str = "<policy>"
+
+    def table(self, qualified: str) -> TablePolicy:
+        key = split_table_name(qualified)
+        if key not in self.tables:
+            raise RefreshError(f"{self.source}: table {qualified!r} is not in the policy.")
+        return self.tables[key]
+
+
+def split_table_name(name: str) -> tuple[str, str]:
+    """`schema.table` or bare `table` (meaning `public.table`)."""
+    parts = name.split(".")
+    if len(parts) == 1:
+        return "public", parts[0]
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    raise RefreshError(f"bad table name {name!r}: write `table` or `schema.table`.")
+
+
+def parse_json_path(path: str) -> tuple[str, ...]:
+    """`$.a.b[*].c` → ('a', 'b', '*', 'c')."""
+    if not path.startswith("$"):
+        raise ValueError(f"JSON path {path!r} must start with '$'")
+    steps: list[str] = []
+    position = 1
+    while position < len(path):
+        match = _JSON_PATH_TOKEN.match(path, position)
+        if not match:
+            raise ValueError(f"JSON path {path!r} is not understood at {path[position:]!r}")
+        token = match.group(0)
+        steps.append("*" if token == "[*]" else next(g for g in match.groups() if g is not None))
+        position = match.end()
+    if not steps:
+        raise ValueError(f"JSON path {path!r} selects the whole document; mask the column instead")
+    return tuple(steps)
+
+
+class _PolicyReader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: yaml.Node, message: str) -> RefreshError:
+        return RefreshError(f"{self.source}, line {node.start_mark.line + 1}: {message}")
+
+    def scalar(self, node: yaml.Node) -> Any:
+        return yaml.safe_load(yaml.serialize(node)) if node is not None else None
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping")
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.value in seen:
+                raise self.fail(key_node, f"{what}: {key_node.value!r} appears twice")
+            seen.add(key_node.value)
+        return node.value
+
+    def transform(self, node: yaml.Node, where: str) -> TransformRule:
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            name, params = str(node.value), {}
+        elif isinstance(node, yaml.MappingNode):
+            raw = self.scalar(node)
+            if "transform" not in raw:
+                raise self.fail(node, f"{where}: a rule mapping needs `transform: NAME` (or `json:` / `array:`)")
+            name = str(raw.pop("transform"))
+            params = raw
+        else:
+            raise self.fail(node, f"{where}: a rule is a transform name or a mapping")
+        if name not in SCALAR_TRANSFORMS:
+            raise self.fail(node, f"{where}: unknown transform {name!r}; known: {', '.join(sorted(SCALAR_TRANSFORMS))}")
+        unknown = set(params) - _PARAMETERS.get(name, frozenset())
+        if unknown:
+            allowed = ", ".join(sorted(_PARAMETERS.get(name, ()))) or "none"
+            raise self.fail(node, f"{where}: transform {name!r} has no parameter(s) {', '.join(sorted(unknown))} (allowed: {allowed})")
+        if name == "hash" and "length" in params and (not isinstance(params["length"], int) or not 8 <= params["length"] <= 64):
+            raise self.fail(node, f"{where}: hash length must be a whole number from 8 to 64")
+        if name == "redact" and "value" in params and not isinstance(params["value"], str):
+            raise self.fail(node, f"{where}: redact value must be a string")
+        return TransformRule(transform=name, params=tuple(sorted(params.items())), line=line)
+
+    def column_rule(self, node: yaml.Node, where: str) -> ColumnRule:
+        if isinstance(node, yaml.MappingNode):
+            keys = [k.value for k, _ in node.value]
+            if keys == ["json"]:
+                return self.json_rule(node.value[0][1], where)
+            if keys == ["array"]:
+                element = self.transform(node.value[0][1], f"{where} (array element)")
+                if element.transform not in TEXT_TRANSFORMS:
+                    raise self.fail(node, f"{where}: array elements take a text transform, not {element.transform!r}")
+                return ArrayRule(element=element, line=node.start_mark.line + 1)
+        return self.transform(node, where)
+
+    def json_rule(self, node: yaml.Node, where: str) -> JsonRule:
+        paths = []
+        for path_node, rule_node in self.mapping(node, f"{where} json"):
+            try:
+                steps = parse_json_path(str(path_node.value))
+            except ValueError as exc:
+                raise self.fail(path_node, f"{where}: {exc}") from None
+            rule = self.transform(rule_node, f"{where} {path_node.value}")
+            if rule.transform not in TEXT_TRANSFORMS:
+                raise self.fail(rule_node, f"{where} {path_node.value}: JSON values take a text transform, not {rule.transform!r}")
+            paths.append(JsonPathRule(path=str(path_node.value), steps=steps, rule=rule))
+        if not paths:
+            raise self.fail(node, f"{where}: json needs at least one path")
+        return JsonRule(paths=tuple(paths), line=node.start_mark.line + 1)
+
+    def policy(self, root: yaml.Node | None) -> MaskingPolicy:
+        if root is None:
+            raise RefreshError(f"{self.source}: the policy is empty; it needs a `tables:` mapping.")
+        top = dict((k.value, v) for k, v in self.mapping(root, "the policy"))
+        unknown = set(top) - {"tables", "version"}
+        if unknown:
+            raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
+        if "tables" not in top:
+            raise self.fail(root, "the policy needs a `tables:` mapping")
+        tables: dict[tuple[str, str], TablePolicy] = {}
+        for table_node, body in self.mapping(top["tables"], "tables"):
+            try:
+                schema, table = split_table_name(str(table_node.value))
+            except RefreshError as exc:
+                raise self.fail(table_node, str(exc)) from None
+            if (schema, table) in tables:
+                raise self.fail(table_node, f"table {schema}.{table} appears twice")
+            line = table_node.start_mark.line + 1
+            if isinstance(body, yaml.ScalarNode) and body.value == "keep":
+                tables[(schema, table)] = TablePolicy(schema, table, keep_all=True, line=line)
+                continue
+            if not isinstance(body, yaml.MappingNode):
+                raise self.fail(body, f"{schema}.{table}: write `keep` or a mapping of column: rule")
+            columns = {
+                str(c.value): self.column_rule(r, f"{schema}.{table}.{c.value}")
+                for c, r in self.mapping(body, f"{schema}.{table}")
+            }
+            tables[(schema, table)] = TablePolicy(schema, table, keep_all=False, columns=columns, line=line)
+        return MaskingPolicy(tables=tables, source=self.source)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> MaskingPolicy:
+    """Parse policy YAML text; errors name the line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise RefreshError(f"{source}: not valid YAML: {exc}") from None
+    return _PolicyReader(source).policy(root)
+
+
+def load_policy(path: Path) -> MaskingPolicy:
+    if not path.is_file():
+        raise RefreshError(f"masking policy not found: {path}")
+    return parse_policy(path.read_text(), source=str(path))

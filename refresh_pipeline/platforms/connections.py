@@ -1,0 +1,66 @@
+"""Opening PostgreSQL sessions safely and describing them without secrets."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from refresh_pipeline.errors import RefreshError
+
+READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+
+_LIBPQ_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+    "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "options": "PGOPTIONS", "service": "PGSERVICE",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "sslrootcert": "PGSSLROOTCERT", "passfile": "PGPASSFILE",
+}
+
+
+def parse_conninfo(conninfo: str) -> dict[str, str]:
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    except psycopg.ProgrammingError as exc:
+        raise RefreshError(f"not a valid PostgreSQL connection string ({redact(conninfo)}): {exc}") from None
+
+
+def redact(conninfo: str) -> str:
+    """The connection string with any password removed, for logs and metadata."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
+def with_database(conninfo: str, dbname: str) -> str:
+    return make_conninfo(conninfo, dbname=dbname)
+
+
+def database_name(conninfo: str) -> str:
+    return parse_conninfo(conninfo).get("dbname", "")
+
+
+def libpq_env(conninfo: str, read_only: bool = False) -> dict[str, str]:
+    """Environment for pg_dump/pg_restore, so credentials never appear on a command line (`ps`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in parse_conninfo(conninfo).items():
+        if key in _LIBPQ_ENV:
+            env[_LIBPQ_ENV[key]] = value
+    if read_only:
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {READ_ONLY_OPTIONS}".strip()
+    return env
+
+
+def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False) -> psycopg.Connection:
+    """Open a session; `read_only` makes every transaction in it refuse writes (used for production)."""
+    if read_only:
+        existing = parse_conninfo(conninfo).get("options", "")
+        conninfo = make_conninfo(conninfo, options=f"{existing} {READ_ONLY_OPTIONS}".strip())
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15)
+    except psycopg.OperationalError as exc:
+        message = str(exc).replace(parse_conninfo(conninfo).get("password", "\0"), "***")
+        raise RefreshError(f"cannot connect to {redact(conninfo)}: {message.strip()}") from None

@@ -1,0 +1,243 @@
+"""The local platform: databases on one PostgreSQL server, promotion through a libpq service file."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psycopg import sql
+
+from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.platforms.base import MANAGED_MARKER, ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.connections import (
+    connect,
+    database_name,
+    libpq_env,
+    parse_conninfo,
+    redact,
+    with_database,
+)
+from refresh_pipeline.platforms.local_server import LocalServer
+from refresh_pipeline.platforms.postgres_binaries import find_client_binary
+
+STAGING_SERVICE = "staging"
+_SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _run_tool(args: list[str], env: dict[str, str], what: str) -> None:
+    result = subprocess.run(args, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RefreshError(f"{what} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+
+
+class LocalPlatform:
+    """Snapshots are `pg_dump -Fd` folders in the work dir; staging databases live on one server."""
+
+    def __init__(self, config: RefreshConfig) -> None:
+        self.config = config
+        self.snapshot_dir = config.work_dir / "snapshots"
+        self.service_file = config.work_dir / "pg_service.conf"
+        self.server: LocalServer | None = None
+        if config.local.server_dsn:
+            self._server_conninfo = config.local.server_dsn
+        else:
+            self.server = LocalServer(config.work_dir / "pgserver", config.local.port, config.local.bin_dir)
+            self._server_conninfo = self.server.dsn()
+
+    # -- server -------------------------------------------------------------------------------
+    def ensure_server(self) -> None:
+        """Start the embedded server if this platform runs its own."""
+        if self.server is not None:
+            self.server.ensure_running()
+
+    def _admin_conninfo(self) -> str:
+        return with_database(self._server_conninfo, "postgres")
+
+    def conninfo(self, name: str) -> str:
+        return with_database(self._server_conninfo, name)
+
+    def _source_is_on_this_server(self, name: str) -> bool:
+        source = parse_conninfo(self.config.source_dsn)
+        server = parse_conninfo(self._server_conninfo)
+        same_host = source.get("host", "") == server.get("host", "") and source.get("port", "5432") == server.get(
+            "port", "5432"
+        )
+        return same_host and source.get("dbname") == name
+
+    # -- snapshot -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        self.ensure_server()
+        created = _utc_now()
+        snapshot_id = f"snap-{created.strftime(_SNAPSHOT_TIME_FORMAT)}"
+        target = self.snapshot_dir / snapshot_id
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = self.snapshot_dir / f"{snapshot_id}-{suffix}"
+        partial = target.with_name(target.name + ".partial")
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        pg_dump = find_client_binary("pg_dump", self.server.bin_dir if self.server else None)
+        # pg_dump reads in one REPEATABLE READ, READ ONLY transaction; the session default makes any
+        # write attempt fail too, so production cannot be modified through this path.
+        env = libpq_env(self.config.source_dsn, read_only=True)
+        try:
+            _run_tool(
+                [pg_dump, "--format=directory", f"--jobs={self.config.parallelism}", "--no-sync", "-f", str(partial)],
+                env,
+                f"snapshot of {redact(self.config.source_dsn)}",
+            )
+        except RefreshError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        partial.rename(target)
+        return Snapshot(snapshot_id=target.name, created_at=created, location=str(target))
+
+    def list_snapshots(self) -> list[Snapshot]:
+        if not self.snapshot_dir.is_dir():
+            return []
+        found = []
+        for folder in self.snapshot_dir.iterdir():
+            match = re.fullmatch(r"snap-(\d{8}T\d{6}Z)(-\d+)?", folder.name)
+            if match and folder.is_dir():
+                created = datetime.strptime(match.group(1), _SNAPSHOT_TIME_FORMAT).replace(tzinfo=UTC)
+                found.append(Snapshot(snapshot_id=folder.name, created_at=created, location=str(folder)))
+        return sorted(found, key=lambda s: (s.created_at, s.snapshot_id))
+
+    def delete_snapshot(self, snapshot: Snapshot) -> None:
+        folder = Path(snapshot.location)
+        if folder.parent != self.snapshot_dir or not folder.name.startswith("snap-"):
+            raise RefreshError(f"refusing to delete {folder}: not a snapshot this pipeline took.")
+        shutil.rmtree(folder)
+
+    # -- restore ------------------------------------------------------------------------------
+    def new_database_name(self) -> str:
+        base = f"{self.config.database_prefix}{_utc_now().strftime('%Y%m%d_%H%M%S')}"
+        existing = {row[0] for row in self._query("SELECT datname FROM pg_database")}
+        name, suffix = base, 1
+        while name in existing:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        return name
+
+    def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
+        self.ensure_server()
+        if not name.startswith(self.config.database_prefix):
+            raise RefreshError(f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}.")
+        if not Path(snapshot.location, "toc.dat").is_file():
+            raise RefreshError(f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}.")
+        with connect(self._admin_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(f"{MANAGED_MARKER} snapshot={snapshot.snapshot_id}")
+                )
+            )
+        pg_restore = find_client_binary("pg_restore", self.server.bin_dir if self.server else None)
+        try:
+            _run_tool(
+                [pg_restore, f"--jobs={self.config.parallelism}", "--no-owner", "--no-acl", "--exit-on-error",
+                 "-d", name, snapshot.location],
+                libpq_env(self.conninfo(name)),
+                f"restore of {snapshot.snapshot_id} into {name}",
+            )
+        except RefreshError:
+            self._drop(name)
+            raise
+        return ManagedDatabase(name=name, created_at=_utc_now(), snapshot_id=snapshot.snapshot_id)
+
+    # -- managed databases ----------------------------------------------------------------------
+    def _query(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with connect(self._admin_conninfo()) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def list_managed(self) -> list[ManagedDatabase]:
+        rows = self._query(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE starts_with(datname, %s) AND starts_with(shobj_description(oid, 'pg_database'), %s) "
+            "ORDER BY datname",
+            (self.config.database_prefix, MANAGED_MARKER),
+        )
+        managed = []
+        for name, comment in rows:
+            snapshot_match = re.search(r"snapshot=(\S+)", str(comment))
+            managed.append(
+                ManagedDatabase(
+                    name=str(name), created_at=None, snapshot_id=snapshot_match.group(1) if snapshot_match else None
+                )
+            )
+        return managed
+
+    def _require_managed(self, name: str, action: str) -> None:
+        if self._source_is_on_this_server(name):
+            raise RefreshError(f"refusing to {action} {name!r}: it is the production source database.")
+        if name not in {db.name for db in self.list_managed()}:
+            raise RefreshError(f"refusing to {action} {name!r}: it was not created by refresh_pipeline.")
+
+    def retire(self, name: str) -> None:
+        self._require_managed(name, "retire")
+        if name == self.promoted():
+            raise RefreshError(f"refusing to retire {name!r}: it is the promoted staging database.")
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        with connect(self._admin_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    # -- promotion ----------------------------------------------------------------------------
+    def _read_services(self) -> configparser.ConfigParser:
+        services = configparser.ConfigParser(interpolation=None)
+        if self.service_file.is_file():
+            services.read(self.service_file)
+        return services
+
+    def promote(self, name: str) -> None:
+        self._require_managed(name, "promote")
+        params = parse_conninfo(self.conninfo(name))
+        services = self._read_services()
+        # Never write a password into the file: libpq finds it in ~/.pgpass or PGPASSWORD.
+        services[STAGING_SERVICE] = {
+            key: value for key, value in params.items() if key in {"host", "port", "dbname", "user", "sslmode"}
+        }
+        buffer = io.StringIO()
+        services.write(buffer)
+        self.service_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=self.service_file.parent, prefix=".pg_service.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as tmp:
+                tmp.write(buffer.getvalue())
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, self.service_file)
+        except BaseException:
+            Path(tmp_path).unlink(missing_ok=True)
+            raise
+
+    def promoted(self) -> str | None:
+        services = self._read_services()
+        if not services.has_section(STAGING_SERVICE):
+            return None
+        return services[STAGING_SERVICE].get("dbname")
+
+    def staging_conninfo(self) -> str:
+        return f"service={STAGING_SERVICE}"
+
+    def staging_env(self) -> dict[str, str]:
+        """What a shell needs to reach staging through the service name."""
+        return {"PGSERVICEFILE": str(self.service_file)}
+
+    def source_database(self) -> str:
+        return database_name(self.config.source_dsn)

@@ -1,0 +1,136 @@
+"""An embedded PostgreSQL server: initdb + pg_ctl on the system's binaries, data under the work dir."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
+
+SUPERUSER = "refresh"
+# initdb and postgres refuse to run as root; when we are root the server runs as one of these.
+_UNPRIVILEGED_USERS = ("postgres", "nobody")
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in _UNPRIVILEGED_USERS:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RefreshError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL.")
+
+
+class LocalServer:
+    """A PostgreSQL server of our own, listening on 127.0.0.1 only, trust auth for its superuser."""
+
+    def __init__(self, root: Path, port: int, bin_dir: str | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.log_file = root / "server.log"
+        self.port = port
+        self._bin_dir_setting = bin_dir
+
+    @property
+    def bin_dir(self) -> Path:
+        return find_server_bin_dir(self._bin_dir_setting)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        user = _unprivileged_user()
+        command = ["runuser", "-u", user.pw_name, "--", *args] if user else args
+        result = subprocess.run(command, capture_output=True, text=True, cwd="/")
+        if check and result.returncode != 0:
+            raise RefreshError(
+                f"`{Path(args[0]).name}` failed (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+                + self._log_tail()
+            )
+        return result
+
+    def _log_tail(self) -> str:
+        if not self.log_file.exists():
+            return ""
+        tail = self.log_file.read_text(errors="replace").splitlines()[-8:]
+        return "\nserver log (last lines):\n  " + "\n  ".join(tail) if tail else ""
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _prepare_ownership(self) -> None:
+        user = _unprivileged_user()
+        if user is None:
+            return
+        for parent in self.root.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise RefreshError(
+                    f"running as root, PostgreSQL runs as '{user.pw_name}', which cannot enter {parent}. "
+                    f"Use a work_dir outside it, or `chmod o+x {parent}`."
+                )
+        os.chown(self.root, user.pw_uid, user.pw_gid)
+        for path in self.root.rglob("*"):
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False).returncode == 0
+
+    def ensure_running(self) -> None:
+        """Create the cluster on first use, start it if it is stopped; safe to call from many processes."""
+        with self._lock():
+            self._prepare_ownership()
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            if not self.is_running():
+                self._start()
+
+    def _initdb(self) -> None:
+        self._run([
+            str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
+            "-E", "UTF8", "--no-locale", "--no-instructions",
+        ])
+        settings = (
+            "\n# written by refresh_pipeline\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {self.port}\n"
+            "unix_socket_directories = ''\n"
+            "max_connections = 100\n"
+        )
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(settings)
+
+    def _start(self) -> None:
+        self._run([
+            str(self.bin_dir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+            "-w", "-t", "60", "-o", f"-p {self.port}",
+        ])
+        try:
+            with psycopg.connect(self.dsn(), connect_timeout=10):
+                pass
+        except psycopg.OperationalError as exc:
+            raise RefreshError(f"local PostgreSQL started but is not reachable on port {self.port}: {exc}") from None
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) if it runs; the data stays."""
+        with self._lock():
+            if self.is_running():
+                self._run([str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"])
