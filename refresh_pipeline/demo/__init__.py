@@ -1,0 +1,1 @@
+"""The demo production database: a commuter bus service, and its masking policy."""

@@ -1,0 +1,97 @@
+"""What tables and columns a database holds, as the masking engine needs to know them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+# Schemas the pipeline itself creates on the restored database; never part of the policy.
+OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
+TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
+DATE_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with time zone"})
+JSON_TYPES = frozenset({"json", "jsonb"})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type_name: str  # format_type(), e.g. 'character varying(64)', 'text[]'
+    base_type: str  # type without modifiers; for arrays the element's
+    is_array: bool
+    nullable: bool
+    generated: bool
+    identity_always: bool
+    max_length: int | None
+
+    @property
+    def is_text(self) -> bool:
+        return not self.is_array and self.base_type in TEXT_TYPES
+
+    @property
+    def is_json(self) -> bool:
+        return not self.is_array and self.base_type in JSON_TYPES
+
+    @property
+    def is_date(self) -> bool:
+        return not self.is_array and self.base_type in DATE_TYPES
+
+    @property
+    def holds_text(self) -> bool:
+        """Could hold PII as text: text-like, JSON, or an array of those."""
+        return self.base_type in TEXT_TYPES | JSON_TYPES
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    partitioned: bool
+    columns: tuple[ColumnInfo, ...]
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname, c.relkind = 'p'
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  AND n.nspname <> ALL(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+_COLUMNS_SQL = """
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       format_type(coalesce(nullif(t.typelem, 0), a.atttypid), NULL), t.typcategory = 'A',
+       NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
+       CASE WHEN a.atttypmod > 4 AND format_type(a.atttypid, NULL) IN ('character varying', 'character')
+            THEN a.atttypmod - 4 END
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname <> ALL(%s)
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+
+def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
+    """Every user table (partitioned parents, not their partitions), keyed by (schema, table)."""
+    tables = {(s, t): p for s, t, p in conn.execute(_TABLES_SQL, (list(OWN_SCHEMAS),)).fetchall()}
+    columns: dict[tuple[str, str], list[ColumnInfo]] = {key: [] for key in tables}
+    for schema, table, *column in conn.execute(_COLUMNS_SQL, (list(OWN_SCHEMAS),)).fetchall():
+        if (schema, table) in columns:
+            columns[(schema, table)].append(ColumnInfo(*column))
+    return {
+        key: TableInfo(schema=key[0], name=key[1], partitioned=bool(partitioned), columns=tuple(columns[key]))
+        for key, partitioned in tables.items()
+    }
+

@@ -1,0 +1,64 @@
+"""Default deny: every column of every table must be classified by the policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.policy import MaskingPolicy
+
+
+@dataclass(frozen=True)
+class UncoveredColumn:
+    schema: str
+    table: str
+    column: str
+    type_name: str
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+
+def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[UncoveredColumn]:
+    """Columns of the database that the policy neither masks nor explicitly keeps."""
+    uncovered = []
+    for key, info in sorted(tables.items()):
+        table_policy = policy.tables.get(key)
+        if table_policy is not None and table_policy.keep_all:
+            continue
+        covered = set(table_policy.columns) if table_policy else set()
+        uncovered.extend(
+            UncoveredColumn(info.schema, info.name, column.name, column.type_name)
+            for column in info.columns
+            if column.name not in covered
+        )
+    return uncovered
+
+
+def _is_text_type(type_name: str) -> bool:
+    return type_name == "text" or type_name.startswith(("character", "citext"))
+
+
+def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
+    """YAML to paste under `tables:`: text columns start as `redact`, others as `keep`; review each."""
+    lines: list[str] = []
+    current: tuple[str, str] | None = None
+    for column in uncovered:
+        if (column.schema, column.table) != current:
+            current = (column.schema, column.table)
+            name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
+            lines.append(f"  {name}:")
+        rule = "redact" if _is_text_type(column.type_name) else "keep"
+        lines.append(f"    {column.column}: {rule}  # REVIEW: {column.type_name}")
+    return "\n".join(lines)
+
+
+def describe_uncovered(uncovered: list[UncoveredColumn], policy_source: str) -> str:
+    """The error message for uncovered columns, with a snippet that would cover them."""
+    names = ", ".join(column.qualified_name for column in uncovered)
+    return (
+        f"{len(uncovered)} column(s) are not covered by the masking policy {policy_source}: {names}.\n"
+        "Every column must be masked or explicitly kept. Add to the policy (and review each line):\n"
+        + policy_snippet(uncovered)
+    )

@@ -1,0 +1,114 @@
+"""Turns a table's policy into set-based SQL that rewrites the table with masked values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.policy import (
+    ArrayRule,
+    ColumnRule,
+    JsonRule,
+    TablePolicy,
+    TransformRule,
+    describe_rule,
+)
+
+KEY = sql.Placeholder("key")
+_KEEP = TransformRule("keep")
+STAGING_TABLE = "refresh_pipeline_masked_rows"
+
+
+def _text_call(transform: TransformRule, value: sql.Composable) -> sql.Composable:
+    return sql.SQL("refresh_pipeline.mask_text({key}, {transform}, {value}, {params}::jsonb)").format(
+        key=KEY,
+        transform=sql.Literal(transform.transform),
+        value=value,
+        params=sql.Literal(json.dumps(transform.param_dict, sort_keys=True)),
+    )
+
+
+def _date_expression(column: ColumnInfo, ident: sql.Identifier) -> sql.Composable:
+    if column.base_type == "date":
+        return sql.SQL("refresh_pipeline.mask_date({key}, {col})").format(key=KEY, col=ident)
+    # Timestamps keep their time of day; only the date moves (within its year).
+    return sql.SQL(
+        "CAST(refresh_pipeline.mask_date({key}, {col}::date) + ({col} - date_trunc('day', {col})) AS {type})"
+    ).format(key=KEY, col=ident, type=sql.SQL(column.type_name))
+
+
+def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
+    """The SQL expression for the masked value of one column (the column itself when kept)."""
+    ident = sql.Identifier(column.name)
+    if isinstance(rule, JsonRule):
+        expression: sql.Composable = sql.SQL("{}::jsonb").format(ident)
+        for path in rule.paths:
+            expression = sql.SQL("refresh_pipeline.mask_jsonb({key}, {doc}, {steps}::text[], {transform}, {params}::jsonb)").format(
+                key=KEY,
+                doc=expression,
+                steps=sql.Literal(list(path.steps)),
+                transform=sql.Literal(path.rule.transform),
+                params=sql.Literal(json.dumps(path.rule.param_dict, sort_keys=True)),
+            )
+        return sql.SQL("{}::json").format(expression) if column.base_type == "json" else expression
+    if isinstance(rule, ArrayRule):
+        element = _text_call(rule.element, sql.Identifier("element"))
+        return sql.SQL(
+            "CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY(SELECT {element} FROM unnest({col}) "
+            "WITH ORDINALITY AS u(element, position) ORDER BY position) END"
+        ).format(col=ident, element=element)
+    if rule.transform == "keep":
+        return ident
+    if rule.transform == "null":
+        return sql.SQL("CAST(NULL AS {})").format(sql.SQL(column.type_name))
+    if rule.transform == "date":
+        return _date_expression(column, ident)
+    return _text_call(rule, sql.SQL("{}::text").format(ident))
+
+
+@dataclass(frozen=True)
+class TableMaskingPlan:
+    """The statements that mask one table, run in one transaction, and what they change."""
+
+    table: TableInfo
+    rules: dict[str, str]
+    create_staging: sql.Composed
+    delete_rows: sql.Composed
+    insert_rows: sql.Composed
+
+    @property
+    def masked_columns(self) -> list[str]:
+        return [name for name, rule in self.rules.items() if rule != "keep"]
+
+
+def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMaskingPlan:
+    """Masked rows are computed into a temporary table, then swapped in with DELETE + INSERT.
+
+    Rewriting instead of UPDATE keeps unique keys valid throughout: a masked value may equal another
+    row's not-yet-masked original, which an in-place UPDATE would reject as a duplicate.
+    """
+    columns = [c for c in table.columns if not c.generated]  # generated columns recompute on INSERT
+    table_ident = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    # ONLY: rows of inheritance children belong to those tables; a partitioned parent covers its partitions.
+    target = table_ident if table.partitioned else sql.SQL("ONLY {}").format(table_ident)
+    rules = {c.name: table_policy.columns.get(c.name, _KEEP) for c in columns}
+    select_list = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
+    )
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    overriding = sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else "")
+    staging = sql.Identifier(STAGING_TABLE)
+    return TableMaskingPlan(
+        table=table,
+        rules={name: describe_rule(rule) for name, rule in rules.items()},
+        create_staging=sql.SQL("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {select} FROM {target}").format(
+            staging=staging, select=select_list, target=target
+        ),
+        delete_rows=sql.SQL("DELETE FROM {}").format(target),
+        insert_rows=sql.SQL("INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}").format(
+            target=table_ident, names=names, overriding=overriding, staging=staging
+        ),
+    )

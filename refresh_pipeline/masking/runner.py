@@ -1,0 +1,127 @@
+"""Masks one table of a restored database in one transaction, exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.catalog import TableInfo, read_tables
+from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
+from refresh_pipeline.masking.planner import plan_table_masking
+from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.masking.validation import find_policy_problems
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TableMaskingResult:
+    table: str
+    status: str  # "masked", "already_masked" or "kept"
+    rows: int
+    rules: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def masked_columns(self) -> list[str]:
+        return [name for name, rule in self.rules.items() if rule != "keep"]
+
+
+def install_functions(conn: psycopg.Connection) -> None:
+    """Create or refresh the refresh_pipeline schema's functions and bookkeeping tables (idempotent)."""
+    script = resources.files("refresh_pipeline.masking").joinpath("functions.sql").read_text()
+    with conn.transaction():
+        # Parallel steps may all install at once; CREATE OR REPLACE of one function is not concurrency-safe.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('refresh_pipeline.install_functions'))")
+        conn.execute(script)
+
+
+def functions_installed(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regproc('refresh_pipeline.mask_jsonb') IS NOT NULL").fetchone()[0]
+
+
+def count_rows(conn: psycopg.Connection, table: TableInfo) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    return conn.execute(query).fetchone()[0]
+
+
+def _table_info(conn: psycopg.Connection, policy: MaskingPolicy, table_policy: TablePolicy) -> TableInfo:
+    tables = read_tables(conn)
+    key = (table_policy.schema, table_policy.table)
+    single = MaskingPolicy(tables={key: table_policy}, source=policy.source)
+    problems = find_policy_problems(single, tables)
+    if problems:
+        raise RefreshError("the masking policy cannot be applied:\n  " + "\n  ".join(problems))
+    return tables[key]
+
+
+def mask_table(
+    conn: psycopg.Connection,
+    policy: MaskingPolicy,
+    table_name: str,
+    key: MaskingKey,
+    log: Log = lambda _message: None,
+) -> TableMaskingResult:
+    """Mask `table_name` in place per the policy; a table already masked under the same rules is left alone.
+
+    Runs in one transaction with the database's own triggers off (session_replication_role = replica),
+    so audit triggers do not copy originals anywhere and foreign keys are not re-checked row by row
+    while a key column changes; the integrity checks validate them afterwards.
+    """
+    if not conn.autocommit:
+        raise ValueError("mask_table needs an autocommit connection: it commits each table on its own")
+    started = time.monotonic()
+    table_policy = policy.table(table_name)
+    if not functions_installed(conn):
+        install_functions(conn)
+    info = _table_info(conn, policy, table_policy)
+    plan = plan_table_masking(info, table_policy)
+    if table_policy.keep_all or not plan.masked_columns:
+        return TableMaskingResult(info.qualified_name, "kept", count_rows(conn, info), plan.rules,
+                                  time.monotonic() - started)
+
+    digest = table_policy.digest()
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            sql.SQL("LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE").format(
+                sql.Identifier(info.schema), sql.Identifier(info.name)
+            )
+        )
+        marker = conn.execute(
+            "SELECT policy_digest, rows_masked FROM refresh_pipeline.masked_tables WHERE table_name = %s",
+            (info.qualified_name,),
+        ).fetchone()
+        if marker is not None:
+            if marker[0] != digest:
+                raise RefreshError(
+                    f"{info.qualified_name} was already masked under different rules on this database; masking it "
+                    "again would mask masked values. Re-run from restored_instance to start from a fresh copy."
+                )
+            log(f"{info.qualified_name}: already masked under these rules; nothing to do")
+            return TableMaskingResult(info.qualified_name, "already_masked", int(marker[1]), plan.rules,
+                                      time.monotonic() - started)
+
+        log(f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)}")
+        params = {"key": key.sql_pads(MASKING_PURPOSE)}
+        copied = conn.execute(plan.create_staging, params).rowcount
+        deleted = conn.execute(plan.delete_rows).rowcount
+        inserted = conn.execute(plan.insert_rows).rowcount
+        if not copied == deleted == inserted:
+            raise RefreshError(
+                f"{info.qualified_name}: row counts differ while masking (copied {copied}, removed {deleted}, "
+                f"inserted {inserted}); nothing was changed."
+            )
+        conn.execute(
+            "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
+            (info.qualified_name, digest, inserted),
+        )
+    seconds = time.monotonic() - started
+    log(f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s ({inserted / max(seconds, 1e-6):,.0f} rows/s)")
+    return TableMaskingResult(info.qualified_name, "masked", inserted, plan.rules, seconds)

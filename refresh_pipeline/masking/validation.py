@@ -1,0 +1,57 @@
+"""Checks that a policy can be applied to a database, before any data is touched."""
+
+from __future__ import annotations
+
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
+
+
+def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
+    if isinstance(rule, JsonRule):
+        return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
+    if isinstance(rule, ArrayRule):
+        if column.is_array and column.base_type in {"text", "character varying", "character", "citext"}:
+            return None
+        return f"an array rule needs a text array column, not {column.type_name}"
+    transform = rule.transform
+    if transform == "keep":
+        return None
+    if column.generated:
+        return "it is a generated column; keep it and mask the columns it is computed from"
+    if transform == "null":
+        return None if column.nullable else "`null` on a NOT NULL column; use `redact` or another transform"
+    if transform == "date":
+        return None if column.is_date else f"`date` needs a date or timestamp column, not {column.type_name}"
+    if not column.is_text:
+        return f"`{transform}` needs a text column, not {column.type_name}"
+    minimum = {"email": 28, "hash": rule.param_dict.get("length", 64)}.get(transform)
+    if minimum and column.max_length is not None and column.max_length < minimum:
+        return f"`{transform}` produces up to {minimum} characters; the column holds {column.max_length}"
+    if transform == "redact" and column.max_length is not None:
+        value = rule.param_dict.get("value", "REDACTED")
+        if len(value) > column.max_length:
+            return f"the redact value is {len(value)} characters; the column holds {column.max_length}"
+    return None
+
+
+def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[str]:
+    """Every reason the policy cannot be applied, each naming the policy line, column and type."""
+    problems = []
+    for key, table_policy in sorted(policy.tables.items()):
+        info = tables.get(key)
+        where = f"{policy.source}, line {table_policy.line}"
+        if info is None:
+            problems.append(f"{where}: table {table_policy.qualified_name} does not exist in the database")
+            continue
+        for column_name, rule in table_policy.columns.items():
+            line = rule.line if not isinstance(rule, TransformRule) or rule.line else table_policy.line
+            column = info.column(column_name)
+            if column is None:
+                problems.append(f"{policy.source}, line {line}: column {info.qualified_name}.{column_name} does not exist")
+                continue
+            problem = _rule_problem(column, rule)
+            if problem:
+                problems.append(
+                    f"{policy.source}, line {line}: {info.qualified_name}.{column_name} ({column.type_name}): {problem}"
+                )
+    return problems
