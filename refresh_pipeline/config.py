@@ -76,22 +76,36 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
     if not isinstance(raw, dict):
         raise RefreshError(f"{config_path}: expected a mapping of settings at the top level.")
     known = {
-        "source_dsn", "policy", "work_dir", "platform", "masking_key_env", "parallelism", "schedule",
-        "database_prefix", "snapshots_to_keep", "local",
+        "source_dsn",
+        "policy",
+        "work_dir",
+        "platform",
+        "masking_key_env",
+        "parallelism",
+        "schedule",
+        "database_prefix",
+        "snapshots_to_keep",
+        "local",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise RefreshError(f"{config_path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        raise RefreshError(
+            f"{config_path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
 
     base = config_path.parent
     platform = raw.get("platform", "local")
     if platform not in _PLATFORMS:
-        raise RefreshError(f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}.")
+        raise RefreshError(
+            f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}."
+        )
     schedule = raw.get("schedule") or {}
     local_raw = raw.get("local") or {}
     prefix = str(raw.get("database_prefix", "staging_"))
     if not prefix.isidentifier() or prefix.lower() != prefix:
-        raise RefreshError(f"{config_path}: database_prefix must be lower-case letters, digits and '_', got {prefix!r}.")
+        raise RefreshError(
+            f"{config_path}: database_prefix must be lower-case letters, digits and '_', got {prefix!r}."
+        )
     return RefreshConfig(
         source_dsn=str(_require(raw, "source_dsn", config_path)),
         policy_path=(base / str(_require(raw, "policy", config_path))).resolve(),

@@ -94,4 +94,3 @@ def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
         key: TableInfo(schema=key[0], name=key[1], partitioned=bool(partitioned), columns=tuple(columns[key]))
         for key, partitioned in tables.items()
     }
-

@@ -13,10 +13,23 @@ import yaml
 
 from refresh_pipeline.errors import RefreshError
 
-SCALAR_TRANSFORMS = frozenset({
-    "keep", "null", "redact", "hash", "email", "phone", "upi", "name", "first_name", "last_name", "address",
-    "date", "scrub",
-})
+SCALAR_TRANSFORMS = frozenset(
+    {
+        "keep",
+        "null",
+        "redact",
+        "hash",
+        "email",
+        "phone",
+        "upi",
+        "name",
+        "first_name",
+        "last_name",
+        "address",
+        "date",
+        "scrub",
+    }
+)
 # Transforms that turn text into text; these are the ones allowed inside JSON paths and arrays.
 TEXT_TRANSFORMS = frozenset(SCALAR_TRANSFORMS - {"keep", "null", "date"})
 _PARAMETERS: dict[str, frozenset[str]] = {
@@ -177,18 +190,29 @@ class _PolicyReader:
         elif isinstance(node, yaml.MappingNode):
             raw = self.scalar(node)
             if "transform" not in raw:
-                raise self.fail(node, f"{where}: a rule mapping needs `transform: NAME` (or `json:` / `array:`)")
+                raise self.fail(
+                    node, f"{where}: a rule mapping needs `transform: NAME` (or `json:` / `array:`)"
+                )
             name = str(raw.pop("transform"))
             params = raw
         else:
             raise self.fail(node, f"{where}: a rule is a transform name or a mapping")
         if name not in SCALAR_TRANSFORMS:
-            raise self.fail(node, f"{where}: unknown transform {name!r}; known: {', '.join(sorted(SCALAR_TRANSFORMS))}")
+            raise self.fail(
+                node, f"{where}: unknown transform {name!r}; known: {', '.join(sorted(SCALAR_TRANSFORMS))}"
+            )
         unknown = set(params) - _PARAMETERS.get(name, frozenset())
         if unknown:
             allowed = ", ".join(sorted(_PARAMETERS.get(name, ()))) or "none"
-            raise self.fail(node, f"{where}: transform {name!r} has no parameter(s) {', '.join(sorted(unknown))} (allowed: {allowed})")
-        if name == "hash" and "length" in params and (not isinstance(params["length"], int) or not 8 <= params["length"] <= 64):
+            raise self.fail(
+                node,
+                f"{where}: transform {name!r} has no parameter(s) {', '.join(sorted(unknown))} (allowed: {allowed})",
+            )
+        if (
+            name == "hash"
+            and "length" in params
+            and (not isinstance(params["length"], int) or not 8 <= params["length"] <= 64)
+        ):
             raise self.fail(node, f"{where}: hash length must be a whole number from 8 to 64")
         if name == "redact" and "value" in params and not isinstance(params["value"], str):
             raise self.fail(node, f"{where}: redact value must be a string")
@@ -202,7 +226,9 @@ class _PolicyReader:
             if keys == ["array"]:
                 element = self.transform(node.value[0][1], f"{where} (array element)")
                 if element.transform not in TEXT_TRANSFORMS:
-                    raise self.fail(node, f"{where}: array elements take a text transform, not {element.transform!r}")
+                    raise self.fail(
+                        node, f"{where}: array elements take a text transform, not {element.transform!r}"
+                    )
                 return ArrayRule(element=element, line=node.start_mark.line + 1)
         return self.transform(node, where)
 
@@ -215,7 +241,10 @@ class _PolicyReader:
                 raise self.fail(path_node, f"{where}: {exc}") from None
             rule = self.transform(rule_node, f"{where} {path_node.value}")
             if rule.transform not in TEXT_TRANSFORMS:
-                raise self.fail(rule_node, f"{where} {path_node.value}: JSON values take a text transform, not {rule.transform!r}")
+                raise self.fail(
+                    rule_node,
+                    f"{where} {path_node.value}: JSON values take a text transform, not {rule.transform!r}",
+                )
             paths.append(JsonPathRule(path=str(path_node.value), steps=steps, rule=rule))
         if not paths:
             raise self.fail(node, f"{where}: json needs at least one path")
@@ -227,7 +256,9 @@ class _PolicyReader:
         top = dict((k.value, v) for k, v in self.mapping(root, "the policy"))
         unknown = set(top) - {"tables", "version"}
         if unknown:
-            raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
+            raise self.fail(
+                root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`"
+            )
         if "tables" not in top:
             raise self.fail(root, "the policy needs a `tables:` mapping")
         tables: dict[tuple[str, str], TablePolicy] = {}

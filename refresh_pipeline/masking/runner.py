@@ -47,7 +47,9 @@ def functions_installed(conn: psycopg.Connection) -> bool:
 
 
 def count_rows(conn: psycopg.Connection, table: TableInfo) -> int:
-    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(table.schema), sql.Identifier(table.name)
+    )
     return conn.execute(query).fetchone()[0]
 
 
@@ -83,8 +85,9 @@ def mask_table(
     info = _table_info(conn, policy, table_policy)
     plan = plan_table_masking(info, table_policy)
     if table_policy.keep_all or not plan.masked_columns:
-        return TableMaskingResult(info.qualified_name, "kept", count_rows(conn, info), plan.rules,
-                                  time.monotonic() - started)
+        return TableMaskingResult(
+            info.qualified_name, "kept", count_rows(conn, info), plan.rules, time.monotonic() - started
+        )
 
     digest = table_policy.digest()
     with conn.transaction():
@@ -105,8 +108,9 @@ def mask_table(
                     "again would mask masked values. Re-run from restored_instance to start from a fresh copy."
                 )
             log(f"{info.qualified_name}: already masked under these rules; nothing to do")
-            return TableMaskingResult(info.qualified_name, "already_masked", int(marker[1]), plan.rules,
-                                      time.monotonic() - started)
+            return TableMaskingResult(
+                info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
+            )
 
         log(f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)}")
         params = {"key": key.sql_pads(MASKING_PURPOSE)}
@@ -123,5 +127,7 @@ def mask_table(
             (info.qualified_name, digest, inserted),
         )
     seconds = time.monotonic() - started
-    log(f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s ({inserted / max(seconds, 1e-6):,.0f} rows/s)")
+    log(
+        f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s ({inserted / max(seconds, 1e-6):,.0f} rows/s)"
+    )
     return TableMaskingResult(info.qualified_name, "masked", inserted, plan.rules, seconds)

@@ -8,7 +8,9 @@ from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, Mas
 
 def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if isinstance(rule, JsonRule):
-        return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
+        return (
+            None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
+        )
     if isinstance(rule, ArrayRule):
         if column.is_array and column.base_type in {"text", "character varying", "character", "citext"}:
             return None
@@ -47,7 +49,9 @@ def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], Ta
             line = rule.line if not isinstance(rule, TransformRule) or rule.line else table_policy.line
             column = info.column(column_name)
             if column is None:
-                problems.append(f"{policy.source}, line {line}: column {info.qualified_name}.{column_name} does not exist")
+                problems.append(
+                    f"{policy.source}, line {line}: column {info.qualified_name}.{column_name} does not exist"
+                )
                 continue
             problem = _rule_problem(column, rule)
             if problem:

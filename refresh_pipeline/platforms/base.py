@@ -31,6 +31,10 @@ class ManagedDatabase:
 class Platform(Protocol):
     """Where production is read and staging databases are created, promoted and retired."""
 
+    def ensure_ready(self) -> None:
+        """Make the platform usable (the local platform starts its embedded server)."""
+        ...
+
     def snapshot(self) -> Snapshot:
         """Take a consistent copy of production through a read-only session."""
         ...

@@ -12,9 +12,18 @@ from refresh_pipeline.errors import RefreshError
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 
 _LIBPQ_ENV = {
-    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
-    "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "options": "PGOPTIONS", "service": "PGSERVICE",
-    "connect_timeout": "PGCONNECT_TIMEOUT", "sslrootcert": "PGSSLROOTCERT", "passfile": "PGPASSFILE",
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "sslmode": "PGSSLMODE",
+    "options": "PGOPTIONS",
+    "service": "PGSERVICE",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "sslrootcert": "PGSSLROOTCERT",
+    "passfile": "PGPASSFILE",
 }
 
 

@@ -57,7 +57,7 @@ class LocalPlatform:
             self._server_conninfo = self.server.dsn()
 
     # -- server -------------------------------------------------------------------------------
-    def ensure_server(self) -> None:
+    def ensure_ready(self) -> None:
         """Start the embedded server if this platform runs its own."""
         if self.server is not None:
             self.server.ensure_running()
@@ -71,14 +71,14 @@ class LocalPlatform:
     def _source_is_on_this_server(self, name: str) -> bool:
         source = parse_conninfo(self.config.source_dsn)
         server = parse_conninfo(self._server_conninfo)
-        same_host = source.get("host", "") == server.get("host", "") and source.get("port", "5432") == server.get(
+        same_host = source.get("host", "") == server.get("host", "") and source.get(
             "port", "5432"
-        )
+        ) == server.get("port", "5432")
         return same_host and source.get("dbname") == name
 
     # -- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        self.ensure_server()
+        self.ensure_ready()
         created = _utc_now()
         snapshot_id = f"snap-{created.strftime(_SNAPSHOT_TIME_FORMAT)}"
         target = self.snapshot_dir / snapshot_id
@@ -95,7 +95,14 @@ class LocalPlatform:
         env = libpq_env(self.config.source_dsn, read_only=True)
         try:
             _run_tool(
-                [pg_dump, "--format=directory", f"--jobs={self.config.parallelism}", "--no-sync", "-f", str(partial)],
+                [
+                    pg_dump,
+                    "--format=directory",
+                    f"--jobs={self.config.parallelism}",
+                    "--no-sync",
+                    "-f",
+                    str(partial),
+                ],
                 env,
                 f"snapshot of {redact(self.config.source_dsn)}",
             )
@@ -133,11 +140,15 @@ class LocalPlatform:
         return name
 
     def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
-        self.ensure_server()
+        self.ensure_ready()
         if not name.startswith(self.config.database_prefix):
-            raise RefreshError(f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}.")
+            raise RefreshError(
+                f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}."
+            )
         if not Path(snapshot.location, "toc.dat").is_file():
-            raise RefreshError(f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}.")
+            raise RefreshError(
+                f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}."
+            )
         with connect(self._admin_conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             conn.execute(
@@ -148,8 +159,16 @@ class LocalPlatform:
         pg_restore = find_client_binary("pg_restore", self.server.bin_dir if self.server else None)
         try:
             _run_tool(
-                [pg_restore, f"--jobs={self.config.parallelism}", "--no-owner", "--no-acl", "--exit-on-error",
-                 "-d", name, snapshot.location],
+                [
+                    pg_restore,
+                    f"--jobs={self.config.parallelism}",
+                    "--no-owner",
+                    "--no-acl",
+                    "--exit-on-error",
+                    "-d",
+                    name,
+                    snapshot.location,
+                ],
                 libpq_env(self.conninfo(name)),
                 f"restore of {snapshot.snapshot_id} into {name}",
             )
@@ -175,7 +194,9 @@ class LocalPlatform:
             snapshot_match = re.search(r"snapshot=(\S+)", str(comment))
             managed.append(
                 ManagedDatabase(
-                    name=str(name), created_at=None, snapshot_id=snapshot_match.group(1) if snapshot_match else None
+                    name=str(name),
+                    created_at=None,
+                    snapshot_id=snapshot_match.group(1) if snapshot_match else None,
                 )
             )
         return managed
@@ -209,7 +230,9 @@ class LocalPlatform:
         services = self._read_services()
         # Never write a password into the file: libpq finds it in ~/.pgpass or PGPASSWORD.
         services[STAGING_SERVICE] = {
-            key: value for key, value in params.items() if key in {"host", "port", "dbname", "user", "sslmode"}
+            key: value
+            for key, value in params.items()
+            if key in {"host", "port", "dbname", "user", "sslmode"}
         }
         buffer = io.StringIO()
         services.write(buffer)

@@ -28,7 +28,9 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise RefreshError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL.")
+    raise RefreshError(
+        "running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL."
+    )
 
 
 class LocalServer:
@@ -92,7 +94,12 @@ class LocalServer:
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
-        return self._run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False).returncode == 0
+        return (
+            self._run(
+                [str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False
+            ).returncode
+            == 0
+        )
 
     def ensure_running(self) -> None:
         """Create the cluster on first use, start it if it is stopped; safe to call from many processes."""
@@ -104,10 +111,20 @@ class LocalServer:
                 self._start()
 
     def _initdb(self) -> None:
-        self._run([
-            str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-            "-E", "UTF8", "--no-locale", "--no-instructions",
-        ])
+        self._run(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ]
+        )
         settings = (
             "\n# written by refresh_pipeline\n"
             "listen_addresses = '127.0.0.1'\n"
@@ -119,18 +136,33 @@ class LocalServer:
             conf.write(settings)
 
     def _start(self) -> None:
-        self._run([
-            str(self.bin_dir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-w", "-t", "60", "-o", f"-p {self.port}",
-        ])
+        self._run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port}",
+            ]
+        )
         try:
             with psycopg.connect(self.dsn(), connect_timeout=10):
                 pass
         except psycopg.OperationalError as exc:
-            raise RefreshError(f"local PostgreSQL started but is not reachable on port {self.port}: {exc}") from None
+            raise RefreshError(
+                f"local PostgreSQL started but is not reachable on port {self.port}: {exc}"
+            ) from None
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) if it runs; the data stays."""
         with self._lock():
             if self.is_running():
-                self._run([str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"])
+                self._run(
+                    [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"]
+                )

@@ -1,0 +1,1 @@
+"""Dagster assets: snapshot → restored instance → masked/<table> → staging database → retired staging."""

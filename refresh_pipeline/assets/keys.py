@@ -1,0 +1,22 @@
+"""Asset and check keys, shared by assets, checks and the promotion guard."""
+
+import dagster as dg
+
+from refresh_pipeline.masking.policy import TablePolicy
+
+PRODUCTION_SNAPSHOT = dg.AssetKey("production_snapshot")
+RESTORED_INSTANCE = dg.AssetKey("restored_instance")
+STAGING_DATABASE = dg.AssetKey("staging_database")
+RETIRED_STAGING = dg.AssetKey("retired_staging")
+MASKED_PREFIX = "masked"
+REFRESH_GROUP = "staging_refresh"
+MASKING_GROUP = "masking"
+
+POLICY_COVERAGE_CHECK = "policy_covers_every_column"
+NO_PII_CHECK = "no_pii_left"
+
+
+def masked_table_key(table: TablePolicy) -> dg.AssetKey:
+    """`masked/<table>` for tables in `public`, `masked/<schema>__<table>` otherwise."""
+    name = table.table if table.schema == "public" else f"{table.schema}__{table.table}"
+    return dg.AssetKey([MASKED_PREFIX, name])

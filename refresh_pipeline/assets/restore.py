@@ -1,0 +1,60 @@
+"""restored_instance: a new, dated database restored from the latest snapshot, ready to be masked."""
+
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+from psycopg import sql
+
+from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
+from refresh_pipeline.audit.fingerprints import record_original_fingerprints
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.runner import count_rows, install_functions
+from refresh_pipeline.platforms.base import Snapshot
+from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.state import RestoreRecord
+
+
+@dg.asset(group_name=REFRESH_GROUP, deps=[PRODUCTION_SNAPSHOT], kinds={"postgres"})
+def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
+    """A fresh database from the snapshot, with row counts and keyed fingerprints of its PII recorded.
+
+    The fingerprints let the audit prove later that no original value survived masking; they stay on
+    this database and are dropped before promotion.
+    """
+    started = time.monotonic()
+    state = refresh.state()
+    record = state.require("snapshot", "production_snapshot")
+    platform = refresh.platform()
+    platform.ensure_ready()
+    name = platform.new_database_name()
+    context.log.info(f"restoring snapshot {record.snapshot_id} into new database {name}")
+    snapshot = Snapshot(record.snapshot_id, datetime.fromisoformat(record.taken_at), record.location)
+    platform.restore(snapshot, name)
+    restore_seconds = time.monotonic() - started
+
+    with refresh.connect_managed(name) as conn:
+        install_functions(conn)
+        tables = read_tables(conn)
+        row_counts = {info.qualified_name: count_rows(conn, info) for info in tables.values()}
+        with conn.transaction():
+            for table, rows in row_counts.items():
+                conn.execute(
+                    sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows)
+                )
+        context.log.info(f"fingerprinting PII of {len(tables)} tables for the audit")
+        fingerprints = record_original_fingerprints(conn, list(tables.values()), refresh.key())
+
+    state.write("restored", RestoreRecord(name, record.snapshot_id, datetime.now(UTC).isoformat()))
+    return dg.MaterializeResult(
+        metadata={
+            "database": name,
+            "snapshot_id": record.snapshot_id,
+            "tables": len(tables),
+            "rows": sum(row_counts.values()),
+            "row_counts": dg.MetadataValue.json(row_counts),
+            "original_fingerprints": fingerprints,
+            "restore_seconds": round(restore_seconds, 2),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )

@@ -1,0 +1,49 @@
+"""policy_covers_every_column: default deny, checked on the restored database before anything is masked."""
+
+import dagster as dg
+
+from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
+from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.resources import RefreshResource
+
+
+@dg.asset_check(
+    asset=RESTORED_INSTANCE,
+    name=POLICY_COVERAGE_CHECK,
+    blocking=True,
+    description="Every column of every table is masked or explicitly kept by the policy, and every rule applies.",
+)
+def policy_covers_every_column(
+    context: dg.AssetCheckExecutionContext, refresh: RefreshResource
+) -> dg.AssetCheckResult:
+    restored = refresh.state().require("restored", "restored_instance")
+    policy = refresh.policy()
+    with refresh.connect_managed(restored.database) as conn:
+        tables = read_tables(conn)
+    uncovered = find_uncovered(policy, tables)
+    problems = find_policy_problems(policy, tables)
+    metadata: dict[str, object] = {
+        "database": restored.database,
+        "tables": len(tables),
+        "columns": sum(len(t.columns) for t in tables.values()),
+        "uncovered_columns": dg.MetadataValue.json([c.qualified_name for c in uncovered]),
+        "policy_problems": dg.MetadataValue.json(problems),
+    }
+    if uncovered:
+        context.log.error(describe_uncovered(uncovered, policy.source))
+        metadata["policy_snippet"] = dg.MetadataValue.md(
+            f"```yaml\ntables:\n{policy_snippet(uncovered)}\n```"
+        )
+    for problem in problems:
+        context.log.error(problem)
+    passed = not uncovered and not problems
+    description = (
+        "every column is covered by the policy"
+        if passed
+        else f"{len(uncovered)} uncovered column(s), {len(problems)} policy problem(s): promotion is blocked"
+    )
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata, description=description
+    )

@@ -1,0 +1,83 @@
+"""no_pii_left: per table, blocking. Scans the masked table and compares its row count with the restore."""
+
+import dagster as dg
+
+from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
+from refresh_pipeline.audit.scan import DETECTOR_VERSION, scan_table
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.resources import RefreshResource
+
+
+def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=masked_table_key(table),
+        name=NO_PII_CHECK,
+        blocking=True,
+        description=(
+            f"No production email, phone or UPI handle survives anywhere in {table.qualified_name} (keyed "
+            "fingerprints of the originals), no email outside the masked domain, the table is masked per the "
+            "policy and its row count equals the restore's."
+        ),
+    )
+    def no_pii_left(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
+        restored = refresh.state().require("restored", "restored_instance")
+        with refresh.connect_managed(restored.database) as conn:
+            info = read_tables(conn).get((table.schema, table.table))
+            if info is None:
+                return dg.AssetCheckResult(
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"database": restored.database},
+                    description=f"{table.qualified_name} does not exist in {restored.database}",
+                )
+            audit = scan_table(conn, info, refresh.key())
+            restored_rows = conn.execute(
+                "SELECT row_count FROM refresh_pipeline.restored_row_counts WHERE table_name = %s",
+                (table.qualified_name,),
+            ).fetchone()
+            marker = conn.execute(
+                "SELECT policy_digest FROM refresh_pipeline.masked_tables WHERE table_name = %s",
+                (table.qualified_name,),
+            ).fetchone()
+
+        problems = []
+        if not audit.passed:
+            problems.append(audit.summary())
+        if restored_rows is None or restored_rows[0] != audit.rows_scanned:
+            expected = restored_rows[0] if restored_rows else "unknown"
+            problems.append(f"row count {audit.rows_scanned} differs from {expected} at restore")
+        needs_masking = not table.keep_all and bool(table.masked_columns)
+        if needs_masking and (marker is None or marker[0] != table.digest()):
+            problems.append("the table has not been masked under the current policy")
+        for problem in problems:
+            context.log.error(f"{table.qualified_name}: {problem}")
+
+        findings = {
+            f.column: {
+                "original_values": f.known_values,
+                "unmasked_emails": f.foreign_emails,
+                "row_locations": list(f.locations),
+            }
+            for f in audit.findings
+        }
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) or audit.summary(),
+            metadata={
+                "database": restored.database,
+                "rows_scanned": audit.rows_scanned,
+                "columns_scanned": dg.MetadataValue.json(audit.columns_scanned),
+                "findings": dg.MetadataValue.json(findings),
+                "known_value_audit": audit.known_value_audit,
+                "detectors": DETECTOR_VERSION,
+                "seconds": round(audit.seconds, 2),
+            },
+        )
+
+    return no_pii_left
+
+
+def build_pii_audit_checks(policy: MaskingPolicy) -> list[dg.AssetChecksDefinition]:
+    return [_no_pii_check(table) for _, table in sorted(policy.tables.items())]

@@ -1,0 +1,47 @@
+"""Dagster Definitions: assets, checks, job, schedule and resource, wired from one config file."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from refresh_pipeline.assets.masked_tables import build_masked_table_assets
+from refresh_pipeline.assets.promote import build_staging_database_asset
+from refresh_pipeline.assets.restore import restored_instance
+from refresh_pipeline.assets.retire import retired_staging
+from refresh_pipeline.assets.snapshot import production_snapshot
+from refresh_pipeline.checks.coverage import policy_covers_every_column
+from refresh_pipeline.checks.pii_audit import build_pii_audit_checks
+from refresh_pipeline.config import default_config_path, load_config
+from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.schedules import build_weekly_refresh_job, build_weekly_schedule
+
+
+def build_definitions(config_path: str | Path) -> dg.Definitions:
+    """Everything for one refresh config; per-table assets and checks come from its masking policy."""
+    config = load_config(config_path)
+    policy = load_policy(config.policy_path)
+    job = build_weekly_refresh_job(config)
+    return dg.Definitions(
+        assets=[
+            production_snapshot,
+            restored_instance,
+            *build_masked_table_assets(policy),
+            build_staging_database_asset(policy),
+            retired_staging,
+        ],
+        asset_checks=[policy_covers_every_column, *build_pii_audit_checks(policy)],
+        jobs=[job],
+        schedules=[build_weekly_schedule(config, job)],
+        resources={
+            "refresh": RefreshResource(
+                config_path=str(Path(config_path).resolve()), masking_key=dg.EnvVar(config.masking_key_env)
+            )
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded by `dagster dev` / `dagster asset materialize`; the config comes from default_config_path()."""
+    return build_definitions(default_config_path())

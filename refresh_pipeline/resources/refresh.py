@@ -1,0 +1,41 @@
+"""The one resource every asset and check uses."""
+
+import dagster as dg
+import psycopg
+
+from refresh_pipeline.config import RefreshConfig, load_config
+from refresh_pipeline.masking.keys import MaskingKey
+from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
+from refresh_pipeline.platforms.base import Platform
+from refresh_pipeline.platforms.connections import connect
+from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.state import StateFile
+
+
+class RefreshResource(dg.ConfigurableResource):
+    """Config file path plus the masking key (from an environment variable, never from a file)."""
+
+    config_path: str
+    masking_key: str
+
+    def config(self) -> RefreshConfig:
+        return load_config(self.config_path)
+
+    def platform(self) -> Platform:
+        config = self.config()
+        return LocalPlatform(config)
+
+    def policy(self) -> MaskingPolicy:
+        return load_policy(self.config().policy_path)
+
+    def key(self) -> MaskingKey:
+        return MaskingKey(self.masking_key)
+
+    def state(self) -> StateFile:
+        return StateFile(self.config().work_dir)
+
+    def connect_managed(self, database: str) -> psycopg.Connection:
+        """An autocommit session on a database the pipeline restored (never production)."""
+        platform = self.platform()
+        platform.ensure_ready()
+        return connect(platform.conninfo(database), autocommit=True)

@@ -1,0 +1,28 @@
+"""The weekly refresh job and its schedule."""
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from refresh_pipeline.config import RefreshConfig
+
+WEEKLY_REFRESH_JOB = "weekly_refresh_job"
+
+
+def build_weekly_refresh_job(config: RefreshConfig) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        WEEKLY_REFRESH_JOB,
+        selection=dg.AssetSelection.all(),
+        description="Snapshot production, restore, mask every table in parallel, audit, promote, retire the old staging.",
+        executor_def=dg.multiprocess_executor.configured({"max_concurrent": config.parallelism}),
+    )
+
+
+def build_weekly_schedule(config: RefreshConfig, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="weekly_refresh_schedule",
+        job=job,
+        cron_schedule=config.schedule_cron,
+        execution_timezone=config.schedule_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Off-peak weekly refresh of staging (runs while a Dagster daemon is up).",
+    )
