@@ -96,9 +96,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
     base = config_path.parent
     platform = raw.get("platform", "local")
     if platform not in _PLATFORMS:
-        raise RefreshError(
-            f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}."
-        )
+        raise RefreshError(f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}.")
     schedule = raw.get("schedule") or {}
     local_raw = raw.get("local") or {}
     prefix = str(raw.get("database_prefix", "staging_"))

@@ -4,6 +4,7 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from refresh_pipeline.assets.keys import (
     NO_PII_CHECK,
@@ -21,13 +22,13 @@ from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.state import PromotionRecord
 
+_COMPLETED = (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED)
+
 
 def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:
     """The checks whose latest evaluation must have passed on the database being promoted."""
     keys = [dg.AssetCheckKey(RESTORED_INSTANCE, POLICY_COVERAGE_CHECK)]
-    keys += [
-        dg.AssetCheckKey(masked_table_key(table), NO_PII_CHECK) for _, table in sorted(policy.tables.items())
-    ]
+    keys += [dg.AssetCheckKey(masked_table_key(table), NO_PII_CHECK) for _, table in sorted(policy.tables.items())]
     return keys
 
 
@@ -41,10 +42,13 @@ def failing_checks(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey], d
     for key in keys:
         label = key.to_user_string()
         record = instance.get_latest_asset_check_evaluation_record(key)
-        evaluation = record.evaluation if record else None
-        if evaluation is None:
-            failures.append(f"{label}: has not been evaluated")
+        if record is None:
+            failures.append(f"{label}: has never been evaluated")
             continue
+        if record.status not in _COMPLETED:
+            failures.append(f"{label}: latest evaluation (run {record.run_id}) is {record.status.value.lower()}")
+            continue
+        evaluation = record.evaluation
         checked = evaluation.metadata.get("database")
         checked_database = checked.value if checked is not None else None
         if checked_database != database:
@@ -79,9 +83,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
         previous = platform.promoted()
         platform.promote(restored.database)
         promoted_at = datetime.now(UTC).isoformat()
-        refresh.state().write(
-            "promoted", PromotionRecord(restored.database, restored.snapshot_id, promoted_at)
-        )
+        refresh.state().write("promoted", PromotionRecord(restored.database, restored.snapshot_id, promoted_at))
         context.log.info(f"staging now points at {restored.database} (was {previous})")
         return dg.MaterializeResult(
             metadata={

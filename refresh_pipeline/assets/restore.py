@@ -39,9 +39,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         row_counts = {info.qualified_name: count_rows(conn, info) for info in tables.values()}
         with conn.transaction():
             for table, rows in row_counts.items():
-                conn.execute(
-                    sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows)
-                )
+                conn.execute(sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows))
         context.log.info(f"fingerprinting PII of {len(tables)} tables for the audit")
         fingerprints = record_original_fingerprints(conn, list(tables.values()), refresh.key())
 

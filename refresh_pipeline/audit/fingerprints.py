@@ -21,9 +21,7 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline_audit.original_fingerprints (
 
 def token_fingerprint_sql(value: sql.Composable) -> sql.Composed:
     """HMAC of a token under the audit key: the only form in which originals are kept."""
-    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(
-        key=sql.Placeholder("audit_key"), value=value
-    )
+    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(key=sql.Placeholder("audit_key"), value=value)
 
 
 def record_original_fingerprints(conn: psycopg.Connection, tables: list[TableInfo], key: MaskingKey) -> int:
@@ -56,9 +54,7 @@ def record_original_fingerprints(conn: psycopg.Connection, tables: list[TableInf
 
 
 def fingerprints_present(conn: psycopg.Connection) -> bool:
-    return conn.execute(
-        "SELECT to_regclass('refresh_pipeline_audit.original_fingerprints') IS NOT NULL"
-    ).fetchone()[0]
+    return conn.execute("SELECT to_regclass('refresh_pipeline_audit.original_fingerprints') IS NOT NULL").fetchone()[0]
 
 
 def drop_fingerprints(conn: psycopg.Connection) -> None:

@@ -54,9 +54,7 @@ def scan_table(conn: psycopg.Connection, table: TableInfo, key: MaskingKey) -> T
     known = fingerprints_present(conn)
     target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
-    audit = TableAudit(
-        table=table.qualified_name, rows_scanned=rows, columns_scanned=[], known_value_audit=known
-    )
+    audit = TableAudit(table=table.qualified_name, rows_scanned=rows, columns_scanned=[], known_value_audit=known)
     known_test = (
         sql.SQL(
             "EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {})"
@@ -86,8 +84,6 @@ def scan_table(conn: psycopg.Connection, table: TableInfo, key: MaskingKey) -> T
         )
         known_count, foreign_count, locations = conn.execute(query, params).fetchone()
         if known_count or foreign_count:
-            audit.findings.append(
-                ColumnFindings(column.name, known_count, foreign_count, tuple(locations or ()))
-            )
+            audit.findings.append(ColumnFindings(column.name, known_count, foreign_count, tuple(locations or ())))
     audit.seconds = time.monotonic() - started
     return audit

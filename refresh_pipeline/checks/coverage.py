@@ -15,9 +15,7 @@ from refresh_pipeline.resources import RefreshResource
     blocking=True,
     description="Every column of every table is masked or explicitly kept by the policy, and every rule applies.",
 )
-def policy_covers_every_column(
-    context: dg.AssetCheckExecutionContext, refresh: RefreshResource
-) -> dg.AssetCheckResult:
+def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
     restored = refresh.state().require("restored", "restored_instance")
     policy = refresh.policy()
     with refresh.connect_managed(restored.database) as conn:
@@ -33,9 +31,7 @@ def policy_covers_every_column(
     }
     if uncovered:
         context.log.error(describe_uncovered(uncovered, policy.source))
-        metadata["policy_snippet"] = dg.MetadataValue.md(
-            f"```yaml\ntables:\n{policy_snippet(uncovered)}\n```"
-        )
+        metadata["policy_snippet"] = dg.MetadataValue.md(f"```yaml\ntables:\n{policy_snippet(uncovered)}\n```")
     for problem in problems:
         context.log.error(problem)
     passed = not uncovered and not problems

@@ -175,7 +175,8 @@ class _Generator:
         for vehicle_id in range(1, self.size.vehicles + 1):
             yield (
                 vehicle_id,
-                f"MH-0{vehicle_id % 5 + 1}-{chr(65 + vehicle_id % 26)}{chr(65 + vehicle_id // 26 % 26)}-{vehicle_id:04d}",
+                f"MH-0{vehicle_id % 5 + 1}-{chr(65 + vehicle_id % 26)}{chr(65 + vehicle_id // 26 % 26)}"
+                f"-{vehicle_id:04d}",
                 self.rng.choice([32, 41, 50]),
                 self.rng.choice(["Cityline Travels", "Metro Coaches", "Harbour Buses"]),
             )

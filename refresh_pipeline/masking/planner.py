@@ -98,8 +98,7 @@ def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMask
     target = table_ident if table.partitioned else sql.SQL("ONLY {}").format(table_ident)
     rules = {c.name: table_policy.columns.get(c.name, _KEEP) for c in columns}
     select_list = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name))
-        for c in columns
+        sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
     )
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     overriding = sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else "")
@@ -107,11 +106,11 @@ def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMask
     return TableMaskingPlan(
         table=table,
         rules={name: describe_rule(rule) for name, rule in rules.items()},
-        create_staging=sql.SQL(
-            "CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {select} FROM {target}"
-        ).format(staging=staging, select=select_list, target=target),
+        create_staging=sql.SQL("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {select} FROM {target}").format(
+            staging=staging, select=select_list, target=target
+        ),
         delete_rows=sql.SQL("DELETE FROM {}").format(target),
-        insert_rows=sql.SQL(
-            "INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}"
-        ).format(target=table_ident, names=names, overriding=overriding, staging=staging),
+        insert_rows=sql.SQL("INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}").format(
+            target=table_ident, names=names, overriding=overriding, staging=staging
+        ),
     )

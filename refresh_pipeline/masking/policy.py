@@ -190,17 +190,13 @@ class _PolicyReader:
         elif isinstance(node, yaml.MappingNode):
             raw = self.scalar(node)
             if "transform" not in raw:
-                raise self.fail(
-                    node, f"{where}: a rule mapping needs `transform: NAME` (or `json:` / `array:`)"
-                )
+                raise self.fail(node, f"{where}: a rule mapping needs `transform: NAME` (or `json:` / `array:`)")
             name = str(raw.pop("transform"))
             params = raw
         else:
             raise self.fail(node, f"{where}: a rule is a transform name or a mapping")
         if name not in SCALAR_TRANSFORMS:
-            raise self.fail(
-                node, f"{where}: unknown transform {name!r}; known: {', '.join(sorted(SCALAR_TRANSFORMS))}"
-            )
+            raise self.fail(node, f"{where}: unknown transform {name!r}; known: {', '.join(sorted(SCALAR_TRANSFORMS))}")
         unknown = set(params) - _PARAMETERS.get(name, frozenset())
         if unknown:
             allowed = ", ".join(sorted(_PARAMETERS.get(name, ()))) or "none"
@@ -226,9 +222,7 @@ class _PolicyReader:
             if keys == ["array"]:
                 element = self.transform(node.value[0][1], f"{where} (array element)")
                 if element.transform not in TEXT_TRANSFORMS:
-                    raise self.fail(
-                        node, f"{where}: array elements take a text transform, not {element.transform!r}"
-                    )
+                    raise self.fail(node, f"{where}: array elements take a text transform, not {element.transform!r}")
                 return ArrayRule(element=element, line=node.start_mark.line + 1)
         return self.transform(node, where)
 
@@ -256,9 +250,7 @@ class _PolicyReader:
         top = dict((k.value, v) for k, v in self.mapping(root, "the policy"))
         unknown = set(top) - {"tables", "version"}
         if unknown:
-            raise self.fail(
-                root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`"
-            )
+            raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
         if "tables" not in top:
             raise self.fail(root, "the policy needs a `tables:` mapping")
         tables: dict[tuple[str, str], TablePolicy] = {}

@@ -47,9 +47,7 @@ def functions_installed(conn: psycopg.Connection) -> bool:
 
 
 def count_rows(conn: psycopg.Connection, table: TableInfo) -> int:
-    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-        sql.Identifier(table.schema), sql.Identifier(table.name)
-    )
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     return conn.execute(query).fetchone()[0]
 
 
@@ -128,6 +126,7 @@ def mask_table(
         )
     seconds = time.monotonic() - started
     log(
-        f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s ({inserted / max(seconds, 1e-6):,.0f} rows/s)"
+        f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s "
+        f"({inserted / max(seconds, 1e-6):,.0f} rows/s)"
     )
     return TableMaskingResult(info.qualified_name, "masked", inserted, plan.rules, seconds)

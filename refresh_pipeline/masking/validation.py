@@ -8,9 +8,7 @@ from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, Mas
 
 def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if isinstance(rule, JsonRule):
-        return (
-            None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
-        )
+        return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
     if isinstance(rule, ArrayRule):
         if column.is_array and column.base_type in {"text", "character varying", "character", "citext"}:
             return None

@@ -71,9 +71,9 @@ class LocalPlatform:
     def _source_is_on_this_server(self, name: str) -> bool:
         source = parse_conninfo(self.config.source_dsn)
         server = parse_conninfo(self._server_conninfo)
-        same_host = source.get("host", "") == server.get("host", "") and source.get(
+        same_host = source.get("host", "") == server.get("host", "") and source.get("port", "5432") == server.get(
             "port", "5432"
-        ) == server.get("port", "5432")
+        )
         return same_host and source.get("dbname") == name
 
     # -- snapshot -----------------------------------------------------------------------------
@@ -142,13 +142,9 @@ class LocalPlatform:
     def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
         self.ensure_ready()
         if not name.startswith(self.config.database_prefix):
-            raise RefreshError(
-                f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}."
-            )
+            raise RefreshError(f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}.")
         if not Path(snapshot.location, "toc.dat").is_file():
-            raise RefreshError(
-                f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}."
-            )
+            raise RefreshError(f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}.")
         with connect(self._admin_conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             conn.execute(
@@ -230,12 +226,10 @@ class LocalPlatform:
         services = self._read_services()
         # Never write a password into the file: libpq finds it in ~/.pgpass or PGPASSWORD.
         services[STAGING_SERVICE] = {
-            key: value
-            for key, value in params.items()
-            if key in {"host", "port", "dbname", "user", "sslmode"}
+            key: value for key, value in params.items() if key in {"host", "port", "dbname", "user", "sslmode"}
         }
         buffer = io.StringIO()
-        services.write(buffer)
+        services.write(buffer, space_around_delimiters=False)
         self.service_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_path = tempfile.mkstemp(dir=self.service_file.parent, prefix=".pg_service.", suffix=".tmp")
         try:

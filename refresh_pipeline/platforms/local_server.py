@@ -28,9 +28,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise RefreshError(
-        "running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL."
-    )
+    raise RefreshError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL.")
 
 
 class LocalServer:
@@ -56,8 +54,8 @@ class LocalServer:
         result = subprocess.run(command, capture_output=True, text=True, cwd="/")
         if check and result.returncode != 0:
             raise RefreshError(
-                f"`{Path(args[0]).name}` failed (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
-                + self._log_tail()
+                f"`{Path(args[0]).name}` failed (exit {result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}" + self._log_tail()
             )
         return result
 
@@ -95,10 +93,7 @@ class LocalServer:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
         return (
-            self._run(
-                [str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False
-            ).returncode
-            == 0
+            self._run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False).returncode == 0
         )
 
     def ensure_running(self) -> None:
@@ -155,14 +150,10 @@ class LocalServer:
             with psycopg.connect(self.dsn(), connect_timeout=10):
                 pass
         except psycopg.OperationalError as exc:
-            raise RefreshError(
-                f"local PostgreSQL started but is not reachable on port {self.port}: {exc}"
-            ) from None
+            raise RefreshError(f"local PostgreSQL started but is not reachable on port {self.port}: {exc}") from None
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) if it runs; the data stays."""
         with self._lock():
             if self.is_running():
-                self._run(
-                    [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"]
-                )
+                self._run([str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"])

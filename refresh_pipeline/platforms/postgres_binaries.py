@@ -48,9 +48,7 @@ def find_server_bin_dir(preferred: str | None = None) -> Path:
         folder = Path(preferred)
         if _has_server_binaries(folder):
             return folder
-        raise RefreshError(
-            f"local.bin_dir={preferred} does not contain {', '.join(SERVER_BINARIES)}. {INSTALL_HINT}"
-        )
+        raise RefreshError(f"local.bin_dir={preferred} does not contain {', '.join(SERVER_BINARIES)}. {INSTALL_HINT}")
     for folder in _candidate_dirs():
         if _has_server_binaries(folder):
             return folder

@@ -1,0 +1,195 @@
+"""`refresh-pipeline`: demo, run, status, validate, ui and server commands."""
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from refresh_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, load_config
+from refresh_pipeline.errors import RefreshError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from refresh_pipeline.execution import run_refresh
+
+    outcome = run_refresh(args.config, in_process=args.in_process)
+    return _report(outcome)
+
+
+def _report(outcome: object) -> int:
+    from refresh_pipeline.execution import RefreshOutcome
+
+    assert isinstance(outcome, RefreshOutcome)
+    if outcome.success:
+        print(f"refresh succeeded (run {outcome.run_id})")
+        return 0
+    print(f"refresh FAILED (run {outcome.run_id})", file=sys.stderr)
+    for check in outcome.failed_checks:
+        print(f"  failed check: {check}", file=sys.stderr)
+    for step in outcome.failed_steps:
+        print(f"  failed step: {step}", file=sys.stderr)
+    if outcome.skipped_steps:
+        print(
+            f"  not run because of the above: {', '.join(sorted(set(outcome.skipped_steps)))}",
+            file=sys.stderr,
+        )
+    print("  staging was not changed. Details: `refresh-pipeline ui` (Runs tab).", file=sys.stderr)
+    return 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from refresh_pipeline.status import refresh_status
+
+    status = refresh_status(load_config(args.config))
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    if status["staging_database"] is None:
+        print("nothing promoted yet")
+    else:
+        print(f"staging -> {status['staging_database']} (promoted {status['promoted_at']})")
+        print(f"  connect: PGSERVICEFILE={status['service_file']} psql service=staging")
+    print(f"managed databases: {', '.join(status['managed_databases']) or 'none'}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from refresh_pipeline.validate import validate_against_source
+
+    problems = validate_against_source(load_config(args.config))
+    if not problems:
+        print("the policy covers every column of production and every rule applies")
+        return 0
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1
+
+
+def _ensure_masking_key(variable: str) -> None:
+    if not os.environ.get(variable):
+        os.environ[variable] = secrets.token_urlsafe(32)
+        print(
+            f"note: {variable} is not set; using a throwaway random masking key for this run "
+            f"(set {variable} to get the same masked values every run)."
+        )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from refresh_pipeline.demo.setup import prepare_demo
+    from refresh_pipeline.execution import run_refresh
+
+    config_path = prepare_demo(Path(args.work_dir), scale=args.scale, port=args.port, reset=args.reset)
+    config = load_config(config_path)
+    _ensure_masking_key(config.masking_key_env)
+    print("running the refresh: snapshot -> restore -> mask -> audit -> promote -> retire")
+    code = _report(run_refresh(config_path, in_process=args.in_process))
+    if code == 0:
+        from refresh_pipeline.status import refresh_status
+
+        status = refresh_status(config)
+        print(f"\nstaging is {status['staging_database']}; connect with:")
+        print(f"  PGSERVICEFILE={status['service_file']} psql service=staging")
+        print(f"demo production (the source) is {config.source_dsn}")
+        print(f"open the Dagster UI: refresh-pipeline ui --config {config_path}")
+        print(f"stop the demo server: refresh-pipeline server stop --config {config_path}")
+    return code
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from refresh_pipeline.execution import prepare_dagster_home
+
+    home = prepare_dagster_home(args.config)
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home})")
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [
+        str(dagster),
+        "dev",
+        "-m",
+        "refresh_pipeline.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(args.port),
+    ]
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from refresh_pipeline.platforms.local import LocalPlatform
+
+    platform = LocalPlatform(load_config(args.config))
+    if platform.server is None:
+        raise RefreshError(
+            "this config uses an existing server (local.server_dsn); there is no embedded server to manage."
+        )
+    if args.action == "start":
+        platform.server.ensure_running()
+        print(f"PostgreSQL running on 127.0.0.1:{platform.server.port} (data in {platform.server.data_dir})")
+    else:
+        platform.server.stop()
+        print("PostgreSQL stopped")
+    return 0
+
+
+def _default_config() -> str:
+    return os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refresh-pipeline",
+        description="Keep a production-like, PII-free staging PostgreSQL database fresh.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--config",
+            default=_default_config(),
+            help=f"config file (default: ${CONFIG_ENV_VAR} or ./{DEFAULT_CONFIG_FILE})",
+        )
+        return sub
+
+    run = with_config(commands.add_parser("run", help="run the whole refresh once; exit 1 if anything fails"))
+    run.add_argument("--in-process", action="store_true", help="run all steps in this process (no parallelism)")
+    run.set_defaults(handler=_cmd_run)
+
+    status = with_config(commands.add_parser("status", help="what staging points at now"))
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=_cmd_status)
+
+    validate = with_config(commands.add_parser("validate", help="check the policy against production (read-only)"))
+    validate.set_defaults(handler=_cmd_validate)
+
+    demo = commands.add_parser("demo", help="local server + demo production database + one full refresh")
+    demo.add_argument("--work-dir", default=".work", help="where the demo keeps its server, snapshots and state")
+    demo.add_argument("--scale", type=float, default=0.01, help="demo size; 1.0 = 200k customers (default 0.01)")
+    demo.add_argument("--port", type=int, default=54329, help="port of the demo PostgreSQL server")
+    demo.add_argument("--reset", action="store_true", help="reload demo production from scratch")
+    demo.add_argument("--in-process", action="store_true", help="run all steps in this process")
+    demo.set_defaults(handler=_cmd_demo)
+
+    ui = with_config(commands.add_parser("ui", help="open the Dagster UI on this config"))
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=_cmd_ui)
+
+    server = with_config(commands.add_parser("server", help="start or stop the embedded PostgreSQL server"))
+    server.add_argument("action", choices=["start", "stop"])
+    server.set_defaults(handler=_cmd_server)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except RefreshError as exc:
+        print(f"refresh-pipeline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

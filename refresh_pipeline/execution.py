@@ -1,0 +1,66 @@
+"""Runs the weekly refresh job once, outside `dagster dev`: the CLI's `run` and `demo` use this."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from refresh_pipeline.config import CONFIG_ENV_VAR, default_config_path, load_config
+from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.schedules import IN_PROCESS_RUN_CONFIG, WEEKLY_REFRESH_JOB, multiprocess_run_config
+
+_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+def weekly_refresh_job() -> dg.JobDefinition:
+    """Module-level so step subprocesses can rebuild the job (dg.reconstructable)."""
+    return build_definitions(default_config_path()).resolve_job_def(WEEKLY_REFRESH_JOB)
+
+
+@dataclass
+class RefreshOutcome:
+    success: bool
+    run_id: str
+    failed_steps: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    skipped_steps: list[str] = field(default_factory=list)
+
+
+def prepare_dagster_home(config_path: str | Path) -> Path:
+    """Point Dagster at a persistent home in the work dir (unless DAGSTER_HOME is set) so history is kept."""
+    config = load_config(config_path)
+    home = Path(os.environ.get("DAGSTER_HOME") or config.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
+    return home
+
+
+def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOutcome:
+    """Execute the whole graph once (steps in parallel unless `in_process`) and say what failed."""
+    config = load_config(config_path)
+    prepare_dagster_home(config_path)
+    run_config = IN_PROCESS_RUN_CONFIG if in_process else multiprocess_run_config(config.parallelism)
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(
+            dg.reconstructable(weekly_refresh_job),
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+        outcome = RefreshOutcome(success=result.success, run_id=result.run_id)
+        for event in result.all_events:
+            if event.is_step_failure and event.step_key:
+                outcome.failed_steps.append(event.step_key)
+            elif event.is_step_skipped and event.step_key:
+                outcome.skipped_steps.append(event.step_key)
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                evaluation = event.event_specific_data
+                if not evaluation.passed:
+                    outcome.failed_checks.append(
+                        f"{evaluation.asset_check_key.to_user_string()}: {evaluation.description or 'failed'}"
+                    )
+    return outcome

@@ -1,0 +1,33 @@
+"""What is promoted now, and what the pipeline manages: the data behind `refresh-pipeline status`."""
+
+from dataclasses import asdict
+from typing import Any
+
+from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.platforms.connections import redact
+from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.state import StateFile
+
+
+def refresh_status(config: RefreshConfig) -> dict[str, Any]:
+    """One JSON-ready object; connection strings never carry a password."""
+    platform = LocalPlatform(config)
+    platform.ensure_ready()
+    state = StateFile(config.work_dir)
+    promoted_name = platform.promoted()
+    promotion = state.read("promoted")
+    restored = state.read("restored")
+    snapshot = state.read("snapshot")
+    return {
+        "platform": config.platform,
+        "staging_database": promoted_name,
+        "staging_dsn": redact(platform.conninfo(promoted_name)) if promoted_name else None,
+        "staging_service": platform.staging_conninfo() if promoted_name else None,
+        "service_file": str(platform.service_file),
+        "promoted_at": promotion.promoted_at if promotion and promotion.database == promoted_name else None,
+        "snapshot_id": promotion.snapshot_id if promotion else None,
+        "latest_snapshot": asdict(snapshot) if snapshot else None,
+        "latest_restore": asdict(restored) if restored else None,
+        "managed_databases": [db.name for db in platform.list_managed()],
+        "snapshots": [s.snapshot_id for s in platform.list_snapshots()],
+    }

@@ -1,0 +1,22 @@
+"""`refresh-pipeline validate`: the policy checked against production's schema, through a read-only session."""
+
+from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
+from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.platforms.connections import connect
+from refresh_pipeline.platforms.local import LocalPlatform
+
+
+def validate_against_source(config: RefreshConfig) -> list[str]:
+    """Problems that would stop a refresh (uncovered columns, rules that cannot apply); empty when fine."""
+    policy = load_policy(config.policy_path)
+    LocalPlatform(config).ensure_ready()
+    with connect(config.source_dsn, read_only=True) as conn:
+        tables = read_tables(conn)
+    problems = find_policy_problems(policy, tables)
+    uncovered = find_uncovered(policy, tables)
+    if uncovered:
+        problems.append(describe_uncovered(uncovered, policy.source))
+    return problems
