@@ -1,0 +1,39 @@
+"""Running the asset graph in process for tests, the way the UI or CLI would, and reading the outcome."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from refresh_pipeline.definitions import build_definitions
+
+
+def materialize(
+    config_path: Path, instance: dg.DagsterInstance, selection: str | list[dg.AssetKey] | None = None
+) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(config_path)
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        resources=defs.resources,
+        instance=instance,
+        selection=selection,
+        raise_on_error=False,
+    )
+
+
+def failed_check_names(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_check_key.to_user_string() for e in result.get_asset_check_evaluations() if not e.passed}
+
+
+def step_failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    messages = {}
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            messages[event.step_key] = error.message
+    return messages
+
+
+def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

@@ -1,0 +1,55 @@
+"""Small helpers the tests share: reading a database the way a reviewer would."""
+
+import re
+import subprocess
+
+import psycopg
+from psycopg import sql
+
+EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+PHONE = re.compile(r"(?<![0-9])(?:\+91[ -]?|0)?([6-9][0-9]{4})[ -]?([0-9]{5})(?![0-9])")
+
+
+def table_fingerprint(conninfo: str, table: str) -> str:
+    """md5 over every row, order-independent: equal means identical content."""
+    with psycopg.connect(conninfo) as conn:
+        query = sql.SQL("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t").format(
+            sql.Identifier(table)
+        )
+        return conn.execute(query).fetchone()[0]
+
+
+def row_counts(conninfo: str) -> dict[str, int]:
+    with psycopg.connect(conninfo) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        return {
+            t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] for t in tables
+        }
+
+
+def data_dump(conninfo: str, schema: str = "public") -> str:
+    """All data of a schema as text (pg_dump --data-only), lower-cased."""
+    out = subprocess.run(
+        ["pg_dump", "--data-only", f"--schema={schema}", "-d", conninfo], capture_output=True, text=True, check=True
+    )
+    return out.stdout.lower()
+
+
+def production_identifiers(conninfo: str) -> tuple[set[str], set[str], set[str]]:
+    """Customer emails, email local parts and 10-digit phone numbers of a demo production database."""
+    with psycopg.connect(conninfo, options="-c default_transaction_read_only=on") as conn:
+        rows = conn.execute("SELECT lower(email), phone FROM customers").fetchall()
+    emails = {email for email, _ in rows}
+    return emails, {e.split("@")[0] for e in emails}, {phone[-10:] for _, phone in rows}
+
+
+def leaked_identifiers(dump: str, emails: set[str], local_parts: set[str], phones: set[str]) -> dict[str, set[str]]:
+    """Production identifiers that appear in a dump, found by an implementation independent of the engine."""
+    found_emails = set(EMAIL.findall(dump))
+    found_locals = {token.split("@")[0] for token in re.findall(r"[a-z0-9._-]+@[a-z]+", dump)}
+    found_phones = {a + b for a, b in PHONE.findall(dump)}
+    return {
+        "emails": found_emails & emails,
+        "local_parts": found_locals & local_parts,
+        "phones": found_phones & phones,
+    }

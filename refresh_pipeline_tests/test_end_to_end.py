@@ -1,0 +1,184 @@
+"""The whole refresh on the local platform, end to end, on real PostgreSQL."""
+
+import configparser
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from refresh_pipeline.config import load_config
+from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline_tests.graph import failed_check_names, materialize, materialized_keys, step_failure_messages
+from refresh_pipeline_tests.helpers import (
+    data_dump,
+    leaked_identifiers,
+    production_identifiers,
+    row_counts,
+    table_fingerprint,
+)
+
+OPERATIONAL_TABLES = ["routes", "stops", "route_stops", "trips", "vehicles"]
+DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
+
+
+def _platform(config_path: Path) -> LocalPlatform:
+    return LocalPlatform(load_config(config_path))
+
+
+def _source_fingerprint(conninfo: str) -> dict[str, str]:
+    return {table: table_fingerprint(conninfo, table) for table in row_counts(conninfo)}
+
+
+def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_source, write_config):
+    config = write_config(demo_source)
+    source_before = _source_fingerprint(demo_source)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert result.success, step_failure_messages(result)
+    platform = _platform(config)
+    staging = platform.promoted()
+    assert staging is not None and staging.startswith(load_config(config).database_prefix)
+    staging_dsn = platform.conninfo(staging)
+    emails, local_parts, phones = production_identifiers(demo_source)
+    leaks = leaked_identifiers(data_dump(staging_dsn), emails, local_parts, phones)
+    assert leaks == {"emails": set(), "local_parts": set(), "phones": set()}
+    for table in OPERATIONAL_TABLES:
+        assert table_fingerprint(staging_dsn, table) == table_fingerprint(demo_source, table), table
+    assert row_counts(staging_dsn) == row_counts(demo_source)
+    assert _source_fingerprint(demo_source) == source_before, "production must never be modified"
+    with psycopg.connect(staging_dsn) as conn:
+        audit_schema = conn.execute("SELECT to_regnamespace('refresh_pipeline_audit')").fetchone()[0]
+    assert audit_schema is None, "fingerprints must not reach the promoted database"
+
+
+def test_staging_service_name_reaches_the_promoted_database(demo_source, write_config):
+    config = write_config(demo_source)
+    assert materialize(config, dg.DagsterInstance.ephemeral()).success
+    platform = _platform(config)
+
+    out = subprocess.run(
+        ["psql", "service=staging", "-Atc", "SELECT current_database()"],
+        env={"PGSERVICEFILE": str(platform.service_file), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert out.stdout.strip() == platform.promoted()
+
+
+def test_second_refresh_promotes_a_new_database_and_drops_the_previous(demo_source, write_config):
+    config = write_config(demo_source)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, instance).success
+    platform = _platform(config)
+    first = platform.promoted()
+
+    assert materialize(config, instance).success
+
+    second = platform.promoted()
+    assert second != first
+    assert [db.name for db in platform.list_managed()] == [second]
+    assert len(platform.list_snapshots()) == 1
+
+
+def test_uncovered_production_column_blocks_promotion(demo_source, create_database, write_config, pg_server):
+    source = create_database("prod_extra_column")
+    subprocess.run(f"pg_dump -d '{demo_source}' | psql -q -d '{source}'", shell=True, check=True)
+    with psycopg.connect(source) as conn:
+        conn.execute("ALTER TABLE customers ADD COLUMN passport_number text DEFAULT 'P1234567'")
+    config = write_config(source)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert not result.success
+    assert "restored_instance:policy_covers_every_column" in failed_check_names(result)
+    assert "staging_database" not in materialized_keys(result)
+    assert not any(k.startswith("masked/") for k in materialized_keys(result)), (
+        "nothing is masked after a failed coverage check"
+    )
+    assert _platform(config).promoted() is None
+    evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
+    assert evaluation.metadata["uncovered_columns"].value == ["public.customers.passport_number"]
+    assert "passport_number: redact" in evaluation.metadata["policy_snippet"].value
+
+
+@pytest.fixture
+def leaky_policy(tmp_path: Path) -> Path:
+    policy = tmp_path / "leaky_policy.yaml"
+    policy.write_text(DEMO_POLICY.read_text().replace("passenger_email: email", "passenger_email: keep"))
+    return policy
+
+
+def test_pii_left_in_a_kept_column_fails_the_check_and_blocks_promotion(demo_source, write_config, leaky_policy):
+    config = write_config(demo_source, policy=leaky_policy)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert failed_check_names(result) == {"masked/bookings:no_pii_left"}
+    assert "staging_database" not in materialized_keys(result)
+    assert _platform(config).promoted() is None
+    evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
+    findings = evaluation.metadata["findings"].value
+    assert findings["passenger_email"]["original_values"] > 0
+    assert findings["passenger_email"]["unmasked_emails"] > 0
+
+
+def test_promotion_in_a_later_run_is_refused_after_a_failed_check(demo_source, write_config, leaky_policy):
+    config = write_config(demo_source, policy=leaky_policy)
+    instance = dg.DagsterInstance.ephemeral()
+    assert not materialize(config, instance).success
+
+    result = materialize(config, instance, selection=[dg.AssetKey("staging_database")])
+
+    assert not result.success
+    message = step_failure_messages(result)["staging_database"]
+    assert "refusing to promote" in message
+    assert "masked/bookings:no_pii_left: failed" in message
+    assert _platform(config).promoted() is None
+
+
+def test_promotion_is_refused_when_checks_audited_another_database(demo_source, write_config):
+    config = write_config(demo_source)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, instance).success
+    # A new restore that nobody audited yet: the old (passing) evaluations must not vouch for it.
+    assert materialize(config, instance, selection=["production_snapshot", "restored_instance"]).success
+
+    result = materialize(config, instance, selection=[dg.AssetKey("staging_database")])
+
+    assert not result.success
+    assert "last evaluated on" in step_failure_messages(result)["staging_database"]
+
+
+def test_rematerializing_one_table_does_not_mask_it_twice(demo_source, write_config):
+    config = write_config(demo_source)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, instance).success
+    staging_dsn = _platform(config).conninfo(_platform(config).promoted())
+    before = table_fingerprint(staging_dsn, "customers")
+
+    result = materialize(config, instance, selection="masked/customers")
+
+    assert result.success
+    assert materialized_keys(result) == {"masked/customers"}
+    assert result.asset_materializations_for_node("masked__customers")[0].metadata["status"].value == "already_masked"
+    assert table_fingerprint(staging_dsn, "customers") == before
+
+
+def test_service_file_keeps_other_entries_and_holds_no_password(demo_source, write_config):
+    config = write_config(demo_source)
+    platform = _platform(config)
+    platform.service_file.parent.mkdir(parents=True, exist_ok=True)
+    platform.service_file.write_text("[analytics]\nhost=db.internal\ndbname=warehouse\n")
+
+    assert materialize(config, dg.DagsterInstance.ephemeral()).success
+
+    services = configparser.ConfigParser()
+    services.read(platform.service_file)
+    assert services["analytics"]["dbname"] == "warehouse"
+    assert services["staging"]["dbname"] == platform.promoted()
+    assert "password" not in services["staging"]
