@@ -43,14 +43,19 @@ def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOut
     """Execute the whole graph once (steps in parallel unless `in_process`) and say what failed."""
     config = load_config(config_path)
     prepare_dagster_home(config_path)
-    run_config = IN_PROCESS_RUN_CONFIG if in_process else multiprocess_run_config(config.parallelism)
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(
-            dg.reconstructable(weekly_refresh_job),
-            instance=instance,
-            run_config=run_config,
-            raise_on_error=False,
-        )
+        if in_process:
+            # Built directly, not through dg.reconstructable: that caches the job per process, which
+            # would pin a long-lived process (tests, notebooks) to the first config it ran.
+            job = build_definitions(config_path).resolve_job_def(WEEKLY_REFRESH_JOB)
+            result = job.execute_in_process(instance=instance, run_config=IN_PROCESS_RUN_CONFIG, raise_on_error=False)
+        else:
+            result = dg.execute_job(
+                dg.reconstructable(weekly_refresh_job),
+                instance=instance,
+                run_config=multiprocess_run_config(config.parallelism),
+                raise_on_error=False,
+            )
         outcome = RefreshOutcome(success=result.success, run_id=result.run_id)
         for event in result.all_events:
             if event.is_step_failure and event.step_key:

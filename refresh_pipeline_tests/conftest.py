@@ -104,7 +104,9 @@ def write_config(tmp_path: Path, pg_server: LocalServer, masking_key_env: str) -
 
 @pytest.fixture(autouse=True)
 def _no_inherited_refresh_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setenv first so that monkeypatch records the variable and removes what the code under test sets.
     for name in ("REFRESH_PIPELINE_CONFIG", "DAGSTER_HOME", "PGSERVICEFILE", "PGSERVICE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("DAGSTER_TELEMETRY_DISABLED", "1")
     assert "REFRESH_PIPELINE_CONFIG" not in os.environ

@@ -16,7 +16,7 @@ def production_snapshot(context: dg.AssetExecutionContext, refresh: RefreshResou
     started = time.monotonic()
     platform = refresh.platform()
     platform.ensure_ready()
-    context.log.info(f"taking a snapshot of {redact(refresh.config().source_dsn)}")
+    context.log.info(f"taking a snapshot of {redact(refresh.config().source_dsn)} (config {refresh.config_path})")
     snapshot = platform.snapshot()
     refresh.state().write(
         "snapshot",

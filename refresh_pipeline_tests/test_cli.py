@@ -1,0 +1,115 @@
+"""The `refresh-pipeline` command as a user runs it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from refresh_pipeline.cli import main
+from refresh_pipeline_tests.helpers import data_dump, leaked_identifiers, production_identifiers
+
+CLI = [sys.executable, "-m", "refresh_pipeline.cli"]
+DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_then_status_reports_the_promoted_database(demo_source, write_config, capsys):
+    config = write_config(demo_source)
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+
+    status = json.loads(capsys.readouterr().out)
+    assert status["staging_database"].startswith("t")
+    assert f"dbname={status['staging_database']}" in status["staging_dsn"]
+    assert status["promoted_at"]
+    assert status["managed_databases"] == [status["staging_database"]]
+    with psycopg.connect(status["staging_dsn"]) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] > 0
+
+
+def test_failed_refresh_exits_non_zero_and_names_the_failed_check(demo_source, write_config, tmp_path, capsys):
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(DEMO_POLICY.read_text().replace("body: scrub", "body: keep"))
+    config = write_config(demo_source, policy=leaky)
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 1
+
+    err = capsys.readouterr().err
+    assert "failed check: masked/support_tickets:no_pii_left" in err
+    assert "staging was not changed" in err
+
+
+def test_user_errors_print_a_message_not_a_traceback(tmp_path):
+    result = subprocess.run([*CLI, "run", "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_uncovered_production_columns(demo_source, write_config, tmp_path, capsys):
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(DEMO_POLICY.read_text().replace("    created_at: keep\n\n  bookings:", "\n  bookings:"))
+    config = write_config(demo_source, policy=partial)
+
+    assert main(["validate", "--config", str(config)]) == 1
+    assert "public.customers.created_at" in capsys.readouterr().err
+    assert main(["validate", "--config", str(write_config(demo_source))]) == 0
+
+
+def test_run_with_parallel_steps_from_the_console(demo_source, write_config):
+    config = write_config(demo_source)
+    env = {**os.environ, "REFRESH_MASKING_KEY": "console-test-key-0123456789"}
+
+    result = subprocess.run([*CLI, "run", "--config", str(config)], capture_output=True, text=True, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "refresh succeeded" in result.stdout
+    status = json.loads(
+        subprocess.run(
+            [*CLI, "status", "--config", str(config), "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    emails, local_parts, phones = production_identifiers(demo_source)
+    assert leaked_identifiers(data_dump(status["staging_dsn"]), emails, local_parts, phones) == {
+        "emails": set(),
+        "local_parts": set(),
+        "phones": set(),
+    }
+
+
+def test_demo_builds_everything_from_nothing(test_root):
+    work_dir = test_root / "demo_work"
+    env = {k: v for k, v in os.environ.items() if k != "REFRESH_MASKING_KEY"}
+    port = _free_port()
+
+    result = subprocess.run(
+        [*CLI, "demo", "--work-dir", str(work_dir), "--port", str(port), "--scale", "0.002", "--in-process"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    try:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "throwaway random masking key" in result.stdout
+        assert f"PGSERVICEFILE={work_dir}/pg_service.conf psql service=staging" in result.stdout
+        staging = subprocess.run(
+            ["psql", "service=staging", "-Atc", "SELECT count(*) FROM customers"],
+            env={"PGSERVICEFILE": str(work_dir / "pg_service.conf"), "PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert int(staging.stdout) == 400
+    finally:
+        subprocess.run([*CLI, "server", "stop", "--config", str(work_dir / "demo.yaml")], capture_output=True)

@@ -1,0 +1,71 @@
+"""The Dagster definitions: they load, every table has its asset and blocking check, the schedule is weekly."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from refresh_pipeline.assets.keys import NO_PII_CHECK, POLICY_COVERAGE_CHECK
+from refresh_pipeline.config import load_config
+from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.schedules import WEEKLY_REFRESH_JOB
+
+
+@pytest.fixture
+def config_path(write_config, pg_server):
+    return write_config(pg_server.dsn("unused"), schedule={"timezone": "Asia/Kolkata"})
+
+
+def test_definitions_load_and_the_weekly_job_resolves(config_path):
+    defs = build_definitions(config_path)
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def(WEEKLY_REFRESH_JOB)
+    assert "staging_database" in job.graph.node_dict
+    assert "retired_staging" in job.graph.node_dict
+
+
+def test_one_masked_asset_and_one_blocking_check_per_policy_table(config_path):
+    defs = build_definitions(config_path)
+    policy = load_policy(load_config(config_path).policy_path)
+    asset_keys = {key for assets in defs.assets for key in assets.keys}
+    masked = {key for key in asset_keys if key.path[0] == "masked"}
+    assert {key.path[1] for key in masked} == {table for _, table in policy.tables}
+
+    checks = [spec for checks_def in defs.asset_checks for spec in checks_def.check_specs]
+    assert all(spec.blocking for spec in checks)
+    assert {spec.asset_key for spec in checks if spec.name == NO_PII_CHECK} == masked
+    assert {spec.asset_key for spec in checks if spec.name == POLICY_COVERAGE_CHECK} == {
+        dg.AssetKey("restored_instance")
+    }
+    # `dagster definitions validate` does not catch a check aimed at a missing asset.
+    assert {spec.asset_key for spec in checks} <= asset_keys
+
+
+def test_lineage_runs_snapshot_restore_masked_tables_staging_retire(config_path):
+    defs = build_definitions(config_path)
+    graph = defs.resolve_asset_graph()
+    customers = dg.AssetKey(["masked", "customers"])
+    assert graph.get(customers).parent_keys == {dg.AssetKey("restored_instance")}
+    assert graph.get(dg.AssetKey("restored_instance")).parent_keys == {dg.AssetKey("production_snapshot")}
+    assert customers in graph.get(dg.AssetKey("staging_database")).parent_keys
+    assert graph.get(dg.AssetKey("retired_staging")).parent_keys == {dg.AssetKey("staging_database")}
+
+
+def test_schedule_fires_sunday_two_am_in_the_configured_timezone(config_path):
+    defs = build_definitions(config_path)
+    schedule = defs.resolve_schedule_def("weekly_refresh_schedule")
+    assert schedule.cron_schedule == "0 2 * * 0"
+    assert schedule.execution_timezone == "Asia/Kolkata"
+    assert schedule.job_name == WEEKLY_REFRESH_JOB
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 29, 2, 0, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+    )
+    data = schedule.evaluate_tick(context)
+    assert data.run_requests and len(data.run_requests) == 1
+
+
+def test_masking_key_comes_from_the_environment_not_the_config(config_path):
+    resource = build_definitions(config_path).resources["refresh"]
+    assert isinstance(resource.masking_key, dg.EnvVar)
+    assert resource.masking_key.env_var_name == "REFRESH_MASKING_KEY"

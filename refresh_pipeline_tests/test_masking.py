@@ -1,0 +1,235 @@
+"""The masking engine on real PostgreSQL: determinism, consistency, formats, uniqueness, exactly-once."""
+
+import hashlib
+import hmac
+
+import psycopg
+import pytest
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
+from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
+from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.runner import install_functions, mask_table
+
+KEY = MaskingKey("unit-test-key-0123456789")
+OTHER_KEY = MaskingKey("another-key-9876543210")
+
+SCHEMA = """
+CREATE TABLE customers (
+    id int PRIMARY KEY,
+    name text,
+    email text NOT NULL UNIQUE,
+    phone varchar(20) UNIQUE,
+    born date,
+    profile jsonb,
+    aliases text[],
+    note text
+);
+CREATE TABLE bookings (id int PRIMARY KEY, customer_id int REFERENCES customers, passenger_email text);
+INSERT INTO customers VALUES
+    (1, 'Ravi Kumar', 'Ravi.Kumar@gmail.com', '+91 98765 43210', '1990-05-17',
+     '{"contact": {"email": "ravi.kumar@gmail.com", "phone": 9876543210}, "vip": true}',
+     ARRAY['ravi.kumar@gmail.com', '09876543210'], 'Call 98765-43210 or ravi.kumar@gmail.com'),
+    (2, 'Asha', 'asha@yahoo.co.in', '9123456789', NULL, NULL, NULL, ''),
+    (3, '', 'empty@x.in', NULL, '2001-01-01', '{}', '{}', NULL);
+INSERT INTO bookings VALUES (10, 1, 'ravi.kumar@gmail.com'), (11, 2, 'ASHA@YAHOO.CO.IN'), (12, 3, 'nobody@x.in');
+"""
+
+POLICY = """
+tables:
+  customers:
+    id: keep
+    name: name
+    email: email
+    phone: phone
+    born: date
+    profile:
+      json:
+        "$.contact.email": email
+        "$.contact.phone": phone
+    aliases: {array: scrub}
+    note: scrub
+  bookings:
+    id: keep
+    customer_id: keep
+    passenger_email: email
+"""
+
+
+@pytest.fixture
+def db(create_database):
+    conninfo = create_database("masking")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        install_functions(conn)
+    return conninfo
+
+
+def _mask_all(conninfo: str, key: MaskingKey = KEY, policy_text: str = POLICY) -> None:
+    policy = parse_policy(policy_text)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in ("customers", "bookings"):
+            mask_table(conn, policy, table, key)
+
+
+def _rows(conninfo: str, query: str) -> list[tuple]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_sql_hmac_is_real_hmac_sha256(db):
+    with psycopg.connect(db) as conn:
+        got = conn.execute("SELECT refresh_pipeline.hmac(%s, 'hello')", (KEY.sql_pads(MASKING_PURPOSE),)).fetchone()[0]
+    assert bytes(got) == hmac.new(KEY.derive(MASKING_PURPOSE), b"hello", hashlib.sha256).digest()
+
+
+def test_same_key_gives_identical_output_other_key_differs(create_database):
+    copies = []
+    for _ in range(3):
+        conninfo = create_database("determinism")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(SCHEMA)
+        copies.append(conninfo)
+    _mask_all(copies[0])
+    _mask_all(copies[1])
+    _mask_all(copies[2], key=OTHER_KEY)
+    query = "SELECT * FROM customers ORDER BY id"
+    assert _rows(copies[0], query) == _rows(copies[1], query)
+    assert [r[2] for r in _rows(copies[0], query)] != [r[2] for r in _rows(copies[2], query)]
+
+
+def test_value_masked_in_two_tables_still_joins_including_case_insensitively(db):
+    pairs_before = _rows(
+        db, "SELECT b.id, c.id FROM bookings b JOIN customers c ON lower(c.email) = lower(b.passenger_email)"
+    )
+    _mask_all(db)
+    pairs_after = _rows(
+        db, "SELECT b.id, c.id FROM bookings b JOIN customers c ON lower(c.email) = lower(b.passenger_email)"
+    )
+    assert sorted(pairs_after) == sorted(pairs_before) == [(10, 1), (11, 2)]
+
+
+def test_one_value_masks_alike_in_columns_json_arrays_and_free_text(db):
+    _mask_all(db)
+    email, phone, profile, aliases, note = _rows(
+        db, "SELECT email, phone, profile, aliases, note FROM customers WHERE id = 1"
+    )[0]
+    national = "".join(ch for ch in phone if ch.isdigit())[-10:]
+    assert profile["contact"]["email"] == email.lower()
+    assert profile["contact"]["phone"] == int(national), "a phone stored as a JSON number stays a number"
+    assert profile["vip"] is True
+    assert aliases == [email.lower(), "0" + national]
+    assert note == f"Call {national[:5]}-{national[5:]} or {email.lower()}"
+
+
+def test_masked_values_keep_their_format(db):
+    _mask_all(db)
+    rows = _rows(db, "SELECT id, name, email, phone, born FROM customers ORDER BY id")
+    (_, name1, email1, phone1, born1), (_, _, _, phone2, born2), (_, name3, _, phone3, born3) = rows
+    assert email1.endswith("@example.com") and "ravi" not in email1
+    assert phone1.startswith("+91 9") and len(phone1) == len("+91 98765 43210") and phone1[9] == " "
+    assert phone1 != "+91 98765 43210"
+    assert len(phone2) == 10 and phone2.isdigit() and phone2[0] == "9"
+    assert phone3 is None and born2 is None, "NULL stays NULL"
+    assert name3 == "", "empty stays empty"
+    assert born1.year == 1990 and born3.year == 2001
+    assert name1 != "Ravi Kumar" and " " in name1
+
+
+def test_unique_phones_stay_unique_with_many_near_identical_values(create_database):
+    conninfo = create_database("unique")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE subscribers (id int PRIMARY KEY, phone text UNIQUE NOT NULL)")
+        conn.execute(
+            "INSERT INTO subscribers SELECT g, '+9198765' || lpad(g::text, 5, '0') FROM generate_series(0, 99999) g"
+        )
+        mask_table(conn, parse_policy("tables:\n  subscribers:\n    id: keep\n    phone: phone\n"), "subscribers", KEY)
+        distinct, total, unchanged = conn.execute(
+            "SELECT count(DISTINCT phone), count(*), "
+            "count(*) FILTER (WHERE phone = '+9198765' || lpad(id::text, 5, '0')) FROM subscribers"
+        ).fetchone()
+    assert distinct == total == 100_000
+    assert unchanged < 10, "a keyed permutation leaves almost nothing in place"
+
+
+def test_masking_twice_is_a_no_op_and_a_changed_policy_is_refused(db):
+    _mask_all(db)
+    once = _rows(db, "SELECT * FROM customers ORDER BY id")
+    policy = parse_policy(POLICY)
+    with psycopg.connect(db, autocommit=True) as conn:
+        result = mask_table(conn, policy, "customers", KEY)
+        assert result.status == "already_masked"
+        with pytest.raises(RefreshError, match="already masked under different rules"):
+            mask_table(conn, parse_policy(POLICY.replace("name: name", "name: hash")), "customers", KEY)
+    assert _rows(db, "SELECT * FROM customers ORDER BY id") == once
+
+
+def test_masking_does_not_fire_triggers_and_leaves_them_enabled(db):
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customer_audit (email text)")
+        conn.execute(
+            "CREATE FUNCTION copy_email() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO customer_audit VALUES (NEW.email); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER audit_customers AFTER INSERT OR UPDATE ON customers "
+            "FOR EACH ROW EXECUTE FUNCTION copy_email()"
+        )
+    _mask_all(db)
+    assert _rows(db, "SELECT count(*) FROM customer_audit") == [(0,)]
+    assert _rows(db, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'audit_customers'") == [("O",)]
+
+
+def test_sequences_and_identity_columns_survive_masking(create_database):
+    conninfo = create_database("identity")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE people (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text, "
+            "domain text GENERATED ALWAYS AS (split_part(email, '@', 2)) STORED)"
+        )
+        conn.execute("INSERT INTO people (email) SELECT 'p' || g || '@corp.in' FROM generate_series(1, 50) g")
+        before = conn.execute("SELECT last_value FROM people_id_seq").fetchone()
+        mask_table(
+            conn, parse_policy("tables:\n  people:\n    id: keep\n    email: email\n    domain: keep\n"), "people", KEY
+        )
+        assert conn.execute("SELECT last_value FROM people_id_seq").fetchone() == before
+        assert conn.execute("SELECT DISTINCT domain FROM people").fetchall() == [("example.com",)]
+        assert conn.execute("SELECT min(id), max(id) FROM people").fetchone() == (1, 50)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("id: phone", "public.customers.id (integer): `phone` needs a text column"),
+        ("profile: {array: email}", "an array rule needs a text array column, not jsonb"),
+        ("note: {json: {'$.a': email}}", "a JSON path rule needs a json/jsonb column, not text"),
+        ("ghost: email", "column public.customers.ghost does not exist"),
+        ('email: "null"', "`null` on a NOT NULL column"),
+    ],
+)
+def test_rules_that_cannot_apply_are_refused_before_any_data_changes(db, rule, expected):
+    policy_text = "tables:\n  customers:\n    " + rule + "\n"
+    before = _rows(db, "SELECT * FROM customers ORDER BY id")
+    with psycopg.connect(db, autocommit=True) as conn, pytest.raises(RefreshError) as error:
+        mask_table(conn, parse_policy(policy_text, source="p.yaml"), "customers", KEY)
+    assert expected in str(error.value)
+    assert "p.yaml, line 3" in str(error.value)
+    assert _rows(db, "SELECT * FROM customers ORDER BY id") == before
+
+
+def test_uncovered_columns_are_named_with_a_snippet_that_covers_them(db):
+    customers_only = POLICY.split("  bookings:")[0]
+    with psycopg.connect(db) as conn:
+        tables = read_tables(conn)
+    uncovered = find_uncovered(parse_policy(customers_only), tables)
+    assert [c.qualified_name for c in uncovered] == [
+        "public.bookings.id",
+        "public.bookings.customer_id",
+        "public.bookings.passenger_email",
+    ]
+    message = describe_uncovered(uncovered, "p.yaml")
+    snippet = message.split("review each line):\n", 1)[1]
+    assert "    passenger_email: redact" in snippet and "    id: keep" in snippet
+    assert find_uncovered(parse_policy(customers_only + snippet), tables) == []

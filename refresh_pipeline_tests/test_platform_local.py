@@ -1,0 +1,149 @@
+"""The local platform on a real PostgreSQL server: snapshot, restore, promote, retire, and its refusals."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from refresh_pipeline.config import load_config
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.platforms.base import MANAGED_MARKER
+from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
+from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.platforms.local_server import LocalServer
+from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
+from refresh_pipeline_tests.helpers import row_counts, table_fingerprint
+
+
+@pytest.fixture
+def platform(demo_source, write_config) -> LocalPlatform:
+    return LocalPlatform(load_config(write_config(demo_source)))
+
+
+def test_production_sessions_refuse_writes(demo_source):
+    with connect(demo_source, read_only=True) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("CREATE TABLE should_not_exist (id int)")
+
+
+def test_tool_environment_for_production_is_read_only_and_keeps_the_password_off_the_command_line(demo_source):
+    env = libpq_env(demo_source + "?password=s3cret", read_only=True)
+    assert env["PGPASSWORD"] == "s3cret"
+    result = subprocess.run(
+        ["psql", "-Atc", "CREATE TABLE should_not_exist (id int)"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "read-only transaction" in result.stderr
+
+
+def test_redacted_conninfo_has_no_password():
+    assert "s3cret" not in redact("postgresql://user:s3cret@db.internal:5432/prod")
+    assert "db.internal" in redact("postgresql://user:s3cret@db.internal:5432/prod")
+
+
+def test_snapshot_and_restore_make_a_managed_dated_copy(platform, demo_source):
+    snapshot = platform.snapshot()
+    name = platform.new_database_name()
+
+    restored = platform.restore(snapshot, name)
+
+    assert name.startswith(platform.config.database_prefix)
+    assert restored.snapshot_id == snapshot.snapshot_id
+    assert [db.name for db in platform.list_managed()] == [name]
+    copy = platform.conninfo(name)
+    assert row_counts(copy) == row_counts(demo_source)
+    assert table_fingerprint(copy, "customers") == table_fingerprint(demo_source, "customers")
+    assert [s.snapshot_id for s in platform.list_snapshots()] == [snapshot.snapshot_id]
+    platform.retire(name)
+
+
+def test_two_restores_in_the_same_second_get_distinct_names(platform):
+    snapshot = platform.snapshot()
+    first = platform.restore(snapshot, platform.new_database_name()).name
+    second = platform.new_database_name()
+    assert second != first
+    platform.retire(first)
+
+
+def test_failed_restore_leaves_no_database_behind(platform):
+    snapshot = platform.snapshot()
+    for data_file in Path(snapshot.location).glob("*.dat.gz"):
+        data_file.write_bytes(b"not a dump")
+
+    with pytest.raises(RefreshError, match="restore of"):
+        platform.restore(snapshot, platform.new_database_name())
+
+    assert platform.list_managed() == []
+
+
+def test_failed_snapshot_leaves_no_partial_snapshot(write_config, pg_server):
+    platform = LocalPlatform(load_config(write_config(pg_server.dsn("no_such_database"))))
+    with pytest.raises(RefreshError, match="snapshot of"):
+        platform.snapshot()
+    assert platform.list_snapshots() == []
+    assert not any(platform.snapshot_dir.iterdir())
+
+
+def test_retire_refuses_what_the_pipeline_did_not_create(platform, create_database, demo_source):
+    lookalike = create_database(platform.config.database_prefix.rstrip("_"))
+    assert database_name(lookalike).startswith(platform.config.database_prefix)
+
+    with pytest.raises(RefreshError, match="not created by refresh_pipeline"):
+        platform.retire(database_name(lookalike))
+    with pytest.raises(RefreshError, match="production source"):
+        platform.retire(database_name(demo_source))
+    with connect(lookalike) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_retire_refuses_the_promoted_database(platform):
+    name = platform.restore(platform.snapshot(), platform.new_database_name()).name
+    platform.promote(name)
+
+    with pytest.raises(RefreshError, match="promoted staging database"):
+        platform.retire(name)
+    assert [db.name for db in platform.list_managed()] == [name]
+
+
+def test_promote_refuses_databases_the_pipeline_did_not_create(platform, create_database):
+    other = database_name(create_database("unrelated"))
+    with pytest.raises(RefreshError, match="not created by refresh_pipeline"):
+        platform.promote(other)
+    assert platform.promoted() is None
+
+
+def test_managed_marker_is_a_database_comment(platform):
+    name = platform.restore(platform.snapshot(), platform.new_database_name()).name
+    with connect(platform.conninfo("postgres")) as conn:
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()[0]
+    assert comment.startswith(MANAGED_MARKER)
+    platform.retire(name)
+
+
+def test_embedded_server_starts_once_and_stops(test_root):
+    server = LocalServer(test_root / "second_server", port=_unused_port())
+    server.ensure_running()
+    server.ensure_running()
+    assert server.is_running()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("probe")))
+    server.stop()
+    assert not server.is_running()
+    shutil.rmtree(test_root / "second_server", ignore_errors=True)
+
+
+def test_missing_server_binaries_are_explained():
+    with pytest.raises(RefreshError, match="apt-get install postgresql"):
+        find_server_bin_dir("/nonexistent/bin")
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,69 @@
+"""The policy file: what it accepts, and errors that name the line."""
+
+import pytest
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.policy import ArrayRule, JsonRule, TransformRule, parse_json_path, parse_policy
+
+GOOD = """\
+tables:
+  routes: keep
+  billing.invoices:
+    id: keep
+    email: email
+    note: {transform: redact, value: "n/a"}
+    payload:
+      json:
+        "$.customer.phone": phone
+        "$.items[*].email": email
+    aliases: {array: scrub}
+"""
+
+
+def test_policy_maps_tables_to_keep_or_column_rules():
+    policy = parse_policy(GOOD)
+
+    assert policy.tables[("public", "routes")].keep_all
+    invoices = policy.tables[("billing", "invoices")]
+    assert invoices.columns["email"] == TransformRule("email", (), 5)
+    assert invoices.columns["note"].param_dict == {"value": "n/a"}
+    assert isinstance(invoices.columns["payload"], JsonRule)
+    assert [p.steps for p in invoices.columns["payload"].paths] == [("customer", "phone"), ("items", "*", "email")]
+    assert isinstance(invoices.columns["aliases"], ArrayRule)
+    assert set(invoices.masked_columns) == {"email", "note", "payload", "aliases"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tables:\n  t:\n    a: emial\n", "line 3: public.t.a: unknown transform 'emial'"),
+        ("tables:\n  t:\n    a: email\n    a: keep\n", "line 4: public.t: 'a' appears twice"),
+        ("tables:\n  t:\n    a: {json: {'customer.email': email}}\n", "must start with '$'"),
+        ("tables:\n  t:\n    a: {json: {'$.x': date}}\n", "JSON values take a text transform"),
+        ("tables:\n  t:\n    a: {transform: hash, colour: red}\n", "has no parameter(s) colour"),
+        ("tables:\n  t: drop\n", "line 2: public.t: write `keep` or a mapping"),
+        ("tabels:\n  t: keep\n", "unknown top-level key(s) tabels"),
+        ("tables:\n  a.b.c: keep\n", "bad table name 'a.b.c'"),
+        ("", "the policy is empty"),
+    ],
+)
+def test_bad_policy_is_refused_with_the_line_and_reason(text, expected):
+    with pytest.raises(RefreshError) as error:
+        parse_policy(text, source="policy.yaml")
+    assert expected in str(error.value)
+    assert str(error.value).startswith("policy.yaml")
+
+
+def test_json_path_syntax():
+    assert parse_json_path("$.a.b") == ("a", "b")
+    assert parse_json_path('$.a[*]["odd key"][2]') == ("a", "*", "odd key", "2")
+    with pytest.raises(ValueError):
+        parse_json_path("$")
+
+
+def test_table_digest_changes_with_its_rules_only():
+    first = parse_policy("tables:\n  t:\n    a: email\n    b: keep\n").tables[("public", "t")]
+    same = parse_policy("tables:\n  t:\n    b: keep\n    a: email\n").tables[("public", "t")]
+    other = parse_policy("tables:\n  t:\n    a: hash\n    b: keep\n").tables[("public", "t")]
+    assert first.digest() == same.digest()
+    assert first.digest() != other.digest()
