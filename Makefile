@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make demo   embedded PostgreSQL + demo production database + one full refresh
+#   make test   the whole test suite (lint included)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint ui install postgres clean
+
+$(INSTALLED): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+install: $(INSTALLED) postgres
+
+demo: install
+	$(BIN)/refresh-pipeline demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+ui: install
+	$(BIN)/refresh-pipeline ui --config .work/demo.yaml
+
+clean:
+	-$(BIN)/refresh-pipeline server stop --config .work/demo.yaml
+	rm -rf .work $(VENV)
