@@ -67,6 +67,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _program() -> str:
+    """How the user invoked us, so printed follow-up commands work without an activated venv."""
+    invoked = Path(sys.argv[0])
+    return str(invoked) if invoked.name == "refresh-pipeline" else "refresh-pipeline"
+
+
 def _ensure_masking_key(variable: str) -> None:
     if not os.environ.get(variable):
         os.environ[variable] = secrets.token_urlsafe(32)
@@ -92,8 +98,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nstaging is {status['staging_database']}; connect with:")
         print(f"  PGSERVICEFILE={status['service_file']} psql service=staging")
         print(f"demo production (the source) is {config.source_dsn}")
-        print(f"open the Dagster UI: refresh-pipeline ui --config {config_path}")
-        print(f"stop the demo server: refresh-pipeline server stop --config {config_path}")
+        print(f"open the Dagster UI: {_program()} ui --config {config_path}")
+        print(f"stop the demo server: {_program()} server stop --config {config_path}")
     return code
 
 

@@ -6,7 +6,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from refresh_pipeline.config import RefreshConfig
 
 WEEKLY_REFRESH_JOB = "weekly_refresh_job"
-IN_PROCESS_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
+# Step-level DEBUG events stay in the run's event log (the UI); the console shows INFO and above.
+CONSOLE_LOGGING = {"console": {"config": {"log_level": "INFO"}}}
+IN_PROCESS_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}, "loggers": CONSOLE_LOGGING}
 
 
 def multiprocess_run_config(parallelism: int) -> dict:
@@ -19,7 +21,8 @@ def multiprocess_run_config(parallelism: int) -> dict:
                     "start_method": {"forkserver": {"preload_modules": ["refresh_pipeline.definitions"]}},
                 }
             }
-        }
+        },
+        "loggers": CONSOLE_LOGGING,
     }
 
 

@@ -147,3 +147,10 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_embedded_server_says_when_its_port_is_taken(test_root, pg_server):
+    server = LocalServer(test_root / "port_clash", port=pg_server.port)
+    with pytest.raises(RefreshError, match=f"port {pg_server.port} on 127.0.0.1 is taken"):
+        server.ensure_running()
+    shutil.rmtree(test_root / "port_clash", ignore_errors=True)

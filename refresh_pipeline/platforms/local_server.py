@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,6 +132,11 @@ class LocalServer:
             conf.write(settings)
 
     def _start(self) -> None:
+        if self._port_in_use():
+            raise RefreshError(
+                f"port {self.port} on 127.0.0.1 is taken by another program (another PostgreSQL?). "
+                "Stop it, or choose another port: local.port in the config, or `refresh-pipeline demo --port N`."
+            )
         self._run(
             [
                 str(self.bin_dir / "pg_ctl"),
@@ -151,6 +157,11 @@ class LocalServer:
                 pass
         except psycopg.OperationalError as exc:
             raise RefreshError(f"local PostgreSQL started but is not reachable on port {self.port}: {exc}") from None
+
+    def _port_in_use(self) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) if it runs; the data stays."""
