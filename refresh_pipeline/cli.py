@@ -22,6 +22,8 @@ def _report(outcome: object) -> int:
     from refresh_pipeline.execution import RefreshOutcome
 
     assert isinstance(outcome, RefreshOutcome)
+    if outcome.audit_report:
+        print(f"audit report: {outcome.audit_report}")
     if outcome.success:
         print(f"refresh succeeded (run {outcome.run_id})")
         return 0
@@ -52,6 +54,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"staging -> {status['staging_database']} (promoted {status['promoted_at']})")
         print(f"  connect: PGSERVICEFILE={status['service_file']} psql service=staging")
     print(f"managed databases: {', '.join(status['managed_databases']) or 'none'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from refresh_pipeline.execution import prepare_dagster_home
+    from refresh_pipeline.masking.policy import load_policy
+    from refresh_pipeline.reporting import write_audit_report
+    from refresh_pipeline.state import StateFile
+
+    config = load_config(args.config)
+    restored = StateFile(config.work_dir).require("restored", "restored_instance (run a refresh)")
+    prepare_dagster_home(args.config)
+    with dg.DagsterInstance.get() as instance:
+        markdown, as_json = write_audit_report(
+            instance, config, load_policy(config.policy_path), restored.database, restored.snapshot_id
+        )
+    print(markdown.read_text())
+    print(f"written to {markdown} and {as_json}")
     return 0
 
 
@@ -166,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(commands.add_parser("status", help="what staging points at now"))
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(handler=_cmd_status)
+
+    report = with_config(commands.add_parser("report", help="write and print the audit report of the latest restore"))
+    report.set_defaults(handler=_cmd_report)
 
     validate = with_config(commands.add_parser("validate", help="check the policy against production (read-only)"))
     validate.set_defaults(handler=_cmd_validate)

@@ -44,6 +44,7 @@ class RefreshConfig:
     schedule_timezone: str = "UTC"
     database_prefix: str = "staging_"
     snapshots_to_keep: int = 1
+    audit_sample_percent: float | None = None
     local: LocalPlatformConfig = field(default_factory=LocalPlatformConfig)
 
     @property
@@ -86,6 +87,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         "database_prefix",
         "snapshots_to_keep",
         "local",
+        "audit_sample_percent",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -104,6 +106,11 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         raise RefreshError(
             f"{config_path}: database_prefix must be lower-case letters, digits and '_', got {prefix!r}."
         )
+    sample = raw.get("audit_sample_percent")
+    if sample is not None and (
+        isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 100
+    ):
+        raise RefreshError(f"{config_path}: audit_sample_percent must be a number in (0, 100], got {sample!r}.")
     return RefreshConfig(
         source_dsn=str(_require(raw, "source_dsn", config_path)),
         policy_path=(base / str(_require(raw, "policy", config_path))).resolve(),
@@ -115,6 +122,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         schedule_timezone=str(schedule.get("timezone", "UTC")),
         database_prefix=prefix,
         snapshots_to_keep=_positive_int(raw, "snapshots_to_keep", 1, config_path),
+        audit_sample_percent=float(sample) if sample is not None else None,
         local=LocalPlatformConfig(
             server_dsn=local_raw.get("server_dsn"),
             port=int(local_raw.get("port", 54329)),

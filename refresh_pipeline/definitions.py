@@ -4,12 +4,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from refresh_pipeline.assets.masked_database import build_masked_database_asset
 from refresh_pipeline.assets.masked_tables import build_masked_table_assets
 from refresh_pipeline.assets.promote import build_staging_database_asset
 from refresh_pipeline.assets.restore import restored_instance
 from refresh_pipeline.assets.retire import retired_staging
 from refresh_pipeline.assets.snapshot import production_snapshot
 from refresh_pipeline.checks.coverage import policy_covers_every_column
+from refresh_pipeline.checks.integrity import integrity_intact
 from refresh_pipeline.checks.pii_audit import build_pii_audit_checks
 from refresh_pipeline.config import default_config_path, load_config
 from refresh_pipeline.masking.policy import load_policy
@@ -27,10 +29,11 @@ def build_definitions(config_path: str | Path) -> dg.Definitions:
             production_snapshot,
             restored_instance,
             *build_masked_table_assets(policy),
+            build_masked_database_asset(policy),
             build_staging_database_asset(policy),
             retired_staging,
         ],
-        asset_checks=[policy_covers_every_column, *build_pii_audit_checks(policy)],
+        asset_checks=[policy_covers_every_column, *build_pii_audit_checks(policy), integrity_intact],
         jobs=[job],
         schedules=[build_weekly_schedule(config, job)],
         resources={

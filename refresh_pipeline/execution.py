@@ -2,13 +2,17 @@
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
 from refresh_pipeline.config import CONFIG_ENV_VAR, default_config_path, load_config
 from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.schedules import IN_PROCESS_RUN_CONFIG, WEEKLY_REFRESH_JOB, multiprocess_run_config
+from refresh_pipeline.state import StateFile
 
 _DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
@@ -25,6 +29,7 @@ class RefreshOutcome:
     failed_steps: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     skipped_steps: list[str] = field(default_factory=list)
+    audit_report: Path | None = None
 
 
 def prepare_dagster_home(config_path: str | Path) -> Path:
@@ -43,6 +48,7 @@ def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOut
     """Execute the whole graph once (steps in parallel unless `in_process`) and say what failed."""
     config = load_config(config_path)
     prepare_dagster_home(config_path)
+    started_at = datetime.now(UTC)
     with dg.DagsterInstance.get() as instance:
         if in_process:
             # Built directly, not through dg.reconstructable: that caches the job per process, which
@@ -68,4 +74,9 @@ def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOut
                     outcome.failed_checks.append(
                         f"{evaluation.asset_check_key.to_user_string()}: {evaluation.description or 'failed'}"
                     )
+        restored = StateFile(config.work_dir).read("restored")
+        if restored is not None and datetime.fromisoformat(restored.restored_at) >= started_at:
+            outcome.audit_report, _ = write_audit_report(
+                instance, config, load_policy(config.policy_path), restored.database, restored.snapshot_id
+            )
     return outcome

@@ -8,7 +8,9 @@ from refresh_pipeline.definitions import build_definitions
 
 
 def materialize(
-    config_path: Path, instance: dg.DagsterInstance, selection: str | list[dg.AssetKey] | None = None
+    config_path: Path,
+    instance: dg.DagsterInstance,
+    selection: str | list[str] | list[dg.AssetKey] | dg.AssetSelection | None = None,
 ) -> dg.ExecuteInProcessResult:
     defs = build_definitions(config_path)
     return dg.materialize(

@@ -1,4 +1,4 @@
-"""The PII audit on real PostgreSQL: it finds originals that survive anywhere and foreign emails."""
+"""The PII audit on real PostgreSQL: known values anywhere, PII patterns in kept columns, the allowlist."""
 
 import psycopg
 import pytest
@@ -11,6 +11,26 @@ from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
 
 KEY = MaskingKey("audit-test-key-0123456789")
+POLICY = parse_policy(
+    "tables:\n  tickets:\n    id: keep\n    body: scrub\n    landline: phone\n"
+    "    meta: {json: {'$.from': email}}\n    tags: {array: scrub}\n"
+)
+ALL_COLUMNS = {"id", "body", "landline", "meta", "tags"}
+
+
+def verhoeff_check_digit(number: str) -> str:
+    d = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+         [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+         [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+         [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]  # fmt: skip
+    p = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+         [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+         [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]  # fmt: skip
+    inverse = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
+    c = 0
+    for i, digit in enumerate(reversed(number)):
+        c = d[c][p[(i + 1) % 8][int(digit)]]
+    return str(inverse[c])
 
 
 @pytest.fixture
@@ -18,48 +38,128 @@ def db(create_database):
     conninfo = create_database("audit")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE tickets (id int PRIMARY KEY, body text, meta jsonb, tags text[]);"
+            "CREATE TABLE tickets (id int PRIMARY KEY, body text, landline text, meta jsonb, tags text[]);"
             "INSERT INTO tickets VALUES "
-            "(1, 'call me at +91 98765 43210', '{\"from\": \"ravi@gmail.com\"}', ARRAY['9123456789@ybl']),"
-            "(2, 'bus was late', '{}', '{}')"
+            "(1, 'call me at +91 98765 43210', '022-2345-6789', '{\"from\": \"ravi@gmail.com\"}',"
+            " ARRAY['9123456789@ybl']),"
+            "(2, 'bus was late', NULL, '{}', '{}')"
         )
         install_functions(conn)
-        record_original_fingerprints(conn, list(read_tables(conn).values()), KEY)
+        record_original_fingerprints(conn, list(read_tables(conn).values()), POLICY, KEY)
     return conninfo
 
 
-def _audit(conninfo: str):
+def _audit(conninfo: str, kept: set[str] = frozenset(), allowlist: tuple[str, ...] = ()):
     with psycopg.connect(conninfo) as conn:
-        return scan_table(conn, read_tables(conn)[("public", "tickets")], KEY)
+        return scan_table(conn, read_tables(conn)[("public", "tickets")], KEY, set(kept), allowlist)
 
 
-def test_originals_left_in_text_json_and_arrays_are_found_with_row_locations(db):
+def test_originals_left_anywhere_are_found_with_row_locations_never_values(db):
     audit = _audit(db)
     assert not audit.passed
     by_column = {f.column: f for f in audit.findings}
-    assert set(by_column) == {"body", "meta", "tags"}
+    assert set(by_column) == {"body", "landline", "meta", "tags"}
     assert by_column["body"].known_values == 1
-    assert by_column["meta"].foreign_emails == 1
+    assert by_column["landline"].known_values == 1, "a whole value no pattern recognises"
+    assert by_column["meta"].known_values == 1 and by_column["meta"].patterns == {"email": 1}
     assert by_column["tags"].known_values == 2, "the UPI handle and the phone inside it"
     assert by_column["body"].locations == ("(0,1)",)
-    assert "98765" not in audit.summary()
+    assert "98765" not in audit.summary() and "gmail" not in audit.summary()
 
 
 def test_a_phone_is_found_in_any_spelling(db):
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("UPDATE tickets SET body = 'ring 098765-43210', meta = '{}', tags = '{}' WHERE id = 1")
+        conn.execute(
+            "UPDATE tickets SET body = 'ring 098765-43210', landline = NULL, meta = '{}', tags = '{}' WHERE id = 1"
+        )
     audit = _audit(db)
     assert [(f.column, f.known_values) for f in audit.findings] == [("body", 1)]
 
 
 def test_masked_table_passes_and_fingerprints_can_be_dropped(db):
-    policy = parse_policy(
-        "tables:\n  tickets:\n    id: keep\n    body: scrub\n"
-        "    meta: {json: {'$.from': email}}\n    tags: {array: scrub}\n"
-    )
     with psycopg.connect(db, autocommit=True) as conn:
-        mask_table(conn, policy, "tickets", KEY)
-    assert _audit(db).passed
+        mask_table(conn, POLICY, "tickets", KEY)
+    assert _audit(db, kept={"id"}).passed
     with psycopg.connect(db, autocommit=True) as conn:
         drop_fingerprints(conn)
         assert not fingerprints_present(conn)
+    assert _audit(db, kept={"id"}).passed, "after promotion only the pattern audit runs, and finds nothing"
+
+
+@pytest.mark.parametrize(
+    ("text", "detector"),
+    [
+        ("PAN on file: ABCPE1234F", "pan"),
+        ("card 4111 1111 1111 1111 was charged", "card"),
+        ("mobile 9812345678", "phone"),
+        ("pay to someone@okaxis", "upi"),
+        ("write to someone@corp.in", "email"),
+    ],
+)
+def test_pattern_audit_finds_unclassified_pii_in_kept_columns(create_database, text, detector):
+    conninfo = create_database("patterns")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO notes VALUES (1, %s), (2, 'nothing to see')", (text,))
+        install_functions(conn)
+        audit = scan_table(conn, read_tables(conn)[("public", "notes")], KEY, kept_columns={"id", "body"})
+    assert [(f.column, f.patterns) for f in audit.findings] == [("body", {detector: 1})]
+
+
+def test_aadhaar_is_found_only_with_a_valid_check_digit(create_database):
+    valid = "23456789012"[:11]
+    valid += verhoeff_check_digit(valid)
+    invalid = valid[:-1] + str((int(valid[-1]) + 1) % 10)
+    conninfo = create_database("aadhaar")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kyc (id int PRIMARY KEY, doc text)")
+        conn.execute(
+            "INSERT INTO kyc VALUES (1, %s), (2, %s)",
+            (f"aadhaar {valid[:4]} {valid[4:8]} {valid[8:]}", f"ref {invalid}"),
+        )
+        install_functions(conn)
+        audit = scan_table(conn, read_tables(conn)[("public", "kyc")], KEY, kept_columns={"id", "doc"})
+    assert [(f.column, f.patterns, f.locations) for f in audit.findings] == [("doc", {"aadhaar": 1}, ("(0,1)",))]
+
+
+def test_luhn_invalid_numbers_are_not_cards(create_database):
+    conninfo = create_database("luhn")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, ref text)")
+        conn.execute("INSERT INTO orders VALUES (1, 'order 4111111111111112')")
+        install_functions(conn)
+        audit = scan_table(conn, read_tables(conn)[("public", "orders")], KEY, kept_columns={"id", "ref"})
+    assert audit.passed
+
+
+def test_allowlisted_public_values_are_not_reported(create_database):
+    conninfo = create_database("allowlist")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE routes (id int PRIMARY KEY, help text)")
+        conn.execute("INSERT INTO routes VALUES (1, 'Helpline +91 90000 12345, help@cityflo.com')")
+        install_functions(conn)
+        table = read_tables(conn)[("public", "routes")]
+        record_original_fingerprints(conn, [table], parse_policy("tables:\n  routes: keep\n"), KEY)
+        flagged = scan_table(conn, table, KEY, kept_columns={"id", "help"})
+        allowed = scan_table(conn, table, KEY, {"id", "help"}, allowlist=("+91 90000 12345", "help@cityflo.com"))
+    assert flagged.findings[0].patterns == {"phone": 1, "email": 1}
+    assert flagged.findings[0].known_values == 2
+    assert allowed.passed
+
+
+def test_patterns_in_masked_columns_are_left_to_the_known_value_audit(db):
+    with psycopg.connect(db, autocommit=True) as conn:
+        mask_table(conn, POLICY, "tickets", KEY)
+    audit = _audit(db, kept=set())
+    assert audit.passed, "masked phones are phone-shaped by design; only originals count there"
+
+
+def test_sampling_scans_part_of_the_table(create_database):
+    conninfo = create_database("sampling")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 20000) g")
+        install_functions(conn)
+        audit = scan_table(conn, read_tables(conn)[("public", "big")], KEY, {"id", "note"}, sample_percent=10)
+    assert 0 < audit.rows_scanned < 20000
+    assert "sampled 10%" in audit.summary()

@@ -42,13 +42,14 @@ def test_one_masked_asset_and_one_blocking_check_per_policy_table(config_path):
     assert {spec.asset_key for spec in checks} <= asset_keys
 
 
-def test_lineage_runs_snapshot_restore_masked_tables_staging_retire(config_path):
+def test_lineage_runs_snapshot_restore_masked_tables_masked_database_staging_retire(config_path):
     defs = build_definitions(config_path)
     graph = defs.resolve_asset_graph()
     customers = dg.AssetKey(["masked", "customers"])
     assert graph.get(customers).parent_keys == {dg.AssetKey("restored_instance")}
     assert graph.get(dg.AssetKey("restored_instance")).parent_keys == {dg.AssetKey("production_snapshot")}
-    assert customers in graph.get(dg.AssetKey("staging_database")).parent_keys
+    assert customers in graph.get(dg.AssetKey("masked_database")).parent_keys
+    assert graph.get(dg.AssetKey("staging_database")).parent_keys == {dg.AssetKey("masked_database")}
     assert graph.get(dg.AssetKey("retired_staging")).parent_keys == {dg.AssetKey("staging_database")}
 
 

@@ -1,6 +1,7 @@
 """The whole refresh on the local platform, end to end, on real PostgreSQL."""
 
 import configparser
+import json
 import subprocess
 from pathlib import Path
 
@@ -124,7 +125,80 @@ def test_pii_left_in_a_kept_column_fails_the_check_and_blocks_promotion(demo_sou
     evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
     findings = evaluation.metadata["findings"].value
     assert findings["passenger_email"]["original_values"] > 0
-    assert findings["passenger_email"]["unmasked_emails"] > 0
+    assert findings["passenger_email"]["email"] > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "failing_check", "column"),
+    [
+        (('        "$.customer.phone": phone\n', ""), "masked/payments:no_pii_left", "gateway_response"),
+        (("    body: scrub", "    body: keep"), "masked/support_tickets:no_pii_left", "body"),
+        (("    upi_handle: upi", "    upi_handle: keep"), "masked/payments:no_pii_left", "upi_handle"),
+    ],
+    ids=["json-path-left-out", "phone-in-free-text-kept", "upi-column-kept"],
+)
+def test_each_kind_of_leak_fails_its_check_and_is_not_promoted(
+    demo_source, write_config, tmp_path, change, failing_check, column
+):
+    policy = tmp_path / "leaky.yaml"
+    text = DEMO_POLICY.read_text()
+    assert change[0] in text
+    policy.write_text(text.replace(*change))
+    config = write_config(demo_source, policy=policy)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert failed_check_names(result) == {failing_check}
+    evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
+    assert evaluation.metadata["findings"].value[column]["original_values"] > 0
+    assert _platform(config).promoted() is None
+
+
+def test_a_dropped_foreign_key_fails_integrity_and_blocks_promotion(demo_source, write_config):
+    config = write_config(demo_source)
+    instance = dg.DagsterInstance.ephemeral()
+    upstream = dg.AssetSelection.assets("production_snapshot", "restored_instance") | dg.AssetSelection.key_prefixes(
+        "masked"
+    )
+    assert materialize(config, instance, selection=upstream).success
+    restored = json.loads((load_config(config).work_dir / "state.json").read_text())["restored"]["database"]
+    with psycopg.connect(_platform(config).conninfo(restored), autocommit=True) as conn:
+        conn.execute("ALTER TABLE bookings DROP CONSTRAINT bookings_customer_id_fkey")
+
+    result = materialize(config, instance, selection=["masked_database", "staging_database"])
+
+    assert failed_check_names(result) == {"masked_database:integrity_intact"}
+    assert "staging_database" not in materialized_keys(result)
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert any("bookings_customer_id_fkey is missing" in p for p in evaluation.metadata["problems"].value)
+    assert _platform(config).promoted() is None
+
+
+def test_audit_report_is_written_for_a_promoted_and_for_a_refused_database(demo_source, write_config, leaky_policy):
+    good = write_config(demo_source)
+    assert materialize(good, dg.DagsterInstance.ephemeral()).success
+    promoted = _platform(good).promoted()
+    report = json.loads((load_config(good).work_dir / "reports" / promoted / "audit_report.json").read_text())
+    assert report["passed"] is True and report["database"] == promoted
+    assert {c["check"] for c in report["checks"]} >= {
+        "masked/customers:no_pii_left",
+        "masked_database:integrity_intact",
+    }
+    customers = next(t for t in report["tables"] if t["table"] == "public.customers")
+    assert customers["rules"]["email"] == "email" and customers["status"] == "masked"
+    markdown = (load_config(good).work_dir / "reports" / promoted / "audit_report.md").read_text()
+    assert "Verdict: **PASSED**" in markdown
+
+    bad = write_config(demo_source, policy=leaky_policy)
+    instance = dg.DagsterInstance.ephemeral()
+    assert not materialize(bad, instance).success
+    assert not materialize(bad, instance, selection=[dg.AssetKey("staging_database")]).success
+    restored = json.loads((load_config(bad).work_dir / "state.json").read_text())["restored"]["database"]
+    refused = json.loads((load_config(bad).work_dir / "reports" / restored / "audit_report.json").read_text())
+    assert refused["passed"] is False
+    bookings = next(c for c in refused["checks"] if c["check"] == "masked/bookings:no_pii_left")
+    assert bookings["passed"] is False and bookings["findings"]["passenger_email"]["original_values"] > 0
+    assert "@" not in json.dumps(bookings["findings"]), "findings carry counts and locations, never values"
 
 
 def test_promotion_in_a_later_run_is_refused_after_a_failed_check(demo_source, write_config, leaky_policy):

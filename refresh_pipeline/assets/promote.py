@@ -4,32 +4,22 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from refresh_pipeline.assets.keys import (
-    NO_PII_CHECK,
-    POLICY_COVERAGE_CHECK,
+    MASKED_DATABASE,
     REFRESH_GROUP,
-    RESTORED_INSTANCE,
-    masked_table_key,
+    required_check_keys,
 )
 from refresh_pipeline.audit.fingerprints import drop_fingerprints
+from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.platforms.connections import redact
+from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.state import PromotionRecord
-
-_COMPLETED = (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED)
-
-
-def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:
-    """The checks whose latest evaluation must have passed on the database being promoted."""
-    keys = [dg.AssetCheckKey(RESTORED_INSTANCE, POLICY_COVERAGE_CHECK)]
-    keys += [dg.AssetCheckKey(masked_table_key(table), NO_PII_CHECK) for _, table in sorted(policy.tables.items())]
-    return keys
 
 
 def failing_checks(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey], database: str) -> list[str]:
@@ -40,35 +30,28 @@ def failing_checks(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey], d
     """
     failures = []
     for key in keys:
-        label = key.to_user_string()
-        record = instance.get_latest_asset_check_evaluation_record(key)
-        if record is None:
-            failures.append(f"{label}: has never been evaluated")
-            continue
-        if record.status not in _COMPLETED:
-            failures.append(f"{label}: latest evaluation (run {record.run_id}) is {record.status.value.lower()}")
-            continue
-        evaluation = record.evaluation
-        checked = evaluation.metadata.get("database")
-        checked_database = checked.value if checked is not None else None
-        if checked_database != database:
-            failures.append(f"{label}: last evaluated on {checked_database}, not on {database}")
-        elif not evaluation.passed:
-            failures.append(f"{label}: failed ({evaluation.description or 'see its metadata'})")
+        outcome = latest_outcome(instance, key, database)
+        if outcome.passed is None:
+            failures.append(f"{outcome.check}: {outcome.reason}")
+        elif not outcome.passed:
+            failures.append(f"{outcome.check}: failed ({outcome.reason})")
     return failures
 
 
 def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
-    masked_keys = [masked_table_key(table) for _, table in sorted(policy.tables.items())]
     check_keys = required_check_keys(policy)
 
-    @dg.asset(group_name=REFRESH_GROUP, deps=masked_keys, kinds={"postgres"})
+    @dg.asset(group_name=REFRESH_GROUP, deps=[MASKED_DATABASE], kinds={"postgres"})
     def staging_database(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
         """The stable staging name, pointed at the newly masked database once all its audits passed."""
         started = time.monotonic()
         restored = refresh.state().require("restored", "restored_instance")
         platform = refresh.platform()
         failures = failing_checks(context.instance, check_keys, restored.database)
+        report_md, report_json = write_audit_report(
+            context.instance, refresh.config(), refresh.policy(), restored.database, restored.snapshot_id
+        )
+        context.log.info(f"audit report: {report_md}")
         if failures:
             raise RefreshError(
                 f"refusing to promote {restored.database}; these checks do not vouch for it:\n  "
@@ -94,6 +77,8 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "database_conninfo": redact(platform.conninfo(restored.database)),
                 "promoted_at": promoted_at,
                 "checks_verified": len(check_keys),
+                "audit_report": dg.MetadataValue.path(str(report_md)),
+                "audit_report_json": dg.MetadataValue.path(str(report_json)),
                 "seconds": round(time.monotonic() - started, 2),
             }
         )

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.fingerprints import record_original_fingerprints
+from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.runner import count_rows, install_functions
 from refresh_pipeline.platforms.base import Snapshot
@@ -40,8 +41,9 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         with conn.transaction():
             for table, rows in row_counts.items():
                 conn.execute(sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows))
+        record_baseline(conn)
         context.log.info(f"fingerprinting PII of {len(tables)} tables for the audit")
-        fingerprints = record_original_fingerprints(conn, list(tables.values()), refresh.key())
+        fingerprints = record_original_fingerprints(conn, list(tables.values()), refresh.policy(), refresh.key())
 
     state.write("restored", RestoreRecord(name, record.snapshot_id, datetime.now(UTC).isoformat()))
     return dg.MaterializeResult(

@@ -1,14 +1,18 @@
-"""Keyed fingerprints of the original PII tokens, recorded on the restored database before masking."""
-
-from __future__ import annotations
+"""Keyed fingerprints of the original PII, recorded on the restored database before anything is masked."""
 
 import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
+from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 
 AUDIT_SCHEMA = "refresh_pipeline_audit"
+# Whole values of columns masked with these are audited too (e.g. a landline no pattern would catch).
+# Not names (drawn from public lists, so a masked name may equal a real one), nor scrub/JSON columns
+# (partly kept, so an unchanged value is expected).
+WHOLE_VALUE_TRANSFORMS = frozenset({"email", "phone", "upi", "hash", "redact", "address", "null"})
+MIN_WHOLE_VALUE_LENGTH = 8
 
 _CREATE = """
 CREATE SCHEMA IF NOT EXISTS refresh_pipeline_audit;
@@ -19,36 +23,66 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline_audit.original_fingerprints (
 """
 
 
-def token_fingerprint_sql(value: sql.Composable) -> sql.Composed:
-    """HMAC of a token under the audit key: the only form in which originals are kept."""
-    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(key=sql.Placeholder("audit_key"), value=value)
+def fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
+    """HMAC under the audit key of '<kind>:<normalised value>': the only form in which originals are kept."""
+    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(
+        key=sql.Placeholder("audit_key"), value=kind_and_value
+    )
 
 
-def record_original_fingerprints(conn: psycopg.Connection, tables: list[TableInfo], key: MaskingKey) -> int:
-    """Fingerprint every email, phone and UPI token in every text-holding column of `tables`.
+def whole_value_sql(column: sql.Composable) -> sql.Composed:
+    return sql.SQL("'whole:' || lower(btrim({}::text))").format(column)
 
-    Runs before any masking, over all columns (kept ones too), so an original that survives anywhere
-    is found by the audit. Returns how many distinct fingerprints are stored.
-    """
+
+def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
+    table_policy = policy.tables.get((table.schema, table.name))
+    if table_policy is None:
+        return []
+    return [
+        name
+        for name, rule in table_policy.columns.items()
+        if isinstance(rule, TransformRule)
+        and rule.transform in WHOLE_VALUE_TRANSFORMS
+        and (column := table.column(name)) is not None
+        and column.is_text
+    ]
+
+
+def record_original_fingerprints(
+    conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
+) -> int:
+    """Fingerprint every email, phone and UPI token in every text/JSON/array column of every table (kept
+    columns too), and the whole values of masked PII columns. Returns how many distinct fingerprints."""
+    params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
     with conn.transaction():
         conn.execute(_CREATE)
         for table in tables:
+            target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
             for column in table.columns:
                 if not column.holds_text:
                     continue
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-                        "SELECT DISTINCT {fingerprint}, tok.kind FROM {schema}.{table} AS src, "
+                        "SELECT DISTINCT {fingerprint}, tok.kind FROM {target} AS src, "
                         "LATERAL refresh_pipeline.pii_tokens(src.{column}::text) AS tok "
                         "WHERE src.{column} IS NOT NULL ON CONFLICT DO NOTHING"
                     ).format(
-                        fingerprint=token_fingerprint_sql(sql.SQL("tok.kind || ':' || tok.token")),
-                        schema=sql.Identifier(table.schema),
-                        table=sql.Identifier(table.name),
+                        fingerprint=fingerprint_sql(sql.SQL("tok.kind || ':' || tok.token")),
+                        target=target,
                         column=sql.Identifier(column.name),
                     ),
-                    {"audit_key": key.sql_pads(AUDIT_PURPOSE)},
+                    params,
+                )
+            for name in _whole_value_columns(policy, table):
+                column = sql.Identifier(name)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
+                        "SELECT DISTINCT {fingerprint}, 'whole' FROM {target} "
+                        "WHERE length(btrim({column})) >= %(min_length)s ON CONFLICT DO NOTHING"
+                    ).format(fingerprint=fingerprint_sql(whole_value_sql(column)), target=target, column=column),
+                    params,
                 )
         return conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
 

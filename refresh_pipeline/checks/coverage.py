@@ -1,5 +1,7 @@
 """policy_covers_every_column: default deny, checked on the restored database before anything is masked."""
 
+import time
+
 import dagster as dg
 
 from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
@@ -16,6 +18,7 @@ from refresh_pipeline.resources import RefreshResource
     description="Every column of every table is masked or explicitly kept by the policy, and every rule applies.",
 )
 def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
+    started = time.monotonic()
     restored = refresh.state().require("restored", "restored_instance")
     policy = refresh.policy()
     with refresh.connect_managed(restored.database) as conn:
@@ -28,6 +31,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         "columns": sum(len(t.columns) for t in tables.values()),
         "uncovered_columns": dg.MetadataValue.json([c.qualified_name for c in uncovered]),
         "policy_problems": dg.MetadataValue.json(problems),
+        "seconds": round(time.monotonic() - started, 2),
     }
     if uncovered:
         context.log.error(describe_uncovered(uncovered, policy.source))

@@ -3,10 +3,17 @@
 import dagster as dg
 
 from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
-from refresh_pipeline.audit.scan import DETECTOR_VERSION, scan_table
+from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.resources import RefreshResource
+
+
+def kept_columns(table: TablePolicy, columns: list[str]) -> set[str]:
+    """Columns copied verbatim: where PII nobody classified would hide, so every detector runs there."""
+    if table.keep_all:
+        return set(columns)
+    return {name for name in columns if name not in table.masked_columns}
 
 
 def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
@@ -31,7 +38,15 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                     metadata={"database": restored.database},
                     description=f"{table.qualified_name} does not exist in {restored.database}",
                 )
-            audit = scan_table(conn, info, refresh.key())
+            policy = refresh.policy()
+            audit = scan_table(
+                conn,
+                info,
+                refresh.key(),
+                kept_columns=kept_columns(table, [c.name for c in info.columns]),
+                allowlist=policy.allowlist,
+                sample_percent=refresh.config().audit_sample_percent,
+            )
             restored_rows = conn.execute(
                 "SELECT row_count FROM refresh_pipeline.restored_row_counts WHERE table_name = %s",
                 (table.qualified_name,),
@@ -56,7 +71,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
         findings = {
             f.column: {
                 "original_values": f.known_values,
-                "unmasked_emails": f.foreign_emails,
+                **f.patterns,
                 "row_locations": list(f.locations),
             }
             for f in audit.findings
@@ -71,7 +86,11 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 "columns_scanned": dg.MetadataValue.json(audit.columns_scanned),
                 "findings": dg.MetadataValue.json(findings),
                 "known_value_audit": audit.known_value_audit,
-                "detectors": DETECTOR_VERSION,
+                "kept_columns_pattern_scanned": dg.MetadataValue.json(
+                    sorted(kept_columns(table, audit.columns_scanned))
+                ),
+                "sample_percent": audit.sample_percent or 100.0,
+                "detectors": dg.MetadataValue.json(DETECTOR_VERSIONS),
                 "seconds": round(audit.seconds, 2),
             },
         )

@@ -311,3 +311,85 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_row_counts (
     table_name text PRIMARY KEY,
     row_count bigint NOT NULL
 );
+
+-- ---------------------------------------------------------------------------------------------------
+-- PII detectors for the audit.
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.luhn_valid(digits text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    total int := 0;
+    d int;
+    n int := length(digits);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        d := substr(digits, n - i, 1)::int;
+        IF i % 2 = 1 THEN
+            d := d * 2;
+            IF d > 9 THEN
+                d := d - 9;
+            END IF;
+        END IF;
+        total := total + d;
+    END LOOP;
+    RETURN total % 10 = 0;
+END $$;
+
+-- Aadhaar numbers carry a Verhoeff check digit; testing it keeps random 12-digit numbers out.
+CREATE OR REPLACE FUNCTION refresh_pipeline.verhoeff_valid(digits text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    d int[] := '{{0,1,2,3,4,5,6,7,8,9},{1,2,3,4,0,6,7,8,9,5},{2,3,4,0,1,7,8,9,5,6},{3,4,0,1,2,8,9,5,6,7},
+                 {4,0,1,2,3,9,5,6,7,8},{5,9,8,7,6,0,4,3,2,1},{6,5,9,8,7,1,0,4,3,2},{7,6,5,9,8,2,1,0,4,3},
+                 {8,7,6,5,9,3,2,1,0,4},{9,8,7,6,5,4,3,2,1,0}}';
+    p int[] := '{{0,1,2,3,4,5,6,7,8,9},{1,5,7,6,2,8,3,0,9,4},{5,8,0,3,7,9,6,1,4,2},{8,9,1,6,0,4,3,5,2,7},
+                 {9,4,5,3,1,2,6,8,7,0},{4,2,8,6,5,7,3,9,0,1},{2,7,9,3,8,0,6,4,1,5},{7,0,4,6,9,1,3,2,5,8}}';
+    c int := 0;
+    n int := length(digits);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        c := d[c + 1][p[i % 8 + 1][substr(digits, n - i, 1)::int + 1] + 1];
+    END LOOP;
+    RETURN c = 0;
+END $$;
+
+-- Every PII-shaped token of a text, by detector, normalised: emails, UPI handles and Indian mobiles
+-- (as pii_tokens), PAN numbers, Aadhaar numbers (Verhoeff-valid), card numbers (Luhn-valid, 13-19 digits).
+CREATE OR REPLACE FUNCTION refresh_pipeline.pattern_findings(v text) RETURNS TABLE(detector text, token text)
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT kind, token FROM refresh_pipeline.pii_tokens(v)
+    UNION ALL
+    SELECT 'pan', m[1]
+    FROM regexp_matches(v, '(?<![A-Za-z0-9])([A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z])(?![A-Za-z0-9])', 'g') AS m
+    UNION ALL
+    SELECT 'aadhaar', digits FROM (
+        SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
+        FROM regexp_matches(v, '(?<![0-9])([2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4})(?![0-9])', 'g') AS m
+    ) AS found WHERE refresh_pipeline.verhoeff_valid(digits)
+    UNION ALL
+    SELECT 'card', digits FROM (
+        SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
+        FROM regexp_matches(v, '(?<![0-9])((?:[0-9][ -]?){12,18}[0-9])(?![0-9])', 'g') AS m
+    ) AS found WHERE length(digits) BETWEEN 13 AND 19 AND refresh_pipeline.luhn_valid(digits)
+$$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- What the restored database looked like before masking, for the integrity check.
+
+CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_constraints (
+    table_name text NOT NULL,
+    constraint_name text NOT NULL,
+    definition text NOT NULL,
+    PRIMARY KEY (table_name, constraint_name)
+);
+
+CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_indexes (
+    index_name text PRIMARY KEY,
+    definition text NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_sequences (
+    sequence_name text PRIMARY KEY,
+    last_value bigint,
+    is_called boolean
+);

@@ -127,6 +127,8 @@ def describe_rule(rule: ColumnRule) -> str:
 class MaskingPolicy:
     tables: dict[tuple[str, str], TablePolicy]
     source: str = "<policy>"
+    # Known public values (a company helpline, a support address) the PII audit must not report.
+    allowlist: tuple[str, ...] = ()
 
     def table(self, qualified: str) -> TablePolicy:
         key = split_table_name(qualified)
@@ -248,7 +250,7 @@ class _PolicyReader:
         if root is None:
             raise RefreshError(f"{self.source}: the policy is empty; it needs a `tables:` mapping.")
         top = dict((k.value, v) for k, v in self.mapping(root, "the policy"))
-        unknown = set(top) - {"tables", "version"}
+        unknown = set(top) - {"tables", "version", "allowlist"}
         if unknown:
             raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
         if "tables" not in top:
@@ -272,7 +274,15 @@ class _PolicyReader:
                 for c, r in self.mapping(body, f"{schema}.{table}")
             }
             tables[(schema, table)] = TablePolicy(schema, table, keep_all=False, columns=columns, line=line)
-        return MaskingPolicy(tables=tables, source=self.source)
+        return MaskingPolicy(tables=tables, source=self.source, allowlist=self.allowlist(top.get("allowlist")))
+
+    def allowlist(self, node: yaml.Node | None) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        values = self.scalar(node)
+        if not isinstance(values, list) or not all(isinstance(v, str | int) for v in values):
+            raise self.fail(node, "allowlist must be a list of values (strings), e.g. ['1800-123-4567']")
+        return tuple(str(v) for v in values)
 
 
 def parse_policy(text: str, source: str = "<policy>") -> MaskingPolicy:

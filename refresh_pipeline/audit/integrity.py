@@ -1,0 +1,183 @@
+"""Integrity of the masked database against what was restored: constraints, indexes, sequences, row
+counts — and every FK, unique and CHECK constraint re-validated on the data itself."""
+
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.masking.catalog import OWN_SCHEMAS
+
+_USER_RELATION = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+    AND n.nspname <> ALL(%(own)s)
+"""
+
+_CONSTRAINTS = f"""
+SELECT format('%%I.%%I', n.nspname, c.relname), con.conname, pg_get_constraintdef(con.oid)
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {_USER_RELATION} AND con.conislocal
+"""
+
+_INDEXES = f"""
+SELECT format('%%I.%%I', n.nspname, i.relname), pg_get_indexdef(i.oid), x.indisvalid AND x.indisready
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE {_USER_RELATION}
+"""
+
+_SEQUENCES = f"""
+SELECT format('%%I.%%I', s.schemaname, s.sequencename), s.last_value FROM pg_sequences s
+JOIN pg_namespace n ON n.nspname = s.schemaname
+WHERE {_USER_RELATION}
+"""
+
+# Re-validation queries, one per constraint, built from the catalog (never from user input).
+_FOREIGN_KEYS = f"""
+SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
+       array(SELECT quote_ident(attname) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY i),
+       array(SELECT quote_ident(attname) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY i)
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'f' AND NOT c.relispartition AND {_USER_RELATION}
+"""
+
+_UNIQUES = f"""
+SELECT con.conname, con.conrelid::regclass::text,
+       array(SELECT quote_ident(attname) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY i)
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype IN ('p', 'u') AND NOT c.relispartition AND {_USER_RELATION}
+"""
+
+_CHECKS = f"""
+SELECT con.conname, con.conrelid::regclass::text, pg_get_expr(con.conbin, con.conrelid)
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'c' AND con.conislocal AND {_USER_RELATION}
+"""
+
+
+@dataclass
+class IntegrityReport:
+    problems: list[str] = field(default_factory=list)
+    constraints_validated: int = 0
+    indexes_checked: int = 0
+    sequences_checked: int = 0
+    tables_counted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def record_baseline(conn: psycopg.Connection) -> None:
+    """Remember constraints, indexes and sequences as restored (before any masking)."""
+    params = {"own": list(OWN_SCHEMAS)}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO refresh_pipeline.restored_constraints VALUES (%s, %s, %s)",
+            conn.execute(_CONSTRAINTS, params).fetchall(),
+        )
+        cur.executemany(
+            "INSERT INTO refresh_pipeline.restored_indexes VALUES (%s, %s)",
+            [(name, definition) for name, definition, _ in conn.execute(_INDEXES, params).fetchall()],
+        )
+        cur.executemany(
+            "INSERT INTO refresh_pipeline.restored_sequences (sequence_name, last_value) VALUES (%s, %s)",
+            conn.execute(_SEQUENCES, params).fetchall(),
+        )
+
+
+def _compare(kind: str, before: dict, after: dict) -> list[str]:
+    problems = [f"{kind} {name} is missing (was: {before[name]})" for name in sorted(set(before) - set(after))]
+    problems += [f"{kind} {name} is new: {after[name]}" for name in sorted(set(after) - set(before))]
+    problems += [
+        f"{kind} {name} changed: {before[name]} -> {after[name]}"
+        for name in sorted(set(before) & set(after))
+        if before[name] != after[name]
+    ]
+    return problems
+
+
+def _count(conn: psycopg.Connection, query: sql.Composable) -> int:
+    return conn.execute(query).fetchone()[0]
+
+
+def _revalidate(conn: psycopg.Connection, report: IntegrityReport) -> None:
+    params = {"own": list(OWN_SCHEMAS)}
+    for name, child, parent, child_cols, parent_cols in conn.execute(_FOREIGN_KEYS, params).fetchall():
+        pairs = sql.SQL(" AND ").join(
+            sql.SQL("p.{} = c.{}").format(sql.SQL(pc), sql.SQL(cc))
+            for pc, cc in zip(parent_cols, child_cols, strict=True)
+        )
+        not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.SQL(cc)) for cc in child_cols)
+        orphans = _count(
+            conn,
+            sql.SQL(
+                "SELECT count(*) FROM {child} c "
+                "WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {pairs})"
+            ).format(child=sql.SQL(child), parent=sql.SQL(parent), not_null=not_null, pairs=pairs),
+        )
+        report.constraints_validated += 1
+        if orphans:
+            report.problems.append(f"foreign key {name} on {child}: {orphans} row(s) point at no {parent} row")
+    for name, table, columns in conn.execute(_UNIQUES, params).fetchall():
+        cols = sql.SQL(", ").join(sql.SQL(c) for c in columns)
+        not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.SQL(c)) for c in columns)
+        duplicates = _count(
+            conn,
+            sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {nn} GROUP BY {cols} HAVING count(*) > 1) d").format(
+                t=sql.SQL(table), nn=not_null, cols=cols
+            ),
+        )
+        report.constraints_validated += 1
+        if duplicates:
+            report.problems.append(f"unique constraint {name} on {table}: {duplicates} duplicated value(s)")
+    for name, table, expression in conn.execute(_CHECKS, params).fetchall():
+        violations = _count(
+            conn, sql.SQL("SELECT count(*) FROM {} WHERE NOT ({})").format(sql.SQL(table), sql.SQL(expression))
+        )
+        report.constraints_validated += 1
+        if violations:
+            report.problems.append(f"check constraint {name} on {table}: {violations} row(s) violate it")
+
+
+def check_integrity(conn: psycopg.Connection) -> IntegrityReport:
+    """Everything that must be as restored, and every constraint re-validated on the data."""
+    started = time.monotonic()
+    report = IntegrityReport()
+    params = {"own": list(OWN_SCHEMAS)}
+    before = {(t, n): d for t, n, d in conn.execute("SELECT * FROM refresh_pipeline.restored_constraints").fetchall()}
+    after = {(t, n): d for t, n, d in conn.execute(_CONSTRAINTS, params).fetchall()}
+    report.problems += _compare(
+        "constraint", {f"{t}.{n}": d for (t, n), d in before.items()}, {f"{t}.{n}": d for (t, n), d in after.items()}
+    )
+
+    indexes = conn.execute(_INDEXES, params).fetchall()
+    report.indexes_checked = len(indexes)
+    report.problems += _compare(
+        "index",
+        dict(conn.execute("SELECT * FROM refresh_pipeline.restored_indexes").fetchall()),
+        {name: definition for name, definition, _ in indexes},
+    )
+    report.problems += [f"index {name} is not valid" for name, _, valid in indexes if not valid]
+
+    sequences_before = dict(conn.execute("SELECT sequence_name, last_value FROM refresh_pipeline.restored_sequences"))
+    sequences_after = dict(conn.execute(_SEQUENCES, params).fetchall())
+    report.sequences_checked = len(sequences_after)
+    report.problems += _compare("sequence", sequences_before, sequences_after)
+
+    for table, expected in conn.execute("SELECT table_name, row_count FROM refresh_pipeline.restored_row_counts"):
+        schema, name = table.split(".", 1)
+        actual = _count(
+            conn, sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        )
+        report.tables_counted += 1
+        if actual != expected:
+            report.problems.append(f"{table} has {actual} rows; {expected} were restored")
+
+    _revalidate(conn, report)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,35 @@
+"""Reads the latest evaluation of a check from the Dagster instance, for one specific database."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+_COMPLETED = (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """`passed` is None when the check has no completed evaluation on the database in question."""
+
+    check: str
+    passed: bool | None
+    reason: str
+    run_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def latest_outcome(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database: str) -> CheckOutcome:
+    label = key.to_user_string()
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    if record is None:
+        return CheckOutcome(label, None, "has never been evaluated")
+    if record.status not in _COMPLETED or record.evaluation is None:
+        return CheckOutcome(label, None, f"latest evaluation (run {record.run_id}) is {record.status.value.lower()}")
+    evaluation = record.evaluation
+    metadata = {name: getattr(value, "value", value) for name, value in evaluation.metadata.items()}
+    if metadata.get("database") != database:
+        return CheckOutcome(label, None, f"last evaluated on {metadata.get('database')}, not on {database}")
+    reason = evaluation.description or ("passed" if evaluation.passed else "failed")
+    return CheckOutcome(label, bool(evaluation.passed), reason, record.run_id, metadata)

@@ -1,0 +1,61 @@
+"""Collects what the Dagster instance recorded about one restored database into an audit report."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from refresh_pipeline.assets.keys import masked_table_key, required_check_keys
+from refresh_pipeline.audit.report import write_report
+from refresh_pipeline.checks.records import latest_outcome
+from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.masking.policy import MaskingPolicy, describe_rule
+
+
+def _check_entry(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database: str) -> dict[str, Any]:
+    outcome = latest_outcome(instance, key, database)
+    metadata = outcome.metadata
+    return {
+        "check": outcome.check,
+        "passed": outcome.passed,
+        "description": outcome.reason,
+        "seconds": metadata.get("seconds"),
+        "findings": metadata.get("findings") or metadata.get("problems") or metadata.get("uncovered_columns") or None,
+        "run_id": outcome.run_id,
+    }
+
+
+def collect_audit_report(
+    instance: dg.DagsterInstance, policy: MaskingPolicy, database: str, snapshot_id: str
+) -> dict[str, Any]:
+    """Every table with its rules, masking result and checks, as the instance recorded them for `database`."""
+    checks = [_check_entry(instance, key, database) for key in required_check_keys(policy)]
+    tables = []
+    for _, table in sorted(policy.tables.items()):
+        entry: dict[str, Any] = {
+            "table": table.qualified_name,
+            "rules": {name: describe_rule(rule) for name, rule in table.columns.items()} if not table.keep_all else {},
+        }
+        event = instance.get_latest_materialization_event(masked_table_key(table))
+        materialization = event.asset_materialization if event else None
+        metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()} if materialization else {}
+        if metadata.get("database") == database:
+            entry.update(status=metadata.get("status"), rows=metadata.get("rows"), seconds=metadata.get("seconds"))
+        tables.append(entry)
+    return {
+        "database": database,
+        "snapshot_id": snapshot_id,
+        "policy": policy.source,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "passed": all(check["passed"] is True for check in checks),
+        "checks": checks,
+        "tables": tables,
+    }
+
+
+def write_audit_report(
+    instance: dg.DagsterInstance, config: RefreshConfig, policy: MaskingPolicy, database: str, snapshot_id: str
+) -> tuple[Path, Path]:
+    report = collect_audit_report(instance, policy, database, snapshot_id)
+    return write_report(report, config.work_dir / "reports" / database)
