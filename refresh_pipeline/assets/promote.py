@@ -16,6 +16,7 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.policy import MaskingPolicy
+from refresh_pipeline.masking.value_map import clear_value_maps
 from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
@@ -62,6 +63,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             if uncovered:
                 raise RefreshError(describe_uncovered(uncovered, refresh.policy().source))
             drop_fingerprints(conn)
+            clear_value_maps(conn)
             conn.execute("ANALYZE")
         previous = platform.promoted()
         platform.promote(restored.database)

@@ -11,6 +11,7 @@ from refresh_pipeline.audit.fingerprints import record_original_fingerprints
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.runner import count_rows, install_functions
+from refresh_pipeline.masking.value_map import build_value_maps, collect_original_tokens
 from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.state import RestoreRecord
@@ -34,6 +35,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
     platform.restore(snapshot, name)
     restore_seconds = time.monotonic() - started
 
+    policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
         install_functions(conn)
         tables = read_tables(conn)
@@ -42,8 +44,11 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             for table, rows in row_counts.items():
                 conn.execute(sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows))
         record_baseline(conn)
-        context.log.info(f"fingerprinting PII of {len(tables)} tables for the audit")
-        fingerprints = record_original_fingerprints(conn, list(tables.values()), refresh.policy(), refresh.key())
+        context.log.info(f"collecting the PII of {len(tables)} tables: audit fingerprints and value maps")
+        with conn.transaction():
+            collect_original_tokens(conn, list(tables.values()), policy)
+            fingerprints = record_original_fingerprints(conn, list(tables.values()), policy, refresh.key())
+            mapped = build_value_maps(conn, refresh.key())
 
     state.write("restored", RestoreRecord(name, record.snapshot_id, datetime.now(UTC).isoformat()))
     return dg.MaterializeResult(
@@ -54,6 +59,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "rows": sum(row_counts.values()),
             "row_counts": dg.MetadataValue.json(row_counts),
             "original_fingerprints": fingerprints,
+            "values_mapped": dg.MetadataValue.json(mapped),
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -6,6 +6,7 @@ from psycopg import sql
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
+from refresh_pipeline.masking.value_map import ORIGINAL_TOKENS, collect_original_tokens, original_tokens_collected
 
 AUDIT_SCHEMA = "refresh_pipeline_audit"
 # Whole values of columns masked with these are audited too (e.g. a landline no pattern would catch).
@@ -55,25 +56,20 @@ def record_original_fingerprints(
     columns too), and the whole values of masked PII columns. Returns how many distinct fingerprints."""
     params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
     with conn.transaction():
+        if not original_tokens_collected(conn):
+            collect_original_tokens(conn, tables, policy)
         conn.execute(_CREATE)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
+                "SELECT DISTINCT {fingerprint}, kind FROM {tokens} ON CONFLICT DO NOTHING"
+            ).format(
+                fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")), tokens=sql.Identifier(ORIGINAL_TOKENS)
+            ),
+            params,
+        )
         for table in tables:
             target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-            for column in table.columns:
-                if not column.holds_text:
-                    continue
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-                        "SELECT DISTINCT {fingerprint}, tok.kind FROM {target} AS src, "
-                        "LATERAL refresh_pipeline.pii_tokens(src.{column}::text) AS tok "
-                        "WHERE src.{column} IS NOT NULL ON CONFLICT DO NOTHING"
-                    ).format(
-                        fingerprint=fingerprint_sql(sql.SQL("tok.kind || ':' || tok.token")),
-                        target=target,
-                        column=sql.Identifier(column.name),
-                    ),
-                    params,
-                )
             for name in _whole_value_columns(policy, table):
                 column = sql.Identifier(name)
                 conn.execute(

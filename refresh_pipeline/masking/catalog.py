@@ -11,6 +11,10 @@ OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
 TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 DATE_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with time zone"})
 JSON_TYPES = frozenset({"json", "jsonb"})
+FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
+NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
+# Non-text types some text transforms also accept (cast to text and back).
+TEXT_CASTABLE = {"ip": frozenset({"inet", "cidr"}), "fpe": frozenset({"uuid"})}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,17 @@
 
 CREATE SCHEMA IF NOT EXISTS refresh_pipeline;
 
+-- Per-refresh value map for kinds that must stay unique and never equal a production value: keyed
+-- fingerprint of the normalised original -> masked value. Emptied before promotion.
+CREATE TABLE IF NOT EXISTS refresh_pipeline.value_map (
+    kind text NOT NULL,
+    fingerprint bytea NOT NULL,
+    masked text NOT NULL,
+    attempts int NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked);
+
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac(key bytea, msg text) RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT sha256(substr(key, 65, 64) || sha256(substr(key, 1, 64) || convert_to(msg, 'UTF8'))) $$;
@@ -17,13 +28,13 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.hmac_letters(key bytea, msg text, n 
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT translate(left(encode(refresh_pipeline.hmac(key, msg), 'hex'), n), '0123456789abcdef', 'abcdefghijklmnop') $$;
 
--- Keyed permutation of [0, 10^n), n <= 18: a balanced Feistel network on the smallest even number of
--- bits covering 10^n, with cycle walking back into the domain. A bijection, so unique stays unique.
-CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_number(key bytea, x bigint, n int, tweak text) RETURNS bigint
+-- Keyed permutation of [0, domain_size), domain_size <= 2^62: a balanced Feistel network on the
+-- smallest even number of bits covering the domain, with cycle walking back into it. A bijection, so
+-- unique stays unique.
+CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_int(key bytea, x bigint, domain_size bigint, tweak text) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    domain_size bigint := (10::numeric ^ n)::bigint;
-    bits int := ceil(n * log(2::numeric, 10::numeric))::int;
+    bits int := greatest(2, ceil(log(2::numeric, domain_size::numeric))::int);
     half int;
     half_mask bigint;
     l bigint;
@@ -31,8 +42,11 @@ DECLARE
     t bigint;
     y bigint := x;
 BEGIN
-    IF n < 1 OR n > 18 OR x < 0 OR x >= domain_size THEN
-        RAISE EXCEPTION 'fpe_number: % is outside [0, 10^%)', x, n;
+    IF domain_size < 1 OR x < 0 OR x >= domain_size THEN
+        RAISE EXCEPTION 'fpe_int: % is outside [0, %)', x, domain_size;
+    END IF;
+    IF domain_size = 1 THEN
+        RETURN x;
     END IF;
     bits := bits + bits % 2;
     half := bits / 2;
@@ -41,7 +55,7 @@ BEGIN
         l := y >> half;
         r := y & half_mask;
         FOR round IN 0..7 LOOP
-            t := l # (refresh_pipeline.hmac_int(key, tweak || ':' || n || ':' || round || ':' || r) & half_mask);
+            t := l # (refresh_pipeline.hmac_int(key, tweak || ':' || round || ':' || r) & half_mask);
             l := r;
             r := t;
         END LOOP;
@@ -51,47 +65,98 @@ BEGIN
     RETURN y;
 END $$;
 
-CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_digits(key bytea, digits text, tweak text) RETURNS text
+-- Permutes a string over an alphabet (digits, letters, hex) chunk by chunk: same length, same
+-- alphabet, and a bijection, so distinct inputs stay distinct.
+CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_alphabet(key bytea, v text, alphabet text, tweak text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
+    radix int := length(alphabet);
+    chunk_size int := floor(62 / log(2::numeric, length(alphabet)::numeric))::int;
     result text := '';
     chunk text;
+    x bigint;
+    y bigint;
+    domain_size bigint;
+    piece text;
 BEGIN
-    FOR start IN 1..length(digits) BY 18 LOOP
-        chunk := substr(digits, start, 18);
-        result := result || lpad(
-            refresh_pipeline.fpe_number(key, chunk::bigint, length(chunk), tweak || ':' || start)::text,
-            length(chunk), '0');
+    FOR start IN 1..length(v) BY chunk_size LOOP
+        chunk := substr(v, start, chunk_size);
+        x := 0;
+        FOR i IN 1..length(chunk) LOOP
+            x := x * radix + position(substr(chunk, i, 1) IN alphabet) - 1;
+        END LOOP;
+        domain_size := (radix::numeric ^ length(chunk))::bigint;
+        y := refresh_pipeline.fpe_int(key, x, domain_size, tweak || ':' || radix || ':' || start || ':' || length(chunk));
+        piece := '';
+        FOR i IN 1..length(chunk) LOOP
+            piece := substr(alphabet, (y % radix)::int + 1, 1) || piece;
+            y := y / radix;
+        END LOOP;
+        result := result || piece;
     END LOOP;
     RETURN result;
 END $$;
 
--- Digits are replaced in place, every other character kept, so the spelling and length survive. The
--- national number is the last 10 digits: its first digit (operator range) and any country code or
--- trunk prefix stay, the rest is permuted. '+91 98765 43210' and '9876543210' mask alike.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_digits(key bytea, digits text, tweak text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT refresh_pipeline.fpe_alphabet(key, digits, '0123456789', tweak) $$;
+
+-- Any identifier: each run of digits stays digits, of upper-case letters upper-case letters, of
+-- lower-case letters lower-case letters; a hex value (UUIDs, device IDs) stays hex; punctuation stays.
+CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_text(key bytea, v text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    digits text := regexp_replace(v, '[^0-9]', '', 'g');
-    digit_count int := length(regexp_replace(v, '[^0-9]', '', 'g'));
-    national_len int := least(length(regexp_replace(v, '[^0-9]', '', 'g')), 10);
-    masked text;
+    hex boolean := v ~ '^[0-9A-Fa-f:.-]+$' AND v ~ '[A-Fa-f]';
+    run text;
+    result text := '';
+    n int := 0;
+BEGIN
+    FOR run IN
+        SELECT m[1] FROM regexp_matches(v, CASE WHEN hex THEN '([0-9A-Fa-f]+|[^0-9A-Fa-f]+)'
+                                                ELSE '([0-9]+|[A-Z]+|[a-z]+|[^0-9A-Za-z]+)' END, 'g') AS m
+    LOOP
+        n := n + 1;
+        IF hex AND run ~ '^[0-9A-Fa-f]+$' THEN
+            result := result || CASE WHEN run ~ '[A-F]' AND run !~ '[a-f]'
+                THEN upper(refresh_pipeline.fpe_alphabet(key, lower(run), '0123456789abcdef', 'id:' || n))
+                ELSE refresh_pipeline.fpe_alphabet(key, lower(run), '0123456789abcdef', 'id:' || n) END;
+        ELSIF NOT hex AND run ~ '^[0-9]+$' THEN
+            result := result || refresh_pipeline.fpe_alphabet(key, run, '0123456789', 'id:' || n);
+        ELSIF NOT hex AND run ~ '^[A-Z]+$' THEN
+            result := result || refresh_pipeline.fpe_alphabet(key, run, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'id:' || n);
+        ELSIF NOT hex AND run ~ '^[a-z]+$' THEN
+            result := result || refresh_pipeline.fpe_alphabet(key, run, 'abcdefghijklmnopqrstuvwxyz', 'id:' || n);
+        ELSE
+            result := result || run;
+        END IF;
+    END LOOP;
+    RETURN result;
+END $$;
+
+-- The national number (last 10 digits, or all when fewer): masked through the value map when the
+-- refresh built one, else by the keyed permutation (first digit, the operator range, kept).
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_national(key bytea, nat text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT coalesce(
+        (SELECT masked FROM refresh_pipeline.value_map
+         WHERE kind = 'phone' AND fingerprint = refresh_pipeline.hmac(key, 'map:phone:' || nat)),
+        CASE WHEN length(nat) >= 2
+             THEN left(nat, 1) || refresh_pipeline.fpe_digits(key, substr(nat, 2), 'phone')
+             ELSE refresh_pipeline.fpe_digits(key, nat, 'phone') END)
+$$;
+
+-- Replaces the digits of v, in place and in order, with `digits`; every other character is kept.
+CREATE OR REPLACE FUNCTION refresh_pipeline.put_digits(v text, digits text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
     result text := '';
     used int := 0;
     ch text;
 BEGIN
-    IF digit_count = 0 THEN
-        RETURN v;
-    ELSIF national_len >= 2 THEN
-        masked := left(digits, digit_count - national_len + 1)
-            || refresh_pipeline.fpe_digits(key, right(digits, national_len - 1), 'phone');
-    ELSE
-        masked := refresh_pipeline.fpe_digits(key, digits, 'phone');
-    END IF;
     FOREACH ch IN ARRAY regexp_split_to_array(v, '') LOOP
         IF ch BETWEEN '0' AND '9' THEN
             used := used + 1;
-            result := result || substr(masked, used, 1);
+            result := result || substr(digits, used, 1);
         ELSE
             result := result || ch;
         END IF;
@@ -99,13 +164,54 @@ BEGIN
     RETURN result;
 END $$;
 
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text
+-- Spelling and length survive; any country code or trunk prefix stays; the national number is masked,
+-- so '+91 98765 43210' and '9876543210' mask alike.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    WITH d AS (SELECT regexp_replace(v, '[^0-9]', '', 'g') AS digits)
+    SELECT CASE WHEN digits = '' THEN v ELSE refresh_pipeline.put_digits(v,
+        left(digits, length(digits) - least(length(digits), 10))
+        || refresh_pipeline.mask_national(key, right(digits, least(length(digits), 10)))) END
+    FROM d
+$$;
+
+-- Upper-case letters of the original show up, position by position, in the masked local part, so
+-- values that differ only in case stay different while lower(a) = lower(b) still matches.
+CREATE OR REPLACE FUNCTION refresh_pipeline.apply_case(masked text, original text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    local_len int := position('@' IN masked) - 1;
+    chars text[] := regexp_split_to_array(masked, '');
+    ch text;
+    i int := 0;
+BEGIN
+    IF original = lower(original) OR local_len < 1 THEN
+        RETURN masked;
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(btrim(original), '') LOOP
+        IF ch <> lower(ch) THEN
+            chars[i % local_len + 1] := upper(chars[i % local_len + 1]);
+        END IF;
+        i := i + 1;
+    END LOOP;
+    RETURN array_to_string(chars, '');
+END $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.email_candidate(key bytea, normalised text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT refresh_pipeline.hmac_letters(key, 'email:' || lower(btrim(v)), 16) || '@example.com' $$;
+AS $$ SELECT refresh_pipeline.hmac_letters(key, 'email:' || normalised, 16) || '@example.com' $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT refresh_pipeline.apply_case(coalesce(
+        (SELECT masked FROM refresh_pipeline.value_map
+         WHERE kind = 'email' AND fingerprint = refresh_pipeline.hmac(key, 'map:email:' || lower(btrim(v)))),
+        refresh_pipeline.email_candidate(key, lower(btrim(v)))), v)
+$$;
 
 -- '<name or phone>@<bank>': the bank stays; a phone-shaped local part masks like that phone.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE
         WHEN position('@' IN v) = 0 THEN refresh_pipeline.hmac_letters(key, 'upi:' || lower(v), 10)
         WHEN substring(v FROM '^(.*)@') ~ '^(\+?91|0)?[6-9][0-9]{9}$'
@@ -157,14 +263,102 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
             'Goregaon', 'Malad', 'Kurla', 'Mulund'])
 $$;
 
--- Same year; the day within it is chosen by the key.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_date(key bytea, v date) RETURNS date
+-- A date in the same year (or month, or band of years); the day is chosen by the key.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_date(key bytea, v date, keep text, band_years int) RETURNS date
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    h bigint;
+    first_day date;
+    next_first date;
+    y int;
+BEGIN
+    IF v IS NULL OR NOT isfinite(v) THEN
+        RETURN v;
+    END IF;
+    h := refresh_pipeline.hmac_int(key, 'date:' || v::text);
+    y := extract(year FROM v)::int;
+    IF keep = 'month' THEN
+        first_day := date_trunc('month', v)::date;
+        next_first := (first_day + interval '1 month')::date;
+    ELSIF band_years IS NOT NULL AND band_years > 1 THEN
+        first_day := make_date(y - ((y % band_years) + band_years) % band_years, 1, 1);
+        next_first := make_date(extract(year FROM first_day)::int + band_years, 1, 1);
+    ELSE
+        first_day := make_date(y, 1, 1);
+        next_first := make_date(y + 1, 1, 1);
+    END IF;
+    RETURN first_day + (h % (next_first - first_day))::int;
+END $$;
+
+-- A point moved deterministically by up to radius_m metres (per axis, 1 degree ~ 111.32 km).
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_geo(key bytea, v double precision, radius_m double precision)
+RETURNS double precision LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT v + ((refresh_pipeline.hmac_int(key, 'geo:' || v::text)::double precision / 72057594037927936.0) * 2 - 1)
+               * radius_m / 111320.0
+$$;
+
+-- A number in [low, high] with the given decimals, chosen by the key from the original.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_number(key bytea, v numeric, low numeric, high numeric, decimals int)
+RETURNS numeric LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT round(low + (refresh_pipeline.hmac_int(key, 'number:' || v::text)
+                        % (floor((high - low) * 10 ^ decimals)::bigint + 1)) / (10 ^ decimals)::numeric, decimals)
+$$;
+
+-- PAN AAAPA9999A: the 4th letter (holder type) stays, the rest is permuted letter for letter and digit
+-- for digit; anything not PAN-shaped is masked as a generic identifier.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_pan(key bytea, v text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE WHEN NOT isfinite(v) THEN v ELSE
-        make_date(extract(year FROM v)::int, 1, 1)
-        + (refresh_pipeline.hmac_int(key, 'date:' || v::text)
-           % (make_date(extract(year FROM v)::int + 1, 1, 1) - make_date(extract(year FROM v)::int, 1, 1)))::int
-    END
+    SELECT CASE WHEN v ~ '^[A-Z]{5}[0-9]{4}[A-Z]$' THEN
+        (SELECT left(l, 3) || substr(v, 4, 1) || right(l, 1)
+             || refresh_pipeline.fpe_alphabet(key, substr(v, 6, 4), '0123456789', 'pan:digits')
+             || refresh_pipeline.fpe_alphabet(key, right(v, 1), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'pan:check')
+         FROM (SELECT refresh_pipeline.fpe_alphabet(key, left(v, 3) || substr(v, 5, 1),
+                                                    'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'pan:letters') AS l) AS letters)
+    ELSE refresh_pipeline.fpe_text(key, v) END
+$$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.verhoeff_digit(digits text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    d int[] := '{{0,1,2,3,4,5,6,7,8,9},{1,2,3,4,0,6,7,8,9,5},{2,3,4,0,1,7,8,9,5,6},{3,4,0,1,2,8,9,5,6,7},
+                 {4,0,1,2,3,9,5,6,7,8},{5,9,8,7,6,0,4,3,2,1},{6,5,9,8,7,1,0,4,3,2},{7,6,5,9,8,2,1,0,4,3},
+                 {8,7,6,5,9,3,2,1,0,4},{9,8,7,6,5,4,3,2,1,0}}';
+    p int[] := '{{0,1,2,3,4,5,6,7,8,9},{1,5,7,6,2,8,3,0,9,4},{5,8,0,3,7,9,6,1,4,2},{8,9,1,6,0,4,3,5,2,7},
+                 {9,4,5,3,1,2,6,8,7,0},{4,2,8,6,5,7,3,9,0,1},{2,7,9,3,8,0,6,4,1,5},{7,0,4,6,9,1,3,2,5,8}}';
+    inverse int[] := '{0,4,3,2,1,5,6,7,8,9}';
+    c int := 0;
+    n int := length(digits);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        c := d[c + 1][p[(i + 1) % 8 + 1][substr(digits, n - i, 1)::int + 1] + 1];
+    END LOOP;
+    RETURN inverse[c + 1]::text;
+END $$;
+
+-- Aadhaar: 12 digits in the original spelling; the first digit stays (2-9), the next ten are permuted and
+-- the Verhoeff check digit recomputed, so masked numbers stay unique and valid-looking.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_aadhaar(key bytea, v text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    WITH d AS (SELECT regexp_replace(v, '[^0-9]', '', 'g') AS digits)
+    SELECT CASE WHEN length(digits) = 12 THEN
+        (SELECT refresh_pipeline.put_digits(v, body || refresh_pipeline.verhoeff_digit(body))
+         FROM (SELECT left(digits, 1) || refresh_pipeline.fpe_digits(key, substr(digits, 2, 10), 'aadhaar') AS body) AS b)
+    ELSE refresh_pipeline.fpe_text(key, v) END
+    FROM d
+$$;
+
+-- IPv4 -> an address in 10.0.0.0/8, IPv6 -> one in fd00::/8; a /prefix is kept.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_ip(key bytea, v text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    WITH h AS (SELECT encode(refresh_pipeline.hmac(key, 'ip:' || lower(split_part(v, '/', 1))), 'hex') AS x,
+                      CASE WHEN position('/' IN v) > 0 THEN '/' || split_part(v, '/', 2) ELSE '' END AS suffix)
+    SELECT CASE WHEN v ~ '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+' THEN
+        format('10.%s.%s.%s', ('x' || substr(x, 1, 2))::bit(8)::int, ('x' || substr(x, 3, 2))::bit(8)::int,
+               ('x' || substr(x, 5, 2))::bit(8)::int) || suffix
+    ELSE 'fd' || substr(x, 1, 2) || ':' || substr(x, 3, 4) || ':' || substr(x, 7, 4) || ':' || substr(x, 11, 4)
+        || ':' || substr(x, 15, 4) || ':' || substr(x, 19, 4) || ':' || substr(x, 23, 4) || ':' || substr(x, 27, 4)
+        || suffix END
+    FROM h
 $$;
 
 -- Emails, UPI handles and Indian phone numbers in any common spelling, as one pattern without capture
@@ -182,7 +376,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_token(key bytea, token text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE refresh_pipeline.pii_kind(token)
         WHEN 'email' THEN refresh_pipeline.mask_email(key, token)
         WHEN 'upi' THEN refresh_pipeline.mask_upi(key, token)
@@ -192,7 +386,7 @@ $$;
 
 -- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form.
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     pieces text[] := regexp_split_to_array(v, refresh_pipeline.pii_pattern());
     tokens text[];
@@ -212,7 +406,7 @@ END $$;
 
 -- One entry point for every text transform (used for columns, JSON values and array elements).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text(key bytea, transform text, v text, params jsonb) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 BEGIN
     IF v IS NULL OR v = '' THEN
         RETURN v;
@@ -226,6 +420,10 @@ BEGIN
         WHEN 'last_name' THEN RETURN refresh_pipeline.mask_last_name(key, v);
         WHEN 'address' THEN RETURN refresh_pipeline.mask_address(key, v);
         WHEN 'scrub' THEN RETURN refresh_pipeline.scrub(key, v);
+        WHEN 'pan' THEN RETURN refresh_pipeline.mask_pan(key, v);
+        WHEN 'aadhaar' THEN RETURN refresh_pipeline.mask_aadhaar(key, v);
+        WHEN 'fpe' THEN RETURN refresh_pipeline.fpe_text(key, v);
+        WHEN 'ip' THEN RETURN refresh_pipeline.mask_ip(key, v);
         WHEN 'hash' THEN
             RETURN left(encode(refresh_pipeline.hmac(key, 'hash:' || v), 'hex'), coalesce((params ->> 'length')::int, 64));
         WHEN 'redact' THEN RETURN coalesce(params ->> 'value', 'REDACTED');
@@ -236,7 +434,7 @@ END $$;
 -- Masks the values a path selects; missing paths leave the document as it is. A number stays a
 -- number when its masked form is still numeric (a phone stored as a JSON number).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_jsonb(key bytea, doc jsonb, steps text[], transform text, params jsonb)
-RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
     masked text;
     head text;

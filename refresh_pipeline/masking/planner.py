@@ -31,13 +31,37 @@ def _text_call(transform: TransformRule, value: sql.Composable) -> sql.Composabl
     )
 
 
-def _date_expression(column: ColumnInfo, ident: sql.Identifier) -> sql.Composable:
+def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule) -> sql.Composable:
+    params = rule.param_dict
+    masked_day = sql.SQL("refresh_pipeline.mask_date({key}, {col}::date, {keep}, {band})").format(
+        key=KEY,
+        col=ident,
+        keep=sql.Literal(params.get("keep", "year")),
+        band=sql.SQL("CAST({} AS int)").format(sql.Literal(params.get("band_years"))),
+    )
     if column.base_type == "date":
-        return sql.SQL("refresh_pipeline.mask_date({key}, {col})").format(key=KEY, col=ident)
-    # Timestamps keep their time of day; only the date moves (within its year).
-    return sql.SQL(
-        "CAST(refresh_pipeline.mask_date({key}, {col}::date) + ({col} - date_trunc('day', {col})) AS {type})"
-    ).format(key=KEY, col=ident, type=sql.SQL(column.type_name))
+        return masked_day
+    # Timestamps keep their time of day; only the date moves.
+    return sql.SQL("CAST({day} + ({col} - date_trunc('day', {col})) AS {type})").format(
+        day=masked_day, col=ident, type=sql.SQL(column.type_name)
+    )
+
+
+def _numeric_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule) -> sql.Composable:
+    params = rule.param_dict
+    if rule.transform == "geo":
+        masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
+            key=KEY, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
+        )
+    else:
+        masked = sql.SQL("refresh_pipeline.mask_number({key}, {col}::numeric, {low}, {high}, {decimals})").format(
+            key=KEY,
+            col=ident,
+            low=sql.Literal(params["min"]),
+            high=sql.Literal(params["max"]),
+            decimals=sql.Literal(params.get("decimals", 0)),
+        )
+    return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
 
 
 def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
@@ -67,8 +91,13 @@ def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
     if rule.transform == "null":
         return sql.SQL("CAST(NULL AS {})").format(sql.SQL(column.type_name))
     if rule.transform == "date":
-        return _date_expression(column, ident)
-    return _text_call(rule, sql.SQL("{}::text").format(ident))
+        return _date_expression(column, ident, rule)
+    if rule.transform in ("geo", "number"):
+        return _numeric_expression(column, ident, rule)
+    masked = _text_call(rule, sql.SQL("{}::text").format(ident))
+    if column.is_text:
+        return masked  # assignment casts back, and refuses values longer than the column
+    return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
 
 
 @dataclass(frozen=True)

@@ -13,29 +13,48 @@ import yaml
 
 from refresh_pipeline.errors import RefreshError
 
-SCALAR_TRANSFORMS = frozenset(
-    {
-        "keep",
-        "null",
-        "redact",
-        "hash",
-        "email",
-        "phone",
-        "upi",
-        "name",
-        "first_name",
-        "last_name",
-        "address",
-        "date",
-        "scrub",
-    }
-)
-# Transforms that turn text into text; these are the ones allowed inside JSON paths and arrays.
-TEXT_TRANSFORMS = frozenset(SCALAR_TRANSFORMS - {"keep", "null", "date"})
+# Transforms that turn text into text; these are also allowed inside JSON paths and arrays.
+TEXT_TRANSFORMS = frozenset({
+    "redact", "hash", "email", "phone", "upi", "name", "first_name", "last_name", "address", "scrub", "pan",
+    "aadhaar", "fpe", "ip",
+})  # fmt: skip
+SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
     "redact": frozenset({"value"}),
     "hash": frozenset({"length"}),
+    "date": frozenset({"keep", "band_years"}),
+    "geo": frozenset({"radius_m"}),
+    "number": frozenset({"min", "max", "decimals"}),
 }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
+    """Why a transform's parameters are unusable, or None."""
+    if name == "hash" and not (isinstance(params.get("length", 64), int) and 8 <= params.get("length", 64) <= 64):
+        return "hash length must be a whole number from 8 to 64"
+    if name == "redact" and not isinstance(params.get("value", ""), str):
+        return "redact value must be a string"
+    if name == "date":
+        if params.get("keep", "year") not in ("year", "month"):
+            return "date keep must be `year` or `month`"
+        band = params.get("band_years")
+        if band is not None and (not isinstance(band, int) or not 2 <= band <= 100):
+            return "date band_years must be a whole number from 2 to 100"
+    if name == "geo" and not (_is_number(params.get("radius_m", 500)) and params.get("radius_m", 500) > 0):
+        return "geo radius_m must be a positive number of metres"
+    if name == "number":
+        low, high, decimals = params.get("min"), params.get("max"), params.get("decimals", 0)
+        if not (_is_number(low) and _is_number(high)) or low > high:
+            return "number needs numeric `min` and `max` with min <= max"
+        if not isinstance(decimals, int) or not 0 <= decimals <= 6:
+            return "number decimals must be a whole number from 0 to 6"
+    return None
+
+
 _JSON_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[\*\]|\[\"([^\"]+)\"\]|\[(\d+)\]")
 
 
@@ -206,14 +225,9 @@ class _PolicyReader:
                 node,
                 f"{where}: transform {name!r} has no parameter(s) {', '.join(sorted(unknown))} (allowed: {allowed})",
             )
-        if (
-            name == "hash"
-            and "length" in params
-            and (not isinstance(params["length"], int) or not 8 <= params["length"] <= 64)
-        ):
-            raise self.fail(node, f"{where}: hash length must be a whole number from 8 to 64")
-        if name == "redact" and "value" in params and not isinstance(params["value"], str):
-            raise self.fail(node, f"{where}: redact value must be a string")
+        problem = parameter_problem(name, params)
+        if problem:
+            raise self.fail(node, f"{where}: {problem}")
         return TransformRule(transform=name, params=tuple(sorted(params.items())), line=line)
 
     def column_rule(self, node: yaml.Node, where: str) -> ColumnRule:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import FRACTIONAL_TYPES, NUMBER_TYPES, TEXT_CASTABLE, ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
 
@@ -22,6 +22,14 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
         return None if column.nullable else "`null` on a NOT NULL column; use `redact` or another transform"
     if transform == "date":
         return None if column.is_date else f"`date` needs a date or timestamp column, not {column.type_name}"
+    if transform == "geo":
+        fits = not column.is_array and column.base_type in FRACTIONAL_TYPES
+        return None if fits else f"`geo` needs a numeric, real or double precision column, not {column.type_name}"
+    if transform == "number":
+        fits = not column.is_array and column.base_type in NUMBER_TYPES
+        return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"
+    if not column.is_array and column.base_type in TEXT_CASTABLE.get(transform, ()):
+        return None
     if not column.is_text:
         return f"`{transform}` needs a text column, not {column.type_name}"
     minimum = {"email": 28, "hash": rule.param_dict.get("length", 64)}.get(transform)

@@ -1,0 +1,119 @@
+"""The per-refresh value map: every production email and phone, wherever it appears, gets one masked value
+that is unique and never equal to any production value of its kind."""
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
+from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
+
+ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
+MAX_ROUNDS = 50
+
+_WHOLE_VALUE = {
+    "email": "lower(btrim({col}))",
+    "phone": "right(regexp_replace({col}, '[^0-9]', '', 'g'), 10)",
+}
+_FIRST_CANDIDATE = {
+    "email": "refresh_pipeline.email_candidate(%(key)s, token)",
+    "phone": "left(token, 1) || refresh_pipeline.fpe_digits(%(key)s, substr(token, 2), 'phone')",
+}
+_NEXT_CANDIDATE = {
+    "email": "refresh_pipeline.email_candidate(%(key)s, v.masked)",
+    "phone": "left(v.masked, 1) || refresh_pipeline.fpe_digits(%(key)s, substr(v.masked, 2), 'phone:retry')",
+}
+
+
+def collect_original_tokens(conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy) -> int:
+    """Into a temporary table (dropped at commit, so plaintext never persists): every email, phone and UPI
+    token of every text, JSON and array column, plus the whole values of columns masked as email or phone.
+    Call inside a transaction; returns the number of distinct tokens."""
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)) ON COMMIT DROP"
+        ).format(sql.Identifier(ORIGINAL_TOKENS))
+    )
+    target_tokens = sql.Identifier(ORIGINAL_TOKENS)
+    for table in tables:
+        target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+        rules = policy.tables.get((table.schema, table.name))
+        for column in table.columns:
+            if not column.holds_text:
+                continue
+            col = sql.Identifier(column.name)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {target} AS src, "
+                    "LATERAL refresh_pipeline.pii_tokens(src.{col}::text) AS tok "
+                    "WHERE src.{col} IS NOT NULL ON CONFLICT DO NOTHING"
+                ).format(tokens=target_tokens, target=target, col=col)
+            )
+            rule = rules.columns.get(column.name) if rules else None
+            if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
+                value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=col)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {tokens} SELECT DISTINCT {kind}, {value} FROM {target} "
+                        "WHERE {value} <> '' ON CONFLICT DO NOTHING"
+                    ).format(tokens=target_tokens, kind=sql.Literal(rule.transform), value=value, target=target)
+                )
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target_tokens)).fetchone()[0]
+
+
+def original_tokens_collected(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pg_temp.{ORIGINAL_TOKENS}",)).fetchone()[0]
+
+
+def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
+    """Fill refresh_pipeline.value_map from the collected tokens and resolve every conflict.
+
+    A candidate that equals some production value, or another original's candidate, moves on to a
+    next keyed candidate until none conflicts; values without conflict keep their candidate, so they
+    mask the same way every week. Returns how many values were mapped per kind.
+    """
+    params = {"key": key.sql_pads(MASKING_PURPOSE)}
+    mapped = {}
+    with conn.transaction():
+        conn.execute("TRUNCATE refresh_pipeline.value_map")
+        for kind in ("email", "phone"):
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
+                    "SELECT {kind}, refresh_pipeline.hmac(%(key)s, 'map:' || {kind} || ':' || token), {candidate} "
+                    "FROM {tokens} WHERE kind = {kind} AND length(token) >= 2 ON CONFLICT DO NOTHING"
+                ).format(
+                    kind=sql.Literal(kind),
+                    candidate=sql.SQL(_FIRST_CANDIDATE[kind]),
+                    tokens=sql.Identifier(ORIGINAL_TOKENS),
+                ),
+                params,
+            )
+            _resolve_conflicts(conn, kind, params)
+            mapped[kind] = conn.execute(
+                "SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = %s", (kind,)
+            ).fetchone()[0]
+    return mapped
+
+
+def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, object]) -> None:
+    move = sql.SQL(
+        "WITH moving AS ("
+        " SELECT v.fingerprint FROM refresh_pipeline.value_map v WHERE v.kind = {kind} AND ("
+        "  EXISTS (SELECT 1 FROM refresh_pipeline.value_map o WHERE o.kind = v.kind"
+        "          AND o.fingerprint = refresh_pipeline.hmac(%(key)s, 'map:' || v.kind || ':' || lower(v.masked)))"
+        "  OR EXISTS (SELECT 1 FROM refresh_pipeline.value_map d WHERE d.kind = v.kind AND d.masked = v.masked"
+        "             AND d.fingerprint < v.fingerprint)))"
+        " UPDATE refresh_pipeline.value_map v SET masked = {next}, attempts = v.attempts + 1"
+        " FROM moving m WHERE v.kind = {kind} AND v.fingerprint = m.fingerprint"
+    ).format(kind=sql.Literal(kind), next=sql.SQL(_NEXT_CANDIDATE[kind]))
+    for _ in range(MAX_ROUNDS):
+        if conn.execute(move, params).rowcount == 0:
+            return
+    raise RefreshError(f"could not find unique masked {kind} values in {MAX_ROUNDS} rounds; the domain is too full.")
+
+
+def clear_value_maps(conn: psycopg.Connection) -> None:
+    """Empty the map before promotion: staging needs no fingerprints of production values."""
+    conn.execute("TRUNCATE refresh_pipeline.value_map")
