@@ -16,6 +16,7 @@ MASKING_GROUP = "masking"
 POLICY_COVERAGE_CHECK = "policy_covers_every_column"
 NO_PII_CHECK = "no_pii_left"
 INTEGRITY_CHECK = "integrity_intact"
+VIEWS_CHECK = "no_pii_in_materialized_views"
 
 
 def masked_table_key(table: TablePolicy) -> dg.AssetKey:
@@ -29,4 +30,5 @@ def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:
     keys = [dg.AssetCheckKey(RESTORED_INSTANCE, POLICY_COVERAGE_CHECK)]
     keys += [dg.AssetCheckKey(masked_table_key(table), NO_PII_CHECK) for _, table in sorted(policy.tables.items())]
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, INTEGRITY_CHECK))
+    keys.append(dg.AssetCheckKey(MASKED_DATABASE, VIEWS_CHECK))
     return keys

@@ -1,9 +1,11 @@
-"""masked_database: the restored database once every table is masked; whole-database checks run on it."""
+"""masked_database: the restored database once every table is masked and every materialized view refreshed
+from the masked data; whole-database checks run on it."""
 
 import dagster as dg
 
 from refresh_pipeline.assets.keys import REFRESH_GROUP, masked_table_key
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.materialized_views import refresh_materialized_views
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.resources import RefreshResource
 
@@ -26,7 +28,12 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 f"{restored.database}: not masked under the current policy yet: {', '.join(missing)}. "
                 "Materialize their masked/<table> assets first."
             )
-        context.log.info(f"{restored.database}: {len(to_mask)} table(s) masked, {len(rows)} table(s) in all")
+        with refresh.connect_managed(restored.database) as conn:
+            views = refresh_materialized_views(conn)
+        context.log.info(
+            f"{restored.database}: {len(to_mask)} table(s) masked, {len(rows)} table(s) in all, "
+            f"{len(views)} materialized view(s) refreshed"
+        )
         return dg.MaterializeResult(
             metadata={
                 "database": restored.database,
@@ -34,6 +41,7 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "tables": len(rows),
                 "tables_masked": len(to_mask),
                 "rows": sum(rows.values()),
+                "materialized_views_refreshed": dg.MetadataValue.json(views),
             }
         )
 

@@ -1,5 +1,5 @@
-"""Integrity of the masked database against what was restored: constraints, indexes, sequences, row
-counts — and every FK, unique and CHECK constraint re-validated on the data itself."""
+"""Integrity of the masked database against what was restored: constraints, indexes, sequences,
+comments, row counts — and every FK, unique and CHECK constraint re-validated on the data itself."""
 
 import time
 from dataclasses import dataclass, field
@@ -29,6 +29,15 @@ WHERE {_USER_RELATION}
 _SEQUENCES = f"""
 SELECT format('%%I.%%I', s.schemaname, s.sequencename), s.last_value FROM pg_sequences s
 JOIN pg_namespace n ON n.nspname = s.schemaname
+WHERE {_USER_RELATION}
+"""
+
+_COMMENTS = f"""
+SELECT format('%%I.%%I', n.nspname, c.relname) || coalesce('.' || quote_ident(a.attname), ''), d.description
+FROM pg_description d
+JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0
 WHERE {_USER_RELATION}
 """
 
@@ -73,7 +82,7 @@ class IntegrityReport:
 
 
 def record_baseline(conn: psycopg.Connection) -> None:
-    """Remember constraints, indexes and sequences as restored (before any masking)."""
+    """Remember constraints, indexes, sequences and comments as restored (before any masking)."""
     params = {"own": list(OWN_SCHEMAS)}
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
@@ -87,6 +96,10 @@ def record_baseline(conn: psycopg.Connection) -> None:
         cur.executemany(
             "INSERT INTO refresh_pipeline.restored_sequences (sequence_name, last_value) VALUES (%s, %s)",
             conn.execute(_SEQUENCES, params).fetchall(),
+        )
+        cur.executemany(
+            "INSERT INTO refresh_pipeline.restored_comments VALUES (%s, %s)",
+            conn.execute(_COMMENTS, params).fetchall(),
         )
 
 
@@ -168,6 +181,12 @@ def check_integrity(conn: psycopg.Connection) -> IntegrityReport:
     sequences_after = dict(conn.execute(_SEQUENCES, params).fetchall())
     report.sequences_checked = len(sequences_after)
     report.problems += _compare("sequence", sequences_before, sequences_after)
+
+    report.problems += _compare(
+        "comment on",
+        dict(conn.execute("SELECT object_name, comment FROM refresh_pipeline.restored_comments").fetchall()),
+        dict(conn.execute(_COMMENTS, params).fetchall()),
+    )
 
     for table, expected in conn.execute("SELECT table_name, row_count FROM refresh_pipeline.restored_row_counts"):
         schema, name = table.split(".", 1)

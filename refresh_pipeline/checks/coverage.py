@@ -7,7 +7,7 @@ import dagster as dg
 from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
-from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 from refresh_pipeline.resources import RefreshResource
 
 
@@ -23,8 +23,8 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
     policy = refresh.policy()
     with refresh.connect_managed(restored.database) as conn:
         tables = read_tables(conn)
+        problems = find_policy_problems(policy, tables) + find_unmatched_json_paths(conn, policy, tables)
     uncovered = find_uncovered(policy, tables)
-    problems = find_policy_problems(policy, tables)
     metadata: dict[str, object] = {
         "database": restored.database,
         "tables": len(tables),

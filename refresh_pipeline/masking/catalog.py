@@ -64,7 +64,7 @@ class TableInfo:
 _TABLES_SQL = """
 SELECT n.nspname, c.relname, c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE c.relkind = ANY(%s) AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
   AND n.nspname <> ALL(%s)
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
@@ -81,20 +81,30 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
-WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind = ANY(%s) AND NOT c.relispartition
   AND n.nspname <> ALL(%s)
 ORDER BY n.nspname, c.relname, a.attnum
 """
 
 
-def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
-    """Every user table (partitioned parents, not their partitions), keyed by (schema, table)."""
-    tables = {(s, t): p for s, t, p in conn.execute(_TABLES_SQL, (list(OWN_SCHEMAS),)).fetchall()}
+def _read_relations(conn: psycopg.Connection, kinds: list[str]) -> dict[tuple[str, str], TableInfo]:
+    own = list(OWN_SCHEMAS)
+    tables = {(s, t): p for s, t, p in conn.execute(_TABLES_SQL, (kinds, own)).fetchall()}
     columns: dict[tuple[str, str], list[ColumnInfo]] = {key: [] for key in tables}
-    for schema, table, *column in conn.execute(_COLUMNS_SQL, (list(OWN_SCHEMAS),)).fetchall():
+    for schema, table, *column in conn.execute(_COLUMNS_SQL, (kinds, own)).fetchall():
         if (schema, table) in columns:
             columns[(schema, table)].append(ColumnInfo(*column))
     return {
         key: TableInfo(schema=key[0], name=key[1], partitioned=bool(partitioned), columns=tuple(columns[key]))
         for key, partitioned in tables.items()
     }
+
+
+def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
+    """Every user table (partitioned parents, not their partitions), keyed by (schema, table)."""
+    return _read_relations(conn, ["r", "p"])
+
+
+def read_materialized_views(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
+    """Every user materialized view; they hold copies of table data, so they need refreshing and auditing."""
+    return _read_relations(conn, ["m"])

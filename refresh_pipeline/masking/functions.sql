@@ -591,3 +591,8 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_sequences (
     last_value bigint,
     is_called boolean
 );
+
+CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_comments (
+    object_name text PRIMARY KEY,
+    comment text NOT NULL
+);

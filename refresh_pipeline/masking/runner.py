@@ -15,7 +15,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
-from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
 
@@ -55,10 +55,23 @@ def _table_info(conn: psycopg.Connection, policy: MaskingPolicy, table_policy: T
     tables = read_tables(conn)
     key = (table_policy.schema, table_policy.table)
     single = MaskingPolicy(tables={key: table_policy}, source=policy.source)
-    problems = find_policy_problems(single, tables)
+    problems = find_policy_problems(single, tables) or find_unmatched_json_paths(conn, single, tables)
     if problems:
         raise RefreshError("the masking policy cannot be applied:\n  " + "\n  ".join(problems))
     return tables[key]
+
+
+def _disable_always_triggers(conn: psycopg.Connection, info: TableInfo) -> list[tuple[str, str]]:
+    """Triggers marked ENABLE ALWAYS fire even in replica mode; switch them off for this transaction."""
+    triggers = conn.execute(
+        "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t "
+        "WHERE t.tgenabled = 'A' AND NOT t.tgisinternal AND t.tgrelid IN ("
+        " SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) UNION SELECT to_regclass(%(table)s))",
+        {"table": sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name)).as_string(conn)},
+    ).fetchall()
+    for table, trigger in triggers:
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger)))
+    return [(table, trigger) for table, trigger in triggers]
 
 
 def mask_table(
@@ -112,9 +125,14 @@ def mask_table(
 
         log(f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)}")
         params = {"key": key.sql_pads(MASKING_PURPOSE)}
+        always_triggers = _disable_always_triggers(conn, info)
         copied = conn.execute(plan.create_staging, params).rowcount
         deleted = conn.execute(plan.delete_rows).rowcount
         inserted = conn.execute(plan.insert_rows).rowcount
+        for table, trigger in always_triggers:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger))
+            )
         if not copied == deleted == inserted:
             raise RefreshError(
                 f"{info.qualified_name}: row counts differ while masking (copied {copied}, removed {deleted}, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+from psycopg import sql
+
 from refresh_pipeline.masking.catalog import FRACTIONAL_TYPES, NUMBER_TYPES, TEXT_CASTABLE, ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
@@ -64,4 +67,54 @@ def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], Ta
                 problems.append(
                     f"{policy.source}, line {line}: {info.qualified_name}.{column_name} ({column.type_name}): {problem}"
                 )
+    return problems
+
+
+def _jsonpath(steps: tuple[str, ...]) -> str:
+    # strict: a path the masking would not follow (e.g. an array without [*]) must not count as a match
+    parts = ["strict $"]
+    for step in steps:
+        if step == "*":
+            parts.append("[*]")
+        elif step.isdigit():
+            parts.append(f"[{step}]")
+        else:
+            parts.append('."' + step.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "".join(parts)
+
+
+def find_unmatched_json_paths(
+    conn: psycopg.Connection, policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]
+) -> list[str]:
+    """JSON path rules that match nothing in a column that does hold documents: usually a typo that would
+    leave the PII it meant to mask in place."""
+    problems = []
+    for key, table_policy in sorted(policy.tables.items()):
+        info = tables.get(key)
+        if info is None:
+            continue
+        for column_name, rule in table_policy.columns.items():
+            column = info.column(column_name)
+            if not isinstance(rule, JsonRule) or column is None or not column.is_json:
+                continue
+            target = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
+            col = sql.Identifier(column_name)
+            has_documents = conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NOT NULL)").format(target, col)
+            ).fetchone()[0]
+            if not has_documents:
+                continue
+            for path in rule.paths:
+                matched = conn.execute(
+                    sql.SQL(
+                        "SELECT EXISTS (SELECT 1 FROM {} "
+                        "WHERE jsonb_path_exists({}::jsonb, %s::jsonpath, '{{}}', true))"
+                    ).format(target, col),
+                    (_jsonpath(path.steps),),
+                ).fetchone()[0]
+                if not matched:
+                    problems.append(
+                        f"{policy.source}, line {path.rule.line}: {info.qualified_name}.{column_name} "
+                        f"({column.type_name}): JSON path {path.path} matches no value in any row"
+                    )
     return problems
