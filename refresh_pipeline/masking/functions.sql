@@ -596,3 +596,36 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_comments (
     object_name text PRIMARY KEY,
     comment text NOT NULL
 );
+
+-- Whether a path selects any value in doc, following exactly the steps mask_jsonb follows.
+CREATE OR REPLACE FUNCTION refresh_pipeline.jsonb_path_selects(doc jsonb, steps text[]) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    head text;
+    rest text[];
+BEGIN
+    IF doc IS NULL THEN
+        RETURN false;
+    END IF;
+    IF coalesce(cardinality(steps), 0) = 0 THEN
+        RETURN jsonb_typeof(doc) <> 'null';
+    END IF;
+    head := steps[1];
+    rest := steps[2:];
+    IF head = '*' THEN
+        IF jsonb_typeof(doc) = 'array' THEN
+            RETURN EXISTS (SELECT 1 FROM jsonb_array_elements(doc) AS e(v)
+                           WHERE refresh_pipeline.jsonb_path_selects(e.v, rest));
+        ELSIF jsonb_typeof(doc) = 'object' THEN
+            RETURN EXISTS (SELECT 1 FROM jsonb_each(doc) AS e(k, v) WHERE refresh_pipeline.jsonb_path_selects(e.v, rest));
+        END IF;
+        RETURN false;
+    END IF;
+    IF jsonb_typeof(doc) = 'object' AND doc ? head THEN
+        RETURN refresh_pipeline.jsonb_path_selects(doc -> head, rest);
+    END IF;
+    IF jsonb_typeof(doc) = 'array' AND head ~ '^[0-9]+$' AND head::int < jsonb_array_length(doc) THEN
+        RETURN refresh_pipeline.jsonb_path_selects(doc -> head::int, rest);
+    END IF;
+    RETURN false;
+END $$;

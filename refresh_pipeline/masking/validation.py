@@ -70,19 +70,6 @@ def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], Ta
     return problems
 
 
-def _jsonpath(steps: tuple[str, ...]) -> str:
-    # strict: a path the masking would not follow (e.g. an array without [*]) must not count as a match
-    parts = ["strict $"]
-    for step in steps:
-        if step == "*":
-            parts.append("[*]")
-        elif step.isdigit():
-            parts.append(f"[{step}]")
-        else:
-            parts.append('."' + step.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return "".join(parts)
-
-
 def find_unmatched_json_paths(
     conn: psycopg.Connection, policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]
 ) -> list[str]:
@@ -107,10 +94,9 @@ def find_unmatched_json_paths(
             for path in rule.paths:
                 matched = conn.execute(
                     sql.SQL(
-                        "SELECT EXISTS (SELECT 1 FROM {} "
-                        "WHERE jsonb_path_exists({}::jsonb, %s::jsonpath, '{{}}', true))"
+                        "SELECT EXISTS (SELECT 1 FROM {} WHERE refresh_pipeline.jsonb_path_selects({}::jsonb, %s))"
                     ).format(target, col),
-                    (_jsonpath(path.steps),),
+                    (list(path.steps),),
                 ).fetchone()[0]
                 if not matched:
                     problems.append(
