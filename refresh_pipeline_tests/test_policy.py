@@ -45,6 +45,11 @@ def test_policy_maps_tables_to_keep_or_column_rules():
         ("tabels:\n  t: keep\n", "unknown top-level key(s) tabels"),
         ("tables:\n  a.b.c: keep\n", "bad table name 'a.b.c'"),
         ("", "the policy is empty"),
+        ("tables:\n  t:\n    a: {transform: number, min: 5}\n", "number needs numeric `min` and `max`"),
+        ("tables:\n  t:\n    a: {transform: geo, radius_m: -1}\n", "geo radius_m must be a positive number"),
+        ("tables:\n  t:\n    a: {transform: date, keep: week}\n", "date keep must be `year` or `month`"),
+        ("tables:\n  t:\n    a: {array: geo}\n", "array elements take a text transform"),
+        ("allowlist: helpline\ntables:\n  t: keep\n", "allowlist must be a list"),
     ],
 )
 def test_bad_policy_is_refused_with_the_line_and_reason(text, expected):
@@ -67,3 +72,8 @@ def test_table_digest_changes_with_its_rules_only():
     other = parse_policy("tables:\n  t:\n    a: hash\n    b: keep\n").tables[("public", "t")]
     assert first.digest() == same.digest()
     assert first.digest() != other.digest()
+
+
+def test_allowlist_is_read_as_strings():
+    policy = parse_policy("allowlist: ['+91 22 4000 1234', 18001234567]\ntables:\n  t: keep\n")
+    assert policy.allowlist == ("+91 22 4000 1234", "18001234567")
