@@ -14,8 +14,15 @@ from refresh_pipeline.errors import RefreshError
 def _cmd_run(args: argparse.Namespace) -> int:
     from refresh_pipeline.execution import run_refresh
 
-    outcome = run_refresh(args.config, in_process=args.in_process)
-    return _report(outcome)
+    def run() -> int:
+        return _report(run_refresh(args.config, in_process=args.in_process))
+
+    if not args.then_stop:
+        return run()
+    from refresh_pipeline.launcher.worker import run_then_stop
+
+    config = load_config(args.config)
+    return run_then_stop(run, region=config.aws.region if config.aws else None)
 
 
 def _report(outcome: object) -> int:
@@ -52,7 +59,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("nothing promoted yet")
     else:
         print(f"staging -> {status['staging_database']} (promoted {status['promoted_at']})")
-        print(f"  connect: PGSERVICEFILE={status['service_file']} psql service=staging")
+        if status["service_file"]:
+            print(f"  connect: PGSERVICEFILE={status['service_file']} psql service=staging")
+        else:
+            print(f'  connect: psql "{status["staging_service"]}"')
     print(f"managed databases: {', '.join(status['managed_databases']) or 'none'}")
     return 0
 
@@ -74,6 +84,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     print(markdown.read_text())
     print(f"written to {markdown} and {as_json}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from refresh_pipeline.platforms.aws import AwsPlatform
+
+    config = load_config(args.config)
+    if config.platform != "aws":
+        raise RefreshError("sweep is for the aws platform; locally `retired_staging` removes old databases.")
+    swept = AwsPlatform(config).sweep_orphans()
+    print(f"deleted {len(swept)} orphaned instance(s): {', '.join(swept) or 'none'}")
     return 0
 
 
@@ -183,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config(commands.add_parser("run", help="run the whole refresh once; exit 1 if anything fails"))
     run.add_argument("--in-process", action="store_true", help="run all steps in this process (no parallelism)")
+    run.add_argument(
+        "--then-stop", action="store_true", help="EC2 worker: stop this instance afterwards, also after a failure"
+    )
     run.set_defaults(handler=_cmd_run)
 
     status = with_config(commands.add_parser("status", help="what staging points at now"))
@@ -191,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = with_config(commands.add_parser("report", help="write and print the audit report of the latest restore"))
     report.set_defaults(handler=_cmd_report)
+
+    sweep = with_config(
+        commands.add_parser("sweep", help="aws: delete our unpromoted instances older than orphan_days")
+    )
+    sweep.set_defaults(handler=_cmd_sweep)
 
     validate = with_config(commands.add_parser("validate", help="check the policy against production (read-only)"))
     validate.set_defaults(handler=_cmd_validate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from refresh_pipeline.errors import RefreshError
 CONFIG_ENV_VAR = "REFRESH_PIPELINE_CONFIG"
 DEFAULT_CONFIG_FILE = "refresh_pipeline.yaml"
 
-_PLATFORMS = ("local",)
+_PLATFORMS = ("local", "aws")
+_RDS_IDENTIFIER = re.compile(r"[a-z][a-z0-9-]{0,40}")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,59 @@ class LocalPlatformConfig:
     server_dsn: str | None = None
     port: int = 54329
     bin_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class AwsPlatformConfig:
+    """RDS (or Aurora) + Route 53; see README "Deploying on AWS" for each field."""
+
+    region: str
+    database_name: str
+    master_username: str
+    staging_password_secret: str
+    hosted_zone_id: str
+    staging_record: str
+    source_instance: str | None = None
+    source_cluster: str | None = None
+    record_ttl: int = 60
+    instance_class: str = "db.t4g.medium"
+    subnet_group: str | None = None
+    security_groups: tuple[str, ...] = ()
+    parameter_group: str | None = None
+    storage_type: str | None = None
+    instance_prefix: str = "staging-refresh"
+    reuse_snapshot_hours: float = 0
+    wait_timeout_minutes: int = 90
+    orphan_days: int = 7
+    masking_key_secret: str | None = None
+    # Development and tests only: the RDS API calls go to AWS (or moto), the data lives on this server.
+    data_plane_dsn: str | None = None
+
+
+_AWS_REQUIRED = ("region", "database_name", "master_username", "staging_password_secret", "hosted_zone_id",
+                 "staging_record")  # fmt: skip
+
+
+def _aws_config(raw: Any, where: Path) -> AwsPlatformConfig:
+    if not isinstance(raw, dict):
+        raise RefreshError(f"{where}: platform aws needs an `aws:` section (see README, Deploying on AWS).")
+    known = {f for f in AwsPlatformConfig.__dataclass_fields__}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RefreshError(f"{where}: unknown aws setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    missing = [key for key in _AWS_REQUIRED if not raw.get(key)]
+    if missing:
+        raise RefreshError(f"{where}: aws section is missing {', '.join(missing)}.")
+    if bool(raw.get("source_instance")) == bool(raw.get("source_cluster")):
+        raise RefreshError(f"{where}: set exactly one of aws.source_instance (RDS) or aws.source_cluster (Aurora).")
+    prefix = str(raw.get("instance_prefix", "staging-refresh"))
+    if not _RDS_IDENTIFIER.fullmatch(prefix):
+        raise RefreshError(f"{where}: aws.instance_prefix must be lower-case letters, digits and '-', got {prefix!r}.")
+    secret = raw.get("masking_key_secret")
+    if secret and not str(secret).startswith(("secretsmanager:", "ssm:")):
+        raise RefreshError(f"{where}: aws.masking_key_secret must be 'secretsmanager:<id>' or 'ssm:<parameter>'.")
+    values = {**raw, "security_groups": tuple(raw.get("security_groups") or ())}
+    return AwsPlatformConfig(**values)
 
 
 @dataclass(frozen=True)
@@ -46,6 +101,7 @@ class RefreshConfig:
     snapshots_to_keep: int = 1
     audit_sample_percent: float | None = None
     local: LocalPlatformConfig = field(default_factory=LocalPlatformConfig)
+    aws: AwsPlatformConfig | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -88,6 +144,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         "snapshots_to_keep",
         "local",
         "audit_sample_percent",
+        "aws",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -123,6 +180,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         database_prefix=prefix,
         snapshots_to_keep=_positive_int(raw, "snapshots_to_keep", 1, config_path),
         audit_sample_percent=float(sample) if sample is not None else None,
+        aws=_aws_config(raw.get("aws"), config_path) if platform == "aws" else None,
         local=LocalPlatformConfig(
             server_dsn=local_raw.get("server_dsn"),
             port=int(local_raw.get("port", 54329)),

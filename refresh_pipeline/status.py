@@ -5,13 +5,14 @@ from typing import Any
 
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.platforms.connections import redact
+from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline.state import StateFile
 
 
 def refresh_status(config: RefreshConfig) -> dict[str, Any]:
     """One JSON-ready object; connection strings never carry a password."""
-    platform = LocalPlatform(config)
+    platform = platform_for(config)
     platform.ensure_ready()
     state = StateFile(config.work_dir)
     promoted_name = platform.promoted()
@@ -23,7 +24,7 @@ def refresh_status(config: RefreshConfig) -> dict[str, Any]:
         "staging_database": promoted_name,
         "staging_dsn": redact(platform.conninfo(promoted_name)) if promoted_name else None,
         "staging_service": platform.staging_conninfo() if promoted_name else None,
-        "service_file": str(platform.service_file),
+        "service_file": str(platform.service_file) if isinstance(platform, LocalPlatform) else None,
         "promoted_at": promotion.promoted_at if promotion and promotion.database == promoted_name else None,
         "snapshot_id": promotion.snapshot_id if promotion else None,
         "latest_snapshot": asdict(snapshot) if snapshot else None,

@@ -6,13 +6,13 @@ from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
-from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.platforms.factory import platform_for
 
 
 def validate_against_source(config: RefreshConfig) -> list[str]:
     """Problems that would stop a refresh (uncovered columns, rules that cannot apply); empty when fine."""
     policy = load_policy(config.policy_path)
-    LocalPlatform(config).ensure_ready()
+    platform_for(config).ensure_ready()
     with connect(config.source_dsn, read_only=True) as conn:
         tables = read_tables(conn)
     problems = find_policy_problems(policy, tables)

@@ -17,6 +17,8 @@ from psycopg import sql
 from refresh_pipeline.demo.dataset import load_demo_database
 from refresh_pipeline.platforms.local_server import LocalServer
 
+pytest_plugins = ["refresh_pipeline_tests.aws_fixtures"]
+
 TEST_KEY = "test-masking-key-0123456789"
 DEMO_TEST_SCALE = 0.005
 

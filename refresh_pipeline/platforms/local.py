@@ -209,6 +209,11 @@ class LocalPlatform:
             raise RefreshError(f"refusing to retire {name!r}: it is the promoted staging database.")
         self._drop(name)
 
+    def drop_if_exists(self, name: str) -> None:
+        """Drop a database this pipeline created, if it is there (clean-up after a failed step)."""
+        if name in {db.name for db in self.list_managed()} and not self._source_is_on_this_server(name):
+            self._drop(name)
+
     def _drop(self, name: str) -> None:
         with connect(self._admin_conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -8,7 +8,7 @@ from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.platforms.base import Platform
 from refresh_pipeline.platforms.connections import connect
-from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.state import StateFile
 
 
@@ -16,20 +16,28 @@ class RefreshResource(dg.ConfigurableResource):
     """Config file path plus the masking key (from an environment variable, never from a file)."""
 
     config_path: str
-    masking_key: str
+    # From the environment variable named in the config; on AWS it may come from Secrets Manager or SSM
+    # instead (aws.masking_key_secret), and then this stays unset.
+    masking_key: str | None = None
 
     def config(self) -> RefreshConfig:
         return load_config(self.config_path)
 
     def platform(self) -> Platform:
-        config = self.config()
-        return LocalPlatform(config)
+        return platform_for(self.config())
 
     def policy(self) -> MaskingPolicy:
         return load_policy(self.config().policy_path)
 
     def key(self) -> MaskingKey:
-        return MaskingKey(self.masking_key)
+        config = self.config()
+        if self.masking_key:
+            return MaskingKey(self.masking_key)
+        if config.aws is not None and config.aws.masking_key_secret:
+            from refresh_pipeline.platforms.aws import read_secret
+
+            return MaskingKey(read_secret(config.aws.masking_key_secret, config.aws.region))
+        return MaskingKey.from_env(config.masking_key_env)
 
     def state(self) -> StateFile:
         return StateFile(self.config().work_dir)

@@ -1,0 +1,21 @@
+"""AWS Lambda handler, fired weekly by EventBridge: starts the refresh worker's EC2 instance.
+
+Self-contained (boto3 only) so that deploy/cloudformation.yaml can inline it; a test keeps the two equal.
+"""
+
+import os
+
+import boto3
+
+
+def handler(event, context):
+    """Start the worker named by WORKER_INSTANCE_ID; does nothing when it is already running or starting."""
+    instance_id = os.environ["WORKER_INSTANCE_ID"]
+    ec2 = boto3.client("ec2")
+    state = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    if state in ("pending", "running"):
+        return {"instance_id": instance_id, "started": False, "state": state}
+    if state == "stopping":
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id])
+    ec2.start_instances(InstanceIds=[instance_id])
+    return {"instance_id": instance_id, "started": True, "state": "pending"}

@@ -1,0 +1,170 @@
+"""The AWS platform against moto running as a real HTTP server; the restored instances' data lives on the
+real test PostgreSQL server (aws.data_plane_dsn), so masking and checks run for real."""
+
+import uuid
+
+import boto3
+import dagster as dg
+import psycopg
+import pytest
+
+from refresh_pipeline.config import load_config
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.platforms.aws import MANAGED_TAG, AwsPlatform
+from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE, STAGING_PASSWORD, STAGING_RECORD
+from refresh_pipeline_tests.graph import materialize, step_failure_messages
+from refresh_pipeline_tests.helpers import data_dump, leaked_identifiers, production_identifiers
+
+
+@pytest.fixture
+def aws_config(aws_world, write_config, demo_source, pg_server):
+    def make(**aws_overrides):
+        aws = {
+            "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app",
+            "master_username": "app", "staging_password_secret": aws_world.password_secret,
+            "hosted_zone_id": aws_world.hosted_zone_id, "staging_record": STAGING_RECORD,
+            "instance_prefix": f"sr-{uuid.uuid4().hex[:6]}", "data_plane_dsn": pg_server.dsn(),
+            **aws_overrides,
+        }  # fmt: skip
+        return write_config(demo_source, platform="aws", aws=aws)
+
+    return make
+
+
+def _rds():
+    return boto3.client("rds", region_name=REGION)
+
+
+def _cname(world) -> str | None:
+    records = boto3.client("route53", region_name=REGION).list_resource_record_sets(HostedZoneId=world.hosted_zone_id)[
+        "ResourceRecordSets"
+    ]
+    return next((r["ResourceRecords"][0]["Value"] for r in records if r["Type"] == "CNAME"), None)
+
+
+def _source_state() -> dict:
+    instance = _rds().describe_db_instances(DBInstanceIdentifier=SOURCE_INSTANCE)["DBInstances"][0]
+    keys = ("DBInstanceStatus", "DBInstanceClass", "MasterUsername", "Endpoint", "TagList", "PendingModifiedValues")
+    return {key: instance.get(key) for key in keys}
+
+
+def test_whole_graph_on_aws_promotes_the_new_instance_and_deletes_the_previous(aws_world, aws_config, demo_source):
+    config = aws_config()
+    source_before = _source_state()
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = materialize(config, instance)
+    assert first.success, step_failure_messages(first)
+    platform = AwsPlatform(load_config(config))
+    first_name = platform.promoted()
+    second = materialize(config, instance)
+    assert second.success, step_failure_messages(second)
+
+    second_name = platform.promoted()
+    assert second_name != first_name and second_name.startswith(platform.aws.instance_prefix)
+    endpoint = _rds().describe_db_instances(DBInstanceIdentifier=second_name)["DBInstances"][0]["Endpoint"]
+    assert _cname(aws_world) == endpoint["Address"]
+    names = {i["DBInstanceIdentifier"] for i in _rds().describe_db_instances()["DBInstances"]}
+    assert first_name not in names, "the previous staging instance is deleted"
+    assert names == {SOURCE_INSTANCE, second_name}
+
+    assert _source_state() == source_before
+    source_calls = [name for name, _ in aws_world.mutating_calls(DBInstanceIdentifier=SOURCE_INSTANCE)]
+    assert set(source_calls) == {"CreateDBSnapshot"}, "production is only ever snapshotted"
+    resets = aws_world.mutating_calls(DBInstanceIdentifier=second_name)
+    assert any(n == "ModifyDBInstance" and p.get("MasterUserPassword") == STAGING_PASSWORD for n, p in resets)
+    restore = next(p for n, p in resets if n == "RestoreDBInstanceFromDBSnapshot")
+    assert restore["PubliclyAccessible"] is False
+    assert {"Key": MANAGED_TAG, "Value": "true"} in restore["Tags"]
+
+    emails, local_parts, phones = production_identifiers(demo_source)
+    staging = platform.conninfo(second_name)
+    assert leaked_identifiers(data_dump(staging), emails, local_parts, phones) == {
+        "emails": set(), "local_parts": set(), "phones": set(),
+    }  # fmt: skip
+    with psycopg.connect(staging) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] > 0
+
+
+def test_deletion_is_refused_for_production_untagged_and_promoted_instances(aws_world, aws_config):
+    platform = AwsPlatform(load_config(aws_config()))
+    _rds().create_db_instance(
+        DBInstanceIdentifier=f"{platform.aws.instance_prefix}-by-hand", Engine="postgres",
+        DBInstanceClass="db.t4g.micro", MasterUsername="app", MasterUserPassword="whatever123", AllocatedStorage=20,
+    )  # fmt: skip
+    with pytest.raises(RefreshError, match="production source"):
+        platform.retire(SOURCE_INSTANCE)
+    with pytest.raises(RefreshError, match="not tagged refresh-pipeline:managed=true"):
+        platform.retire(f"{platform.aws.instance_prefix}-by-hand")
+    name = platform.new_database_name()
+    platform.restore(platform.snapshot(), name)
+    platform.promote(name)
+    with pytest.raises(RefreshError, match="the staging record points at it"):
+        platform.retire(name)
+    names = {i["DBInstanceIdentifier"] for i in _rds().describe_db_instances()["DBInstances"]}
+    assert {SOURCE_INSTANCE, f"{platform.aws.instance_prefix}-by-hand", name} <= names
+    assert not aws_world.mutating_calls(DBInstanceIdentifier=SOURCE_INSTANCE)[1:], "only the snapshot touched prod"
+
+
+def test_snapshots_past_retention_and_orphans_are_removed(aws_world, aws_config):
+    platform = AwsPlatform(load_config(aws_config(orphan_days=0, data_plane_dsn=None)))
+    first = platform.snapshot()
+    _rds().create_db_snapshot(DBSnapshotIdentifier="someone-elses", DBInstanceIdentifier=SOURCE_INSTANCE)
+    orphan = platform.new_database_name()
+    platform.restore(first, orphan)
+
+    with pytest.raises(RefreshError, match="not tagged"):
+        platform.delete_snapshot(type(first)("someone-elses", first.created_at, "someone-elses"))
+    platform.delete_snapshot(first)
+    swept = platform.sweep_orphans()
+
+    assert swept == [orphan]
+    manual = {s["DBSnapshotIdentifier"] for s in _rds().describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]}
+    assert manual == {"someone-elses"}
+
+
+def test_recent_snapshot_is_reused_when_configured(aws_world, aws_config):
+    platform = AwsPlatform(load_config(aws_config(reuse_snapshot_hours=6, data_plane_dsn=None)))
+    first = platform.snapshot()
+    assert platform.snapshot().snapshot_id == first.snapshot_id
+    assert len([n for n, _ in aws_world.calls if n == "CreateDBSnapshot"]) == 1
+
+
+def test_aurora_cluster_is_snapshotted_and_restored_as_a_cluster(aws_world, aws_config):
+    _rds().create_db_cluster(
+        DBClusterIdentifier="prod-aurora", Engine="aurora-postgresql", MasterUsername="app",
+        MasterUserPassword="production-password",
+    )  # fmt: skip
+    platform = AwsPlatform(
+        load_config(aws_config(source_instance=None, source_cluster="prod-aurora", data_plane_dsn=None))
+    )
+    name = platform.new_database_name()
+    platform.restore(platform.snapshot(), name)
+    platform.promote(name)
+
+    cluster = _rds().describe_db_clusters(DBClusterIdentifier=name)["DBClusters"][0]
+    assert _cname(aws_world) == cluster["Endpoint"]
+    assert [m["DBInstanceIdentifier"] for m in cluster["DBClusterMembers"]] == [f"{name}-1"]
+    assert any(n == "ModifyDBCluster" and p.get("MasterUserPassword") == STAGING_PASSWORD for n, p in aws_world.calls)
+    assert [db.name for db in platform.list_managed()] == [name]
+    assert platform.promoted() == name
+
+
+def test_masking_key_can_come_from_secrets_manager(aws_world, aws_config):
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="refresh-pipeline/masking-key", SecretString="key-from-secrets-manager-0123"
+    )
+    config = aws_config(masking_key_secret="secretsmanager:refresh-pipeline/masking-key")
+    from refresh_pipeline.definitions import build_definitions
+
+    resource = build_definitions(config).resources["refresh"]
+    assert resource.masking_key is None
+    assert resource.key().derive("masking") != b""
+    assert "GetSecretValue" in [n for n, _ in aws_world.calls]
+
+
+def test_unreadable_staging_password_is_a_clear_error(aws_world, aws_config):
+    platform = AwsPlatform(load_config(aws_config(staging_password_secret="does/not/exist", data_plane_dsn=None)))
+    with pytest.raises(RefreshError, match="cannot read the staging password secret does/not/exist"):
+        platform.restore(platform.snapshot(), platform.new_database_name())
+    assert platform.list_managed() == [], "a failed restore leaves no instance behind"
