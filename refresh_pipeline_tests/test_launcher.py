@@ -1,0 +1,75 @@
+"""EC2-hosted execution against moto: the Lambda starts the worker, the worker stops itself afterwards."""
+
+from pathlib import Path
+
+import boto3
+import pytest
+
+from refresh_pipeline.cli import main
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.launcher import lambda_handler
+from refresh_pipeline.launcher.worker import IMDS_ENDPOINT_ENV, own_instance_id, run_then_stop
+from refresh_pipeline_tests.aws_fixtures import REGION
+
+DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
+
+
+@pytest.fixture
+def worker(aws_world, monkeypatch, metadata_service) -> str:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2.stop_instances(InstanceIds=[instance_id])
+    monkeypatch.setenv("WORKER_INSTANCE_ID", instance_id)
+    monkeypatch.setenv(IMDS_ENDPOINT_ENV, metadata_service.endpoint)
+    metadata_service.instance_id = instance_id
+    return instance_id
+
+
+def _state(instance_id: str) -> str:
+    reservations = boto3.client("ec2", region_name=REGION).describe_instances(InstanceIds=[instance_id])
+    return reservations["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_lambda_starts_the_stopped_worker_and_is_idempotent(worker):
+    assert _state(worker) == "stopped"
+
+    first = lambda_handler.handler({"source": "aws.events"}, None)
+    second = lambda_handler.handler({"source": "aws.events"}, None)
+
+    assert first == {"instance_id": worker, "started": True, "state": "pending"}
+    assert second["started"] is False and second["state"] in ("pending", "running")
+    assert _state(worker) in ("pending", "running")
+
+
+def test_worker_reads_its_id_through_imdsv2_only(worker, metadata_service):
+    assert own_instance_id(metadata_service.endpoint) == worker
+    with pytest.raises(RefreshError, match="cannot read this instance's id"):
+        own_instance_id("http://127.0.0.1:9")
+
+
+def test_worker_stops_itself_after_success(worker):
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+    assert run_then_stop(lambda: 0, region=REGION) == 0
+    assert _state(worker) in ("stopping", "stopped")
+
+
+def test_worker_stops_itself_after_a_crash(worker):
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+
+    def crash() -> int:
+        raise RuntimeError("the refresh blew up")
+
+    assert run_then_stop(crash, region=REGION) == 1
+    assert _state(worker) in ("stopping", "stopped")
+
+
+def test_run_then_stop_from_the_console_stops_after_a_failed_refresh(worker, write_config, demo_source, tmp_path):
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(DEMO_POLICY.read_text().replace("body: scrub", "body: keep"))
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+
+    code = main(["run", "--config", str(write_config(demo_source, policy=leaky)), "--in-process", "--then-stop"])
+
+    assert code == 1
+    assert _state(worker) in ("stopping", "stopped")
