@@ -55,6 +55,9 @@ class AwsPlatformConfig:
     wait_timeout_minutes: int = 90
     orphan_days: int = 7
     masking_key_secret: str | None = None
+    # Audit reports are also uploaded to s3://<report_bucket>/<report_prefix>/<database>/ when set.
+    report_bucket: str | None = None
+    report_prefix: str = "refresh-pipeline/reports"
     # Development and tests only: the RDS API calls go to AWS (or moto), the data lives on this server.
     data_plane_dsn: str | None = None
 

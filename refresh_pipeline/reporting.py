@@ -58,4 +58,9 @@ def write_audit_report(
     instance: dg.DagsterInstance, config: RefreshConfig, policy: MaskingPolicy, database: str, snapshot_id: str
 ) -> tuple[Path, Path]:
     report = collect_audit_report(instance, policy, database, snapshot_id)
-    return write_report(report, config.work_dir / "reports" / database)
+    markdown, as_json = write_report(report, config.work_dir / "reports" / database)
+    if config.aws is not None:
+        from refresh_pipeline.platforms.aws import upload_reports  # boto3 only on the aws platform
+
+        upload_reports(config.aws, database, [markdown, as_json])
+    return markdown, as_json

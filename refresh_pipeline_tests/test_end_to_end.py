@@ -52,7 +52,9 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
     assert _source_fingerprint(demo_source) == source_before, "production must never be modified"
     with psycopg.connect(staging_dsn) as conn:
         audit_schema = conn.execute("SELECT to_regnamespace('refresh_pipeline_audit')").fetchone()[0]
+        mapped = conn.execute("SELECT count(*) FROM refresh_pipeline.value_map").fetchone()[0]
     assert audit_schema is None, "fingerprints must not reach the promoted database"
+    assert mapped == 0, "nor the value map's fingerprints of production values"
 
 
 def test_staging_service_name_reaches_the_promoted_database(demo_source, write_config):

@@ -1,6 +1,7 @@
 """The AWS platform against moto running as a real HTTP server; the restored instances' data lives on the
 real test PostgreSQL server (aws.data_plane_dsn), so masking and checks run for real."""
 
+import json
 import uuid
 
 import boto3
@@ -49,7 +50,10 @@ def _source_state() -> dict:
 
 
 def test_whole_graph_on_aws_promotes_the_new_instance_and_deletes_the_previous(aws_world, aws_config, demo_source):
-    config = aws_config()
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket="audit-reports", CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    config = aws_config(report_bucket="audit-reports")
     source_before = _source_state()
     instance = dg.DagsterInstance.ephemeral()
 
@@ -84,6 +88,11 @@ def test_whole_graph_on_aws_promotes_the_new_instance_and_deletes_the_previous(a
     }  # fmt: skip
     with psycopg.connect(staging) as conn:
         assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] > 0
+
+    report = boto3.client("s3", region_name=REGION).get_object(
+        Bucket="audit-reports", Key=f"refresh-pipeline/reports/{second_name}/audit_report.json"
+    )
+    assert json.loads(report["Body"].read())["passed"] is True
 
 
 def test_deletion_is_refused_for_production_untagged_and_promoted_instances(aws_world, aws_config):

@@ -133,16 +133,22 @@ BEGIN
     RETURN result;
 END $$;
 
+-- The keyed permutation of a national number: its first digit (the operator range) kept.
+CREATE OR REPLACE FUNCTION refresh_pipeline.phone_candidate(key bytea, nat text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN length(nat) >= 2
+                THEN left(nat, 1) || refresh_pipeline.fpe_digits(key, substr(nat, 2), 'phone')
+                ELSE refresh_pipeline.fpe_digits(key, nat, 'phone') END
+$$;
+
 -- The national number (last 10 digits, or all when fewer): masked through the value map when the
--- refresh built one, else by the keyed permutation (first digit, the operator range, kept).
+-- refresh built one, else by the keyed permutation.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_national(key bytea, nat text) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT coalesce(
         (SELECT masked FROM refresh_pipeline.value_map
          WHERE kind = 'phone' AND fingerprint = refresh_pipeline.hmac(key, 'map:phone:' || nat)),
-        CASE WHEN length(nat) >= 2
-             THEN left(nat, 1) || refresh_pipeline.fpe_digits(key, substr(nat, 2), 'phone')
-             ELSE refresh_pipeline.fpe_digits(key, nat, 'phone') END)
+        refresh_pipeline.phone_candidate(key, nat))
 $$;
 
 -- Replaces the digits of v, in place and in order, with `digits`; every other character is kept.

@@ -18,7 +18,7 @@ _WHOLE_VALUE = {
 }
 _FIRST_CANDIDATE = {
     "email": "refresh_pipeline.email_candidate(%(key)s, token)",
-    "phone": "left(token, 1) || refresh_pipeline.fpe_digits(%(key)s, substr(token, 2), 'phone')",
+    "phone": "refresh_pipeline.phone_candidate(%(key)s, token)",
 }
 _NEXT_CANDIDATE = {
     "email": "refresh_pipeline.email_candidate(%(key)s, v.masked)",

@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -390,3 +391,19 @@ def read_secret(reference: str, region: str) -> str:
     except ClientError as exc:
         raise RefreshError(f"cannot read secret {reference}: {exc.response['Error']['Code']}") from None
     raise RefreshError(f"secret reference {reference!r} must start with 'secretsmanager:' or 'ssm:'.")
+
+
+def upload_reports(aws: AwsPlatformConfig, database: str, files: list[Path]) -> list[str]:
+    """Copy the audit report files to S3 (when a bucket is configured); returns their s3:// URIs."""
+    if not aws.report_bucket:
+        return []
+    s3 = boto3.client("s3", region_name=aws.region)
+    uris = []
+    for path in files:
+        key = f"{aws.report_prefix.strip('/')}/{database}/{path.name}"
+        try:
+            s3.upload_file(str(path), aws.report_bucket, key)
+        except (ClientError, boto3.exceptions.S3UploadFailedError) as exc:
+            raise RefreshError(f"cannot upload the audit report to s3://{aws.report_bucket}/{key}: {exc}") from None
+        uris.append(f"s3://{aws.report_bucket}/{key}")
+    return uris
