@@ -2,6 +2,7 @@
 and PII-shaped values in columns the policy keeps (pattern audit)."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -61,8 +62,8 @@ class TableAudit:
 
 
 _KNOWN_VALUES = """
-    SELECT s.location FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.v) AS tok
-    WHERE NOT tok.token = ANY(%(allowlist)s) AND EXISTS (
+    SELECT t.location FROM tokens AS t
+    WHERE NOT t.token = ANY(%(allowlist)s) AND EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
     UNION ALL
     SELECT s.location FROM src AS s
@@ -72,17 +73,29 @@ _KNOWN_VALUES = """
 """
 # Without fingerprints (already promoted: the audit schema is gone) only the pattern audit runs.
 _NO_KNOWN_VALUES = "SELECT NULL::tid AS location WHERE false"
+# Identity numbers are looked for in kept columns only (masked ones hold masked identifiers by design).
+_ID_PATTERNS = """
+    SELECT s.location, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.v) AS f
+    WHERE NOT f.token = ANY(%(allowlist)s)
+"""
+_NO_ID_PATTERNS = "SELECT NULL::tid AS location, NULL::text AS detector WHERE false"
 
+# One pass of the tokeniser per column; known values and patterns both read its tokens.
 _COLUMN_SCAN = """
 WITH src AS MATERIALIZED (
     SELECT src.ctid AS location, src.{column}::text AS v FROM {target} AS src {sample} WHERE src.{column} IS NOT NULL
 ),
+tokens AS MATERIALIZED (
+    SELECT s.location, tok.kind, tok.token FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.v) AS tok
+),
 known AS ({known}),
 patterns AS (
-    SELECT s.location, f.detector FROM src AS s, LATERAL refresh_pipeline.pattern_findings(s.v) AS f
-    WHERE NOT f.token = ANY(%(allowlist)s)
-      AND NOT (f.detector = 'email' AND f.token LIKE %(masked_email_pattern)s)
-      AND ({patterns_enabled} OR f.detector = 'email')
+    SELECT location, kind AS detector FROM tokens
+    WHERE NOT token = ANY(%(allowlist)s)
+      AND NOT (kind = 'email' AND token LIKE %(masked_email_pattern)s)
+      AND ({patterns_enabled} OR kind = 'email')
+    UNION ALL
+    {id_patterns}
 )
 SELECT (SELECT count(*) FROM known),
        (SELECT coalesce(jsonb_object_agg(detector, n), '{{}}') FROM
@@ -98,7 +111,7 @@ def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composab
         return sql.SQL(_NO_KNOWN_VALUES)
     return sql.SQL(_KNOWN_VALUES).format(
         whole_enabled=sql.SQL("true" if is_text else "false"),
-        token_fingerprint=fingerprint_sql(sql.SQL("tok.kind || ':' || tok.token")),
+        token_fingerprint=fingerprint_sql(sql.SQL("t.kind || ':' || t.token")),
         whole_fingerprint=fingerprint_sql(sql.SQL("'whole:' || lower(btrim(s.v))")),
     )
 
@@ -122,6 +135,7 @@ def scan_table(
     kept_columns: set[str],
     allowlist: tuple[str, ...] = (),
     sample_percent: float | None = None,
+    log: Callable[[str], None] = lambda _message: None,
 ) -> TableAudit:
     """Audit every text, JSON and array column of the table.
 
@@ -152,8 +166,14 @@ def scan_table(
             sample=sample,
             known=_known_values_query(known, column.is_text),
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
+            id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
         )
+        column_started = time.monotonic()
         known_count, patterns, locations = conn.execute(query, params).fetchone()
+        log(
+            f"{table.qualified_name}.{column.name}: scanned {rows:,} rows in {time.monotonic() - column_started:.1f} s "
+            f"({len(audit.columns_scanned)} of {sum(c.holds_text for c in table.columns)} columns)"
+        )
         if known_count or patterns:
             audit.findings.append(ColumnFindings(column.name, known_count, dict(patterns), tuple(locations or ())))
     audit.seconds = time.monotonic() - started

@@ -46,6 +46,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 kept_columns=kept_columns(table, [c.name for c in info.columns]),
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
+                log=context.log.info,
             )
             restored_rows = conn.execute(
                 "SELECT row_count FROM refresh_pipeline.restored_row_counts WHERE table_name = %s",

@@ -376,6 +376,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         || '|(?<![0-9A-Za-z+])(?:\+91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])'
 $$;
 
+-- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
+CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
+
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_kind(token text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN token ~ '@[^@]*\.' THEN 'email' WHEN position('@' IN token) > 0 THEN 'upi' ELSE 'phone' END
@@ -394,10 +399,14 @@ $$;
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    pieces text[] := regexp_split_to_array(v, refresh_pipeline.pii_pattern());
+    pieces text[];
     tokens text[];
     result text;
 BEGIN
+    IF NOT refresh_pipeline.may_hold_pii(v) THEN
+        RETURN v;
+    END IF;
+    pieces := regexp_split_to_array(v, refresh_pipeline.pii_pattern());
     IF cardinality(pieces) = 1 THEN
         RETURN v;
     END IF;
@@ -496,7 +505,8 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.pii_tokens(v text) RETURNS TABLE(kin
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     WITH found AS (
         SELECT m[1] AS t, refresh_pipeline.pii_kind(m[1]) AS k
-        FROM regexp_matches(v, '(' || refresh_pipeline.pii_pattern() || ')', 'g') AS m
+        FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
+                            '(' || refresh_pipeline.pii_pattern() || ')', 'g') AS m
     )
     SELECT k, CASE k WHEN 'phone' THEN right(regexp_replace(t, '[^0-9]', '', 'g'), 10) ELSE lower(t) END FROM found
     UNION ALL
@@ -557,24 +567,32 @@ BEGIN
     RETURN c = 0;
 END $$;
 
--- Every PII-shaped token of a text, by detector, normalised: emails, UPI handles and Indian mobiles
--- (as pii_tokens), PAN numbers, Aadhaar numbers (Verhoeff-valid), card numbers (Luhn-valid, 13-19 digits).
-CREATE OR REPLACE FUNCTION refresh_pipeline.pattern_findings(v text) RETURNS TABLE(detector text, token text)
+-- Identity numbers in a text: PAN numbers, Aadhaar numbers (Verhoeff-valid), card numbers (Luhn-valid,
+-- 13-19 digits), normalised.
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(detector text, token text)
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT kind, token FROM refresh_pipeline.pii_tokens(v)
-    UNION ALL
+    WITH candidate AS (SELECT CASE WHEN v ~ '[0-9]{4}' THEN v ELSE '' END AS v)
     SELECT 'pan', m[1]
-    FROM regexp_matches(v, '(?<![A-Za-z0-9])([A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z])(?![A-Za-z0-9])', 'g') AS m
+    FROM candidate, regexp_matches(candidate.v, '(?<![A-Za-z0-9])([A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z])(?![A-Za-z0-9])', 'g') AS m
     UNION ALL
     SELECT 'aadhaar', digits FROM (
         SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
-        FROM regexp_matches(v, '(?<![0-9])([2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4})(?![0-9])', 'g') AS m
+        FROM candidate, regexp_matches(candidate.v, '(?<![0-9])([2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4})(?![0-9])', 'g') AS m
     ) AS found WHERE refresh_pipeline.verhoeff_valid(digits)
     UNION ALL
     SELECT 'card', digits FROM (
         SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
-        FROM regexp_matches(v, '(?<![0-9])((?:[0-9][ -]?){12,18}[0-9])(?![0-9])', 'g') AS m
+        FROM candidate, regexp_matches(candidate.v, '(?<![0-9])((?:[0-9][ -]?){12,18}[0-9])(?![0-9])', 'g') AS m
     ) AS found WHERE length(digits) BETWEEN 13 AND 19 AND refresh_pipeline.luhn_valid(digits)
+$$;
+
+-- Every PII-shaped token of a text, by detector: emails, UPI handles and Indian mobiles (as pii_tokens)
+-- and identity numbers (as id_findings).
+CREATE OR REPLACE FUNCTION refresh_pipeline.pattern_findings(v text) RETURNS TABLE(detector text, token text)
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT kind, token FROM refresh_pipeline.pii_tokens(v)
+    UNION ALL
+    SELECT detector, token FROM refresh_pipeline.id_findings(v)
 $$;
 
 -- ---------------------------------------------------------------------------------------------------

@@ -127,6 +127,11 @@ def mask_table(
         params = {"key": key.sql_pads(MASKING_PURPOSE)}
         always_triggers = _disable_always_triggers(conn, info)
         copied = conn.execute(plan.create_staging, params).rowcount
+        computed_at = time.monotonic()
+        log(
+            f"{info.qualified_name}: computed {copied:,} masked rows in {computed_at - started:.1f} s "
+            f"({copied / max(computed_at - started, 1e-6):,.0f} rows/s); swapping them in"
+        )
         deleted = conn.execute(plan.delete_rows).rowcount
         inserted = conn.execute(plan.insert_rows).rowcount
         for table, trigger in always_triggers:
