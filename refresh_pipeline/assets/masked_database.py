@@ -18,17 +18,17 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
         """Every table of the restored database masked per the policy (checked against the per-table markers)."""
         restored = refresh.state().require("restored", "restored_instance")
         current = refresh.policy()
+        to_mask = [t for _, t in sorted(current.tables.items()) if not t.keep_all and t.masked_columns]
         with refresh.connect_managed(restored.database) as conn:
             markers = dict(conn.execute("SELECT table_name, policy_digest FROM refresh_pipeline.masked_tables"))
             rows = dict(conn.execute("SELECT table_name, row_count FROM refresh_pipeline.restored_row_counts"))
-        to_mask = [t for _, t in sorted(current.tables.items()) if not t.keep_all and t.masked_columns]
-        missing = [t.qualified_name for t in to_mask if markers.get(t.qualified_name) != t.digest()]
-        if missing:
-            raise RefreshError(
-                f"{restored.database}: not masked under the current policy yet: {', '.join(missing)}. "
-                "Materialize their masked/<table> assets first."
-            )
-        with refresh.connect_managed(restored.database) as conn:
+            missing = [t.qualified_name for t in to_mask if markers.get(t.qualified_name) != t.digest()]
+            if missing:
+                raise RefreshError(
+                    f"{restored.database}: not masked under the current policy yet: {', '.join(missing)}. "
+                    "Materialize their masked/<table> assets first."
+                )
+            # Only once every table is masked: a view refreshed earlier would copy originals again.
             views = refresh_materialized_views(conn)
         context.log.info(
             f"{restored.database}: {len(to_mask)} table(s) masked, {len(rows)} table(s) in all, "
