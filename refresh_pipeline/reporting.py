@@ -8,7 +8,7 @@ import dagster as dg
 
 from refresh_pipeline.assets.keys import masked_table_key, required_check_keys
 from refresh_pipeline.audit.report import write_report
-from refresh_pipeline.checks.records import latest_outcome
+from refresh_pipeline.checks.records import latest_outcome, metadata_values
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.masking.policy import MaskingPolicy, describe_rule
 
@@ -39,7 +39,7 @@ def collect_audit_report(
         }
         event = instance.get_latest_materialization_event(masked_table_key(table))
         materialization = event.asset_materialization if event else None
-        metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()} if materialization else {}
+        metadata = metadata_values(materialization.metadata) if materialization else {}
         if metadata.get("database") == database:
             entry.update(status=metadata.get("status"), rows=metadata.get("rows"), seconds=metadata.get("seconds"))
         tables.append(entry)

@@ -3,7 +3,6 @@ databases per test, the demo production database, and refresh configs pointing a
 
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,17 +15,12 @@ from psycopg import sql
 
 from refresh_pipeline.demo.dataset import load_demo_database
 from refresh_pipeline.platforms.local_server import LocalServer
+from refresh_pipeline_tests.helpers import free_port
 
 pytest_plugins = ["refresh_pipeline_tests.aws_fixtures"]
 
 TEST_KEY = "test-masking-key-0123456789"
 DEMO_TEST_SCALE = 0.005
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +34,7 @@ def test_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_server(test_root: Path) -> Iterator[LocalServer]:
-    server = LocalServer(test_root / "pgserver", _free_port())
+    server = LocalServer(test_root / "pgserver", free_port())
     server.ensure_running()
     yield server
     server.stop()

@@ -1,6 +1,7 @@
 """Small helpers the tests share: reading a database the way a reviewer would."""
 
 import re
+import socket
 import subprocess
 
 import psycopg
@@ -53,3 +54,10 @@ def leaked_identifiers(dump: str, emails: set[str], local_parts: set[str], phone
         "local_parts": found_locals & local_parts,
         "phones": found_phones & phones,
     }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

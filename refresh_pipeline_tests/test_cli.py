@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,10 @@ import psycopg
 import yaml
 
 from refresh_pipeline.cli import main
-from refresh_pipeline_tests.helpers import data_dump, leaked_identifiers, production_identifiers
+from refresh_pipeline_tests.helpers import data_dump, free_port, leaked_identifiers, production_identifiers
 
 CLI = [sys.executable, "-m", "refresh_pipeline.cli"]
 DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_run_then_status_reports_the_promoted_database(demo_source, write_config, capsys):
@@ -92,7 +85,7 @@ def test_run_with_parallel_steps_from_the_console(demo_source, write_config):
 def test_demo_builds_everything_from_nothing(test_root):
     work_dir = test_root / "demo_work"
     env = {k: v for k, v in os.environ.items() if k != "REFRESH_MASKING_KEY"}
-    port = _free_port()
+    port = free_port()
 
     result = subprocess.run(
         [*CLI, "demo", "--work-dir", str(work_dir), "--port", str(port), "--scale", "0.002", "--in-process"],

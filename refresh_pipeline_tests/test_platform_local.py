@@ -15,7 +15,7 @@ from refresh_pipeline.platforms.connections import connect, database_name, libpq
 from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
-from refresh_pipeline_tests.helpers import row_counts, table_fingerprint
+from refresh_pipeline_tests.helpers import free_port, row_counts, table_fingerprint
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_managed_marker_is_a_database_comment(platform):
 
 
 def test_embedded_server_starts_once_and_stops(test_root):
-    server = LocalServer(test_root / "second_server", port=_unused_port())
+    server = LocalServer(test_root / "second_server", port=free_port())
     server.ensure_running()
     server.ensure_running()
     assert server.is_running()
@@ -139,14 +139,6 @@ def test_embedded_server_starts_once_and_stops(test_root):
 def test_missing_server_binaries_are_explained():
     with pytest.raises(RefreshError, match="apt-get install postgresql"):
         find_server_bin_dir("/nonexistent/bin")
-
-
-def _unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_embedded_server_says_when_its_port_is_taken(test_root, pg_server):

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import OWN_SCHEMAS
+from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
 
-_USER_RELATION = """
-    n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-    AND n.nspname <> ALL(%(own)s)
+_USER_RELATION = f"""
+    {USER_SCHEMA} AND n.nspname <> ALL(%(own)s)
 """
 
 _CONSTRAINTS = f"""

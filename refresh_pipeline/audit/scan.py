@@ -32,6 +32,10 @@ class ColumnFindings:
     patterns: dict[str, int]  # detector -> count of PII-shaped values
     locations: tuple[str, ...]  # ctids of a few offending rows; never the values
 
+    def as_metadata(self) -> dict[str, object]:
+        """Counts per detector and row locations, for check metadata and reports (never values)."""
+        return {"original_values": self.known_values, **self.patterns, "row_locations": list(self.locations)}
+
     def describe(self) -> str:
         parts = [f"{self.known_values} original value(s)"] if self.known_values else []
         parts += [f"{count} {detector}" for detector, count in sorted(self.patterns.items())]

@@ -28,11 +28,7 @@ def no_pii_in_materialized_views(
         for info in views.values():
             audit = scan_table(conn, info, refresh.key(), kept_columns=set(), allowlist=policy.allowlist)
             for finding in audit.findings:
-                findings[f"{info.qualified_name}.{finding.column}"] = {
-                    "original_values": finding.known_values,
-                    **finding.patterns,
-                    "row_locations": list(finding.locations),
-                }
+                findings[f"{info.qualified_name}.{finding.column}"] = finding.as_metadata()
     for column, counts in findings.items():
         context.log.error(f"PII in materialized view column {column}: {counts}")
     return dg.AssetCheckResult(

@@ -69,14 +69,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
         for problem in problems:
             context.log.error(f"{table.qualified_name}: {problem}")
 
-        findings = {
-            f.column: {
-                "original_values": f.known_values,
-                **f.patterns,
-                "row_locations": list(f.locations),
-            }
-            for f in audit.findings
-        }
+        findings = {f.column: f.as_metadata() for f in audit.findings}
         return dg.AssetCheckResult(
             passed=not problems,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -20,6 +20,11 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Dagster metadata entries as plain values."""
+    return {name: getattr(value, "value", value) for name, value in metadata.items()}
+
+
 def latest_outcome(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database: str) -> CheckOutcome:
     label = key.to_user_string()
     record = instance.get_latest_asset_check_evaluation_record(key)
@@ -28,7 +33,7 @@ def latest_outcome(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database
     if record.status not in _COMPLETED or record.evaluation is None:
         return CheckOutcome(label, None, f"latest evaluation (run {record.run_id}) is {record.status.value.lower()}")
     evaluation = record.evaluation
-    metadata = {name: getattr(value, "value", value) for name, value in evaluation.metadata.items()}
+    metadata = metadata_values(evaluation.metadata)
     if metadata.get("database") != database:
         return CheckOutcome(label, None, f"last evaluated on {metadata.get('database')}, not on {database}")
     reason = evaluation.description or ("passed" if evaluation.passed else "failed")

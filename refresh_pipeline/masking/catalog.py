@@ -8,6 +8,8 @@ import psycopg
 
 # Schemas the pipeline itself creates on the restored database; never part of the policy.
 OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
+# SQL condition on pg_namespace `n`: not a system schema (for queries run with parameters, hence %%).
+USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'"
 TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 DATE_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with time zone"})
 JSON_TYPES = frozenset({"json", "jsonb"})
@@ -61,11 +63,11 @@ class TableInfo:
         return next((c for c in self.columns if c.name == name), None)
 
 
-_TABLES_SQL = """
+_TABLES_SQL = f"""
 SELECT n.nspname, c.relname, c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = ANY(%s) AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  AND {USER_SCHEMA}
   AND n.nspname <> ALL(%s)
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2

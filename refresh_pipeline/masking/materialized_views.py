@@ -5,10 +5,12 @@ from graphlib import TopologicalSorter
 import psycopg
 from psycopg import sql
 
-_VIEWS = """
-SELECT format('%I.%I', n.nspname, c.relname), c.relispopulated
+from refresh_pipeline.masking.catalog import USER_SCHEMA
+
+_VIEWS = f"""
+SELECT format('%%I.%%I', n.nspname, c.relname), c.relispopulated
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+WHERE c.relkind = 'm' AND {USER_SCHEMA}
 """
 
 _DEPENDENCIES = """
@@ -26,7 +28,7 @@ WHERE v.relkind = 'm'
 def refresh_materialized_views(conn: psycopg.Connection) -> list[str]:
     """Refresh every populated materialized view, views they read from first; returns them in that order.
     (A view created WITH NO DATA stays unpopulated, as in production.)"""
-    populated = {name for name, is_populated in conn.execute(_VIEWS).fetchall() if is_populated}
+    populated = {name for name, is_populated in conn.execute(_VIEWS, {}).fetchall() if is_populated}
     graph: dict[str, set[str]] = {name: set() for name in populated}
     for view, uses in conn.execute(_DEPENDENCIES).fetchall():
         if view in graph and uses in populated:

@@ -69,10 +69,11 @@ class AwsPlatform:
     def _source_identifier(self) -> str:
         return self.aws.source_cluster or self.aws.source_instance or ""
 
-    def _wait(self, waiter_name: str, **kwargs: Any) -> None:
+    def _wait(self, waiter_name: str, client: Any = None, **kwargs: Any) -> None:
+        """Wait with the configured timeout (RDS unless another client is given)."""
         attempts = max(1, int(self.aws.wait_timeout_minutes * 60 / self.poll_seconds))
         try:
-            self.rds.get_waiter(waiter_name).wait(
+            (client or self.rds).get_waiter(waiter_name).wait(
                 **kwargs, WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts}
             )
         except WaiterError as exc:
@@ -360,10 +361,7 @@ class AwsPlatform:
                 ],
             },
         )
-        attempts = max(1, int(self.aws.wait_timeout_minutes * 60 / self.poll_seconds))
-        self.route53.get_waiter("resource_record_sets_changed").wait(
-            Id=change["ChangeInfo"]["Id"], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts}
-        )
+        self._wait("resource_record_sets_changed", client=self.route53, Id=change["ChangeInfo"]["Id"])
 
     def promoted(self) -> str | None:
         records = self.route53.list_resource_record_sets(

@@ -19,7 +19,6 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER, ManagedDatabase, Snapshot
 from refresh_pipeline.platforms.connections import (
     connect,
-    database_name,
     libpq_env,
     parse_conninfo,
     redact,
@@ -256,10 +255,3 @@ class LocalPlatform:
 
     def staging_conninfo(self) -> str:
         return f"service={STAGING_SERVICE}"
-
-    def staging_env(self) -> dict[str, str]:
-        """What a shell needs to reach staging through the service name."""
-        return {"PGSERVICEFILE": str(self.service_file)}
-
-    def source_database(self) -> str:
-        return database_name(self.config.source_dsn)
