@@ -15,24 +15,28 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.value_map (
 );
 CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked);
 
+-- Masking functions are LANGUAGE sql, STABLE (convert_to is) and free of constructs that stop the
+-- planner from inlining them (ARRAY[...] or CASE in a STRICT function, STABLE calls in an IMMUTABLE
+-- one): inlined, a masked column is one expression per row instead of a chain of function calls.
+-- PL/pgSQL is only used off the hot path (odd spellings, identifiers, free text, wildcard JSON paths).
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac(key bytea, msg text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT sha256(substr(key, 65, 64) || sha256(substr(key, 1, 64) || convert_to(msg, 'UTF8'))) $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac_int(key bytea, msg text) RETURNS bigint
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT ('x' || encode(substr(refresh_pipeline.hmac(key, msg), 1, 7), 'hex'))::bit(56)::bigint $$;
 
 -- Letters only (a-p), so a masked token never looks like a phone number to the scrubber or the audit.
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac_letters(key bytea, msg text, n int) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT translate(left(encode(refresh_pipeline.hmac(key, msg), 'hex'), n), '0123456789abcdef', 'abcdefghijklmnop') $$;
 
 -- Keyed permutation of [0, domain_size), domain_size <= 2^62: a balanced Feistel network on the
 -- smallest even number of bits covering the domain, with cycle walking back into it. A bijection, so
 -- unique stays unique.
 CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_int(key bytea, x bigint, domain_size bigint, tweak text) RETURNS bigint
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     bits int := greatest(2, ceil(log(2::numeric, domain_size::numeric))::int);
     half int;
@@ -68,7 +72,7 @@ END $$;
 -- Permutes a string over an alphabet (digits, letters, hex) chunk by chunk: same length, same
 -- alphabet, and a bijection, so distinct inputs stay distinct.
 CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_alphabet(key bytea, v text, alphabet text, tweak text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     radix int := length(alphabet);
     chunk_size int := floor(62 / log(2::numeric, length(alphabet)::numeric))::int;
@@ -98,13 +102,13 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_digits(key bytea, digits text, tweak text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT refresh_pipeline.fpe_alphabet(key, digits, '0123456789', tweak) $$;
 
 -- Any identifier: each run of digits stays digits, of upper-case letters upper-case letters, of
 -- lower-case letters lower-case letters; a hex value (UUIDs, device IDs) stays hex; punctuation stays.
 CREATE OR REPLACE FUNCTION refresh_pipeline.fpe_text(key bytea, v text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     hex boolean := v ~ '^[0-9A-Fa-f:.-]+$' AND v ~ '[A-Fa-f]';
     run text;
@@ -133,9 +137,10 @@ BEGIN
     RETURN result;
 END $$;
 
--- The keyed permutation of a national number: its first digit (the operator range) kept.
+-- The keyed permutation of a national number: its first digit (the operator range) kept. A bijection,
+-- so a unique column stays unique even where no value map was built.
 CREATE OR REPLACE FUNCTION refresh_pipeline.phone_candidate(key bytea, nat text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN length(nat) >= 2
                 THEN left(nat, 1) || refresh_pipeline.fpe_digits(key, substr(nat, 2), 'phone')
                 ELSE refresh_pipeline.fpe_digits(key, nat, 'phone') END
@@ -144,7 +149,7 @@ $$;
 -- The national number (last 10 digits, or all when fewer): masked through the value map when the
 -- refresh built one, else by the keyed permutation.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_national(key bytea, nat text) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(
         (SELECT masked FROM refresh_pipeline.value_map
          WHERE kind = 'phone' AND fingerprint = refresh_pipeline.hmac(key, 'map:phone:' || nat)),
@@ -170,15 +175,25 @@ BEGIN
     RETURN result;
 END $$;
 
--- Spelling and length survive; any country code or trunk prefix stays; the national number is masked,
--- so '+91 98765 43210' and '9876543210' mask alike.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+-- Any spelling: separators stay where they are; any country code or trunk prefix stays.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_spelled_phone(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     WITH d AS (SELECT regexp_replace(v, '[^0-9]', '', 'g') AS digits)
-    SELECT CASE WHEN digits = '' THEN v ELSE refresh_pipeline.put_digits(v,
+    SELECT refresh_pipeline.put_digits(v,
         left(digits, length(digits) - least(length(digits), 10))
-        || refresh_pipeline.mask_national(key, right(digits, least(length(digits), 10)))) END
+        || refresh_pipeline.mask_national(key, right(digits, least(length(digits), 10))))
     FROM d
+$$;
+
+-- Spelling and length survive; the national number is masked, so '+91 98765 43210' and '9876543210'
+-- mask alike. Digits only (with an optional '+'), the common case, needs no spelling work.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN v !~ '[0-9]' THEN v
+        WHEN v ~ '^\+?[0-9]{10,}$' THEN left(v, length(v) - 10) || refresh_pipeline.mask_national(key, right(v, 10))
+        ELSE refresh_pipeline.mask_spelled_phone(key, v)
+    END
 $$;
 
 -- Upper-case letters of the original show up, position by position, in the masked local part, so
@@ -204,52 +219,62 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.email_candidate(key bytea, normalised text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT refresh_pipeline.hmac_letters(key, 'email:' || normalised, 16) || '@example.com' $$;
 
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
-    SELECT refresh_pipeline.apply_case(coalesce(
+-- The masked form of a normalised (trimmed, lower-case) email.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_email(key bytea, normalised text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(
         (SELECT masked FROM refresh_pipeline.value_map
-         WHERE kind = 'email' AND fingerprint = refresh_pipeline.hmac(key, 'map:email:' || lower(btrim(v)))),
-        refresh_pipeline.email_candidate(key, lower(btrim(v)))), v)
+         WHERE kind = 'email' AND fingerprint = refresh_pipeline.hmac(key, 'map:email:' || normalised)),
+        refresh_pipeline.email_candidate(key, normalised))
 $$;
 
--- '<name or phone>@<bank>': the bank stays; a phone-shaped local part masks like that phone.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi(key bytea, v text) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN position('@' IN v) = 0 THEN refresh_pipeline.hmac_letters(key, 'upi:' || lower(v), 10)
-        WHEN substring(v FROM '^(.*)@') ~ '^(\+?91|0)?[6-9][0-9]{9}$'
-            THEN refresh_pipeline.mask_phone(key, substring(v FROM '^(.*)@')) || substring(v FROM '(@[^@]*)$')
-        ELSE refresh_pipeline.hmac_letters(key, 'upi:' || lower(substring(v FROM '^(.*)@')), 10)
-            || substring(v FROM '(@[^@]*)$')
+        WHEN v = '' THEN v
+        WHEN v = lower(v) THEN refresh_pipeline.mapped_email(key, btrim(v))
+        ELSE refresh_pipeline.apply_case(refresh_pipeline.mapped_email(key, lower(btrim(v))), v)
+    END
+$$;
+
+-- A UPI handle's local part: a phone-shaped one masks like that phone, anything else to letters.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi_local(key bytea, local_part text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN local_part ~ '^(\+?91|0)?[6-9][0-9]{9}$' THEN refresh_pipeline.mask_phone(key, local_part)
+                ELSE refresh_pipeline.hmac_letters(key, 'upi:' || lower(local_part), 10) END
+$$;
+
+-- '<name or phone>@<bank>': the bank stays.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN v = '' THEN v
+        WHEN strpos(v, '@') = 0 THEN refresh_pipeline.hmac_letters(key, 'upi:' || lower(v), 10)
+        WHEN strpos(substr(v, strpos(v, '@') + 1), '@') = 0
+            THEN refresh_pipeline.mask_upi_local(key, split_part(v, '@', 1)) || '@' || split_part(v, '@', 2)
+        ELSE refresh_pipeline.mask_upi_local(key, substring(v FROM '^(.*)@')) || substring(v FROM '(@[^@]*)$')
     END
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.pick(key bytea, msg text, choices text[]) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT choices[1 + (refresh_pipeline.hmac_int(key, msg) % cardinality(choices))::int] $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_first_name(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT refresh_pipeline.pick(key, 'first:' || lower(btrim(v)), ARRAY[
-        'Aarav', 'Aditi', 'Akash', 'Ananya', 'Arjun', 'Bhavna', 'Chetan', 'Deepa', 'Dev', 'Divya', 'Farhan',
-        'Gauri', 'Harsh', 'Isha', 'Jai', 'Kavya', 'Kiran', 'Lakshmi', 'Manav', 'Meera', 'Neha', 'Nikhil',
-        'Omkar', 'Pooja', 'Pranav', 'Priya', 'Rahul', 'Riya', 'Rohan', 'Sana', 'Sameer', 'Shreya', 'Tanvi',
-        'Tarun', 'Uma', 'Varun', 'Vidya', 'Yash', 'Zara', 'Ishaan'])
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT refresh_pipeline.pick(key, 'first:' || lower(btrim(v)), '{"Aarav","Aditi","Akash","Ananya","Arjun","Bhavna","Chetan","Deepa","Dev","Divya","Farhan","Gauri","Harsh","Isha","Jai","Kavya","Kiran","Lakshmi","Manav","Meera","Neha","Nikhil","Omkar","Pooja","Pranav","Priya","Rahul","Riya","Rohan","Sana","Sameer","Shreya","Tanvi","Tarun","Uma","Varun","Vidya","Yash","Zara","Ishaan"}'::text[])
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_last_name(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT refresh_pipeline.pick(key, 'last:' || lower(btrim(v)), ARRAY[
-        'Acharya', 'Bansal', 'Bhat', 'Chatterjee', 'Desai', 'Dutta', 'Fernandes', 'Gill', 'Gupta', 'Iyer',
-        'Jain', 'Joshi', 'Kapoor', 'Khan', 'Kulkarni', 'Menon', 'Mishra', 'Nair', 'Pandey', 'Patel', 'Pillai',
-        'Rao', 'Reddy', 'Saxena', 'Sen', 'Shah', 'Sharma', 'Singh', 'Srinivasan', 'Thomas', 'Verma', 'Yadav'])
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT refresh_pipeline.pick(key, 'last:' || lower(btrim(v)), '{"Acharya","Bansal","Bhat","Chatterjee","Desai","Dutta","Fernandes","Gill","Gupta","Iyer","Jain","Joshi","Kapoor","Khan","Kulkarni","Menon","Mishra","Nair","Pandey","Patel","Pillai","Rao","Reddy","Saxena","Sen","Shah","Sharma","Singh","Srinivasan","Thomas","Verma","Yadav"}'::text[])
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_name(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN btrim(v) !~ '\s' THEN refresh_pipeline.mask_first_name(key, v)
         ELSE refresh_pipeline.mask_first_name(key, split_part(btrim(v), ' ', 1)) || ' '
@@ -258,54 +283,46 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_address(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT (1 + refresh_pipeline.hmac_int(key, 'house:' || lower(v)) % 400)::text || ', '
-        || refresh_pipeline.pick(key, 'street:' || lower(v), ARRAY[
-            'Linking Road', 'Hill Road', 'Station Road', 'MG Road', 'Carter Road', 'LBS Marg', 'SV Road',
-            'Tilak Road', 'Gandhi Nagar Lane', 'Nehru Marg', 'Park Street', 'Lake View Road'])
+        || refresh_pipeline.pick(key, 'street:' || lower(v), '{"Linking Road","Hill Road","Station Road","MG Road","Carter Road","LBS Marg","SV Road","Tilak Road","Gandhi Nagar Lane","Nehru Marg","Park Street","Lake View Road"}'::text[])
         || ', '
-        || refresh_pipeline.pick(key, 'area:' || lower(v), ARRAY[
-            'Andheri East', 'Bandra West', 'Powai', 'Thane West', 'Vashi', 'Borivali', 'Dadar', 'Chembur',
-            'Goregaon', 'Malad', 'Kurla', 'Mulund'])
+        || refresh_pipeline.pick(key, 'area:' || lower(v), '{"Andheri East","Bandra West","Powai","Thane West","Vashi","Borivali","Dadar","Chembur","Goregaon","Malad","Kurla","Mulund"}'::text[])
 $$;
 
 -- A date in the same year (or month, or band of years); the day is chosen by the key.
+
+-- The key's pick of a day in [first_day, next_first).
+CREATE OR REPLACE FUNCTION refresh_pipeline.day_between(key bytea, v date, first_day date, next_first date) RETURNS date
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$ SELECT first_day + (refresh_pipeline.hmac_int(key, 'date:' || v::text) % (next_first - first_day))::int $$;
+
+-- A date in the same year (or month, or band of years); the day is chosen by the key.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_date(key bytea, v date, keep text, band_years int) RETURNS date
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    h bigint;
-    first_day date;
-    next_first date;
-    y int;
-BEGIN
-    IF v IS NULL OR NOT isfinite(v) THEN
-        RETURN v;
-    END IF;
-    h := refresh_pipeline.hmac_int(key, 'date:' || v::text);
-    y := extract(year FROM v)::int;
-    IF keep = 'month' THEN
-        first_day := date_trunc('month', v)::date;
-        next_first := (first_day + interval '1 month')::date;
-    ELSIF band_years IS NOT NULL AND band_years > 1 THEN
-        first_day := make_date(y - ((y % band_years) + band_years) % band_years, 1, 1);
-        next_first := make_date(extract(year FROM first_day)::int + band_years, 1, 1);
-    ELSE
-        first_day := make_date(y, 1, 1);
-        next_first := make_date(y + 1, 1, 1);
-    END IF;
-    RETURN first_day + (h % (next_first - first_day))::int;
-END $$;
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN v IS NULL OR NOT isfinite(v) THEN v
+        WHEN keep = 'month' THEN refresh_pipeline.day_between(key, v, date_trunc('month', v)::date,
+                                                              (date_trunc('month', v) + interval '1 month')::date)
+        WHEN band_years > 1 THEN refresh_pipeline.day_between(key, v,
+            make_date(extract(year FROM v)::int - ((extract(year FROM v)::int % band_years) + band_years) % band_years, 1, 1),
+            make_date(extract(year FROM v)::int - ((extract(year FROM v)::int % band_years) + band_years) % band_years
+                      + band_years, 1, 1))
+        ELSE refresh_pipeline.day_between(key, v, make_date(extract(year FROM v)::int, 1, 1),
+                                          make_date(extract(year FROM v)::int + 1, 1, 1))
+    END
+$$;
 
 -- A point moved deterministically by up to radius_m metres (per axis, 1 degree ~ 111.32 km).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_geo(key bytea, v double precision, radius_m double precision)
-RETURNS double precision LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+RETURNS double precision LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT v + ((refresh_pipeline.hmac_int(key, 'geo:' || v::text)::double precision / 72057594037927936.0) * 2 - 1)
                * radius_m / 111320.0
 $$;
 
 -- A number in [low, high] with the given decimals, chosen by the key from the original.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_number(key bytea, v numeric, low numeric, high numeric, decimals int)
-RETURNS numeric LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+RETURNS numeric LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT round(low + (refresh_pipeline.hmac_int(key, 'number:' || v::text)
                         % (floor((high - low) * 10 ^ decimals)::bigint + 1)) / (10 ^ decimals)::numeric, decimals)
 $$;
@@ -313,7 +330,7 @@ $$;
 -- PAN AAAPA9999A: the 4th letter (holder type) stays, the rest is permuted letter for letter and digit
 -- for digit; anything not PAN-shaped is masked as a generic identifier.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_pan(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN v ~ '^[A-Z]{5}[0-9]{4}[A-Z]$' THEN
         (SELECT left(l, 3) || substr(v, 4, 1) || right(l, 1)
              || refresh_pipeline.fpe_alphabet(key, substr(v, 6, 4), '0123456789', 'pan:digits')
@@ -344,7 +361,7 @@ END $$;
 -- Aadhaar: 12 digits in the original spelling; the first digit stays (2-9), the next ten are permuted and
 -- the Verhoeff check digit recomputed, so masked numbers stay unique and valid-looking.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_aadhaar(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     WITH d AS (SELECT regexp_replace(v, '[^0-9]', '', 'g') AS digits)
     SELECT CASE WHEN length(digits) = 12 THEN
         (SELECT refresh_pipeline.put_digits(v, body || refresh_pipeline.verhoeff_digit(body))
@@ -355,7 +372,7 @@ $$;
 
 -- IPv4 -> an address in 10.0.0.0/8, IPv6 -> one in fd00::/8; a /prefix is kept.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_ip(key bytea, v text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     WITH h AS (SELECT encode(refresh_pipeline.hmac(key, 'ip:' || lower(split_part(v, '/', 1))), 'hex') AS x,
                       CASE WHEN position('/' IN v) > 0 THEN '/' || split_part(v, '/', 2) ELSE '' END AS suffix)
     SELECT CASE WHEN v ~ '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+' THEN
@@ -419,39 +436,49 @@ BEGIN
     RETURN result;
 END $$;
 
--- One entry point for every text transform (used for columns, JSON values and array elements).
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text(key bytea, transform text, v text, params jsonb) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+CREATE OR REPLACE FUNCTION refresh_pipeline.unknown_transform(transform text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 BEGIN
-    IF v IS NULL OR v = '' THEN
-        RETURN v;
-    END IF;
-    CASE transform
-        WHEN 'email' THEN RETURN refresh_pipeline.mask_email(key, v);
-        WHEN 'phone' THEN RETURN refresh_pipeline.mask_phone(key, v);
-        WHEN 'upi' THEN RETURN refresh_pipeline.mask_upi(key, v);
-        WHEN 'name' THEN RETURN refresh_pipeline.mask_name(key, v);
-        WHEN 'first_name' THEN RETURN refresh_pipeline.mask_first_name(key, v);
-        WHEN 'last_name' THEN RETURN refresh_pipeline.mask_last_name(key, v);
-        WHEN 'address' THEN RETURN refresh_pipeline.mask_address(key, v);
-        WHEN 'scrub' THEN RETURN refresh_pipeline.scrub(key, v);
-        WHEN 'pan' THEN RETURN refresh_pipeline.mask_pan(key, v);
-        WHEN 'aadhaar' THEN RETURN refresh_pipeline.mask_aadhaar(key, v);
-        WHEN 'fpe' THEN RETURN refresh_pipeline.fpe_text(key, v);
-        WHEN 'ip' THEN RETURN refresh_pipeline.mask_ip(key, v);
-        WHEN 'hash' THEN
-            RETURN left(encode(refresh_pipeline.hmac(key, 'hash:' || v), 'hex'), coalesce((params ->> 'length')::int, 64));
-        WHEN 'redact' THEN RETURN coalesce(params ->> 'value', 'REDACTED');
-        ELSE RAISE EXCEPTION 'refresh_pipeline.mask_text: unknown transform %', transform;
-    END CASE;
+    RAISE EXCEPTION 'refresh_pipeline.mask_text: unknown transform %', transform;
 END $$;
+
+-- One entry point for every text transform (used for columns, JSON values and array elements). Called
+-- with a constant transform it inlines to just that transform's expression.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text(key bytea, transform text, v text, params jsonb) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN v IS NULL OR v = '' THEN v ELSE CASE transform
+        WHEN 'email' THEN refresh_pipeline.mask_email(key, v)
+        WHEN 'phone' THEN refresh_pipeline.mask_phone(key, v)
+        WHEN 'upi' THEN refresh_pipeline.mask_upi(key, v)
+        WHEN 'name' THEN refresh_pipeline.mask_name(key, v)
+        WHEN 'first_name' THEN refresh_pipeline.mask_first_name(key, v)
+        WHEN 'last_name' THEN refresh_pipeline.mask_last_name(key, v)
+        WHEN 'address' THEN refresh_pipeline.mask_address(key, v)
+        WHEN 'scrub' THEN refresh_pipeline.scrub(key, v)
+        WHEN 'pan' THEN refresh_pipeline.mask_pan(key, v)
+        WHEN 'aadhaar' THEN refresh_pipeline.mask_aadhaar(key, v)
+        WHEN 'fpe' THEN refresh_pipeline.fpe_text(key, v)
+        WHEN 'ip' THEN refresh_pipeline.mask_ip(key, v)
+        WHEN 'hash' THEN left(encode(refresh_pipeline.hmac(key, 'hash:' || v), 'hex'),
+                              coalesce((params ->> 'length')::int, 64))
+        WHEN 'redact' THEN coalesce(params ->> 'value', 'REDACTED')
+        ELSE refresh_pipeline.unknown_transform(transform)
+    END END
+$$;
+
+-- A masked JSON scalar: a number stays a number when its masked form is still numeric (a phone stored
+-- as a JSON number).
+CREATE OR REPLACE FUNCTION refresh_pipeline.json_scalar(masked text, was_number boolean) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN was_number AND masked ~ '^-?[0-9]+(\.[0-9]+)?$' THEN to_jsonb(masked::numeric)
+                ELSE coalesce(to_jsonb(masked), 'null') END
+$$;
 
 -- Masks the values a path selects; missing paths leave the document as it is. A number stays a
 -- number when its masked form is still numeric (a phone stored as a JSON number).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_jsonb(key bytea, doc jsonb, steps text[], transform text, params jsonb)
 RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
-    masked text;
     head text;
     rest text[];
 BEGIN
@@ -460,14 +487,9 @@ BEGIN
     END IF;
     IF coalesce(cardinality(steps), 0) = 0 THEN
         CASE jsonb_typeof(doc)
-            WHEN 'string' THEN
-                RETURN coalesce(to_jsonb(refresh_pipeline.mask_text(key, transform, doc #>> '{}', params)), 'null');
-            WHEN 'number' THEN
-                masked := refresh_pipeline.mask_text(key, transform, doc #>> '{}', params);
-                IF masked ~ '^-?[0-9]+(\.[0-9]+)?$' THEN
-                    RETURN to_jsonb(masked::numeric);
-                END IF;
-                RETURN coalesce(to_jsonb(masked), 'null');
+            WHEN 'string', 'number' THEN
+                RETURN refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, doc #>> '{}', params),
+                                                    jsonb_typeof(doc) = 'number');
             WHEN 'array' THEN
                 RETURN (SELECT coalesce(jsonb_agg(refresh_pipeline.mask_jsonb(key, e, steps, transform, params) ORDER BY i), '[]')
                         FROM jsonb_array_elements(doc) WITH ORDINALITY AS x(e, i));
@@ -499,10 +521,26 @@ BEGIN
     RETURN doc;
 END $$;
 
+-- The masked form of the value one path selects (a scalar, or everything below an object or array);
+-- NULL when there is nothing to mask, so jsonb_set_lax(..., 'return_target') leaves the document as is.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_json_value(key bytea, value jsonb, transform text, params jsonb)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(value)
+        WHEN 'string' THEN
+            refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, value #>> '{}', params), false)
+        WHEN 'number' THEN
+            refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, value #>> '{}', params), true)
+        WHEN 'object' THEN refresh_pipeline.mask_jsonb(key, value, '{}', transform, params)
+        WHEN 'array' THEN refresh_pipeline.mask_jsonb(key, value, '{}', transform, params)
+    END
+$$;
+
 -- The PII tokens of a text, normalised so that every spelling of one value compares equal; a UPI
 -- handle whose local part is a phone also yields that phone.
+-- Not STRICT, so the planner can inline it into the caller's FROM (a strict set-returning function
+-- is called row by row).
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_tokens(v text) RETURNS TABLE(kind text, token text)
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WITH found AS (
         SELECT m[1] AS t, refresh_pipeline.pii_kind(m[1]) AS k
         FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
@@ -570,7 +608,7 @@ END $$;
 -- Identity numbers in a text: PAN numbers, Aadhaar numbers (Verhoeff-valid), card numbers (Luhn-valid,
 -- 13-19 digits), normalised.
 CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(detector text, token text)
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WITH candidate AS (SELECT CASE WHEN v ~ '[0-9]{4}' THEN v ELSE '' END AS v)
     SELECT 'pan', m[1]
     FROM candidate, regexp_matches(candidate.v, '(?<![A-Za-z0-9])([A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z])(?![A-Za-z0-9])', 'g') AS m
@@ -589,7 +627,7 @@ $$;
 -- Every PII-shaped token of a text, by detector: emails, UPI handles and Indian mobiles (as pii_tokens)
 -- and identity numbers (as id_findings).
 CREATE OR REPLACE FUNCTION refresh_pipeline.pattern_findings(v text) RETURNS TABLE(detector text, token text)
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT kind, token FROM refresh_pipeline.pii_tokens(v)
     UNION ALL
     SELECT detector, token FROM refresh_pipeline.id_findings(v)

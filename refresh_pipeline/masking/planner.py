@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -64,22 +65,40 @@ def _numeric_expression(column: ColumnInfo, ident: sql.Identifier, rule: Transfo
     return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
 
 
+def _settable(steps: tuple[str, ...]) -> bool:
+    """A path that selects at most one value, addressed the same way by #> and jsonb_set."""
+    return not any(step == "*" or re.fullmatch(r"-\d+", step) for step in steps)
+
+
+def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule) -> sql.Composable:
+    """Each single-value path is set in place from the original document (jsonb_set_lax, no walk, the
+    document read once per path); wildcard paths go through the recursive mask_jsonb walk."""
+    original = sql.SQL("{}::jsonb").format(ident)
+    expression: sql.Composable = original
+    for path in rule.paths:
+        arguments = {
+            "key": KEY,
+            "steps": sql.Literal(list(path.steps)),
+            "transform": sql.Literal(path.rule.transform),
+            "params": sql.Literal(json.dumps(path.rule.param_dict, sort_keys=True)),
+        }
+        if _settable(path.steps):
+            expression = sql.SQL(
+                "jsonb_set_lax({doc}, {steps}::text[], refresh_pipeline.mask_json_value({key}, {original} #> "
+                "{steps}::text[], {transform}, {params}::jsonb), false, 'return_target')"
+            ).format(doc=expression, original=original, **arguments)
+        else:
+            expression = sql.SQL(
+                "refresh_pipeline.mask_jsonb({key}, {doc}, {steps}::text[], {transform}, {params}::jsonb)"
+            ).format(doc=expression, **arguments)
+    return sql.SQL("{}::json").format(expression) if column.base_type == "json" else expression
+
+
 def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
     """The SQL expression for the masked value of one column (the column itself when kept)."""
     ident = sql.Identifier(column.name)
     if isinstance(rule, JsonRule):
-        expression: sql.Composable = sql.SQL("{}::jsonb").format(ident)
-        for path in rule.paths:
-            expression = sql.SQL(
-                "refresh_pipeline.mask_jsonb({key}, {doc}, {steps}::text[], {transform}, {params}::jsonb)"
-            ).format(
-                key=KEY,
-                doc=expression,
-                steps=sql.Literal(list(path.steps)),
-                transform=sql.Literal(path.rule.transform),
-                params=sql.Literal(json.dumps(path.rule.param_dict, sort_keys=True)),
-            )
-        return sql.SQL("{}::json").format(expression) if column.base_type == "json" else expression
+        return _json_expression(column, ident, rule)
     if isinstance(rule, ArrayRule):
         element = _text_call(rule.element, sql.Identifier("element"))
         return sql.SQL(
