@@ -186,12 +186,16 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- Spelling and length survive; the national number is masked, so '+91 98765 43210' and '9876543210'
--- mask alike. Digits only (with an optional '+'), the common case, needs no spelling work.
+-- mask alike. The common spellings need no character-by-character work.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN v !~ '[0-9]' THEN v
         WHEN v ~ '^\+?[0-9]{10,}$' THEN left(v, length(v) - 10) || refresh_pipeline.mask_national(key, right(v, 10))
+        -- '+91 98765 43210', '098765-43210': the masked national number is appended, then moved into place.
+        WHEN v ~ '^(\+91[ -]?|0)?[0-9]{5}[ -]?[0-9]{5}$' THEN regexp_replace(
+            v || '|' || refresh_pipeline.mask_national(key, regexp_replace(v, '^.*([0-9]{5})[ -]?([0-9]{5})$', '\1\2')),
+            '^(\+91[ -]?|0)?[0-9]{5}([ -]?)[0-9]{5}\|([0-9]{5})([0-9]{5})$', '\1\3\2\4')
         ELSE refresh_pipeline.mask_spelled_phone(key, v)
     END
 $$;
@@ -404,7 +408,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_token(key bytea, token text) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE refresh_pipeline.pii_kind(token)
         WHEN 'email' THEN refresh_pipeline.mask_email(key, token)
         WHEN 'upi' THEN refresh_pipeline.mask_upi(key, token)
@@ -413,6 +417,8 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form.
+-- PL/pgSQL on purpose: it keeps its plans across calls, where a SQL function holding a subquery would be
+-- planned again for every value.
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
