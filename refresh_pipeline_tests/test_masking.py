@@ -236,3 +236,54 @@ def test_uncovered_columns_are_named_with_a_snippet_that_covers_them(db):
     snippet = message.split("review each line):\n", 1)[1]
     assert "    passenger_email: redact" in snippet and "    id: keep" in snippet
     assert find_uncovered(parse_policy(customers_only + snippet), tables) == []
+
+
+def _staging_tables(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'masked\\_rows\\_%'")]
+
+
+def test_block_ranges_on_a_session_pool_give_the_same_rows_with_progress_and_eta(create_database):
+    schema = (
+        "CREATE TABLE riders (id int PRIMARY KEY, email text UNIQUE, phone text, note text);"
+        "INSERT INTO riders SELECT g, 'rider' || g || '@mail.com', '+9198' || lpad(g::text, 8, '0'), "
+        "'call 98' || lpad(g::text, 8, '0') FROM generate_series(1, 20000) g"
+    )
+    policy = parse_policy("tables:\n  riders:\n    id: keep\n    email: email\n    phone: phone\n    note: scrub\n")
+    single, pooled = create_database("ranges_single"), create_database("ranges_pooled")
+    for conninfo in (single, pooled):
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(schema)
+    with psycopg.connect(single, autocommit=True) as conn:
+        one = mask_table(conn, policy, "riders", KEY)
+    messages: list[str] = []
+    with psycopg.connect(pooled, autocommit=True) as conn:
+        many = mask_table(
+            conn,
+            policy,
+            "riders",
+            KEY,
+            log=messages.append,
+            connect=lambda: psycopg.connect(pooled, autocommit=True),
+            workers=2,
+            blocks_per_range=10,
+        )
+        assert _staging_tables(conn) == []
+    assert one.rows == many.rows == 20000
+    assert "in 1 block range(s)" not in " ".join(messages)
+    progress = [m for m in messages if "ETA" in m]
+    assert len(progress) >= 1 and "rows/s" in progress[-1] and "(100%)" in progress[-1]
+    assert _rows(single, "SELECT * FROM riders ORDER BY id") == _rows(pooled, "SELECT * FROM riders ORDER BY id")
+
+
+def test_a_failed_swap_leaves_the_table_as_it_was_and_no_staging_behind(create_database):
+    conninfo = create_database("failed_swap")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE contacts (id int PRIMARY KEY, email text CHECK (email LIKE '%.in'))")
+        conn.execute("INSERT INTO contacts VALUES (1, 'a@b.in'), (2, 'c@d.in')")
+        before = conn.execute("SELECT * FROM contacts ORDER BY id").fetchall()
+        policy = parse_policy("tables:\n  contacts:\n    id: keep\n    email: email\n")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            mask_table(conn, policy, "contacts", KEY)  # masked emails end in example.com
+        assert conn.execute("SELECT * FROM contacts ORDER BY id").fetchall() == before
+        assert conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0] == 0
+        assert _staging_tables(conn) == []

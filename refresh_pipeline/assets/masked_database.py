@@ -7,6 +7,7 @@ from refresh_pipeline.assets.keys import REFRESH_GROUP, masked_table_key
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.materialized_views import refresh_materialized_views
 from refresh_pipeline.masking.policy import MaskingPolicy
+from refresh_pipeline.masking.runner import drop_leftover_staging
 from refresh_pipeline.resources import RefreshResource
 
 
@@ -28,6 +29,9 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                     f"{restored.database}: not masked under the current policy yet: {', '.join(missing)}. "
                     "Materialize their masked/<table> assets first."
                 )
+            leftovers = drop_leftover_staging(conn)
+            if leftovers:
+                context.log.info(f"dropped {len(leftovers)} staging table(s) left by interrupted masking steps")
             # Only once every table is masked: a view refreshed earlier would copy originals again.
             views = refresh_materialized_views(conn)
         context.log.info(

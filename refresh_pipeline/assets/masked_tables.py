@@ -30,7 +30,15 @@ def _masked_table_asset(table: TablePolicy) -> dg.AssetsDefinition:
     def masked_table(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
         restored = refresh.state().require("restored", "restored_instance")
         with refresh.connect_managed(restored.database) as conn:
-            result = mask_table(conn, refresh.policy(), table.qualified_name, refresh.key(), log=context.log.info)
+            result = mask_table(
+                conn,
+                refresh.policy(),
+                table.qualified_name,
+                refresh.key(),
+                log=context.log.info,
+                connect=lambda: refresh.connect_managed(restored.database),
+                workers=refresh.config().parallelism,
+            )
         return dg.MaterializeResult(
             metadata={
                 "database": restored.database,

@@ -46,7 +46,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         record_baseline(conn)
         context.log.info(f"collecting the PII of {len(tables)} tables: audit fingerprints and value maps")
         with conn.transaction():
-            collect_original_tokens(conn, list(tables.values()), policy)
+            collect_original_tokens(conn, list(tables.values()), policy, log=context.log.info)
             fingerprints = record_original_fingerprints(conn, list(tables.values()), policy, refresh.key())
             mapped = build_value_maps(conn, refresh.key())
 

@@ -20,7 +20,6 @@ from refresh_pipeline.masking.policy import (
 
 KEY = sql.Placeholder("key")
 _KEEP = TransformRule("keep")
-STAGING_TABLE = "refresh_pipeline_masked_rows"
 
 
 def _text_call(transform: TransformRule, value: sql.Composable) -> sql.Composable:
@@ -121,44 +120,59 @@ def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
 
 @dataclass(frozen=True)
 class TableMaskingPlan:
-    """The statements that mask one table, run in one transaction, and what they change."""
+    """How one table is masked: masked rows are computed into a staging table (in block ranges, possibly
+    by several sessions), then swapped in with DELETE + INSERT in one transaction.
+
+    Rewriting instead of UPDATE keeps unique keys valid throughout: a masked value may equal another
+    row's not-yet-masked original, which an in-place UPDATE would reject as a duplicate.
+    """
 
     table: TableInfo
     rules: dict[str, str]
-    create_staging: sql.Composed
-    delete_rows: sql.Composed
-    insert_rows: sql.Composed
+    select_list: sql.Composed
+    target: sql.Composable  # ONLY <table> unless partitioned
+    table_ident: sql.Composed
+    names: sql.Composed
+    overriding: sql.Composable
 
     @property
     def masked_columns(self) -> list[str]:
         return [name for name, rule in self.rules.items() if rule != "keep"]
 
+    def create_staging(self, staging: sql.Composable) -> sql.Composed:
+        return sql.SQL("CREATE UNLOGGED TABLE {staging} AS SELECT {select} FROM {target} WITH NO DATA").format(
+            staging=staging, select=self.select_list, target=self.target
+        )
+
+    def fill_staging(self, staging: sql.Composable, condition: sql.Composable) -> sql.Composed:
+        return sql.SQL("INSERT INTO {staging} SELECT {select} FROM {target} WHERE {condition}").format(
+            staging=staging, select=self.select_list, target=self.target, condition=condition
+        )
+
+    @property
+    def delete_rows(self) -> sql.Composed:
+        return sql.SQL("DELETE FROM {}").format(self.target)
+
+    def insert_rows(self, staging: sql.Composable) -> sql.Composed:
+        return sql.SQL("INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}").format(
+            target=self.table_ident, names=self.names, overriding=self.overriding, staging=staging
+        )
+
 
 def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMaskingPlan:
-    """Masked rows are computed into a temporary table, then swapped in with DELETE + INSERT.
-
-    Rewriting instead of UPDATE keeps unique keys valid throughout: a masked value may equal another
-    row's not-yet-masked original, which an in-place UPDATE would reject as a duplicate.
-    """
     columns = [c for c in table.columns if not c.generated]  # generated columns recompute on INSERT
     table_ident = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     # ONLY: rows of inheritance children belong to those tables; a partitioned parent covers its partitions.
     target = table_ident if table.partitioned else sql.SQL("ONLY {}").format(table_ident)
     rules = {c.name: table_policy.columns.get(c.name, _KEEP) for c in columns}
-    select_list = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
-    )
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
-    overriding = sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else "")
-    staging = sql.Identifier(STAGING_TABLE)
     return TableMaskingPlan(
         table=table,
         rules={name: describe_rule(rule) for name, rule in rules.items()},
-        create_staging=sql.SQL("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {select} FROM {target}").format(
-            staging=staging, select=select_list, target=target
+        select_list=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
         ),
-        delete_rows=sql.SQL("DELETE FROM {}").format(target),
-        insert_rows=sql.SQL("INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}").format(
-            target=table_ident, names=names, overriding=overriding, staging=staging
-        ),
+        target=target,
+        table_ident=table_ident,
+        names=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
+        overriding=sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""),
     )

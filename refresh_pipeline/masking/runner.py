@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -10,10 +11,11 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
-from refresh_pipeline.masking.planner import plan_table_masking
+from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
@@ -74,18 +76,60 @@ def _disable_always_triggers(conn: psycopg.Connection, info: TableInfo) -> list[
     return [(table, trigger) for table, trigger in triggers]
 
 
+STAGING_PREFIX = "masked_rows_"
+
+
+def _staging_table() -> sql.Composed:
+    """Masked rows only (never originals); unlogged, as it is scratch dropped after the swap."""
+    return sql.SQL("refresh_pipeline.{}").format(sql.Identifier(f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"))
+
+
+def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
+    """Staging tables a killed masking step left behind (they hold masked rows only)."""
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'refresh_pipeline' AND tablename LIKE %s",
+            (STAGING_PREFIX.replace("_", "\\_") + "%",),
+        )
+    ]
+    for name in names:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS refresh_pipeline.{}").format(sql.Identifier(name)))
+    return names
+
+
+def _marker(conn: psycopg.Connection, info: TableInfo) -> tuple[str, int] | None:
+    return conn.execute(
+        "SELECT policy_digest, rows_masked FROM refresh_pipeline.masked_tables WHERE table_name = %s",
+        (info.qualified_name,),
+    ).fetchone()
+
+
+def _refuse_other_rules(info: TableInfo, marker: tuple[str, int], digest: str) -> None:
+    if marker[0] != digest:
+        raise RefreshError(
+            f"{info.qualified_name} was already masked under different rules on this database; masking it "
+            "again would mask masked values. Re-run from restored_instance to start from a fresh copy."
+        )
+
+
 def mask_table(
     conn: psycopg.Connection,
     policy: MaskingPolicy,
     table_name: str,
     key: MaskingKey,
     log: Log = lambda _message: None,
+    connect: Connect | None = None,
+    workers: int = 1,
+    blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> TableMaskingResult:
     """Mask `table_name` in place per the policy; a table already masked under the same rules is left alone.
 
-    Runs in one transaction with the database's own triggers off (session_replication_role = replica),
-    so audit triggers do not copy originals anywhere and foreign keys are not re-checked row by row
-    while a key column changes; the integrity checks validate them afterwards.
+    Masked rows are computed block range by block range into a staging table, on `workers` sessions
+    from `connect` (on `conn` alone without it), with progress and ETA logged. They are then swapped in
+    with one transaction with the database's own triggers off (session_replication_role = replica), so
+    audit triggers do not copy originals anywhere and foreign keys are not re-checked row by row while a
+    key column changes; the integrity checks validate them afterwards.
     """
     if not conn.autocommit:
         raise ValueError("mask_table needs an autocommit connection: it commits each table on its own")
@@ -101,55 +145,81 @@ def mask_table(
         )
 
     digest = table_policy.digest()
+    marker = _marker(conn, info)
+    if marker is not None:
+        _refuse_other_rules(info, marker, digest)
+        log(f"{info.qualified_name}: already masked under these rules; nothing to do")
+        return TableMaskingResult(
+            info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
+        )
+
+    ranges = block_ranges(conn, info, blocks_per_range)
+    log(
+        f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)} "
+        f"in {len(ranges)} block range(s) on {min(workers, len(ranges)) if connect else 1} session(s)"
+    )
+    params = {"key": key.sql_pads(MASKING_PURPOSE)}
+    staging = _staging_table()
+    conn.execute(plan.create_staging(staging), params)
+    try:
+        progress = Progress(f"{info.qualified_name}: masking", sum(r.blocks for r in ranges), log)
+
+        def fill(session: psycopg.Connection, block_range: BlockRange) -> int:
+            return session.execute(plan.fill_staging(staging, block_range.condition()), params).rowcount
+
+        if connect is None:
+            copied = 0
+            for block_range in ranges:
+                rows = fill(conn, block_range)
+                progress.add(rows, block_range.blocks)
+                copied += rows
+        else:
+            copied = run_ranges(ranges, fill, progress, connect, workers)
+        result = _swap_in(conn, info, plan, staging, copied, digest, log)
+    finally:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+    seconds = time.monotonic() - started
+    if result is not None:
+        log(f"{info.qualified_name}: already masked by another run meanwhile; nothing changed")
+        return TableMaskingResult(info.qualified_name, "already_masked", result, plan.rules, seconds)
+    log(f"{info.qualified_name}: masked {copied:,} rows in {seconds:.1f} s ({copied / max(seconds, 1e-6):,.0f} rows/s)")
+    return TableMaskingResult(info.qualified_name, "masked", copied, plan.rules, seconds)
+
+
+def _swap_in(
+    conn: psycopg.Connection,
+    info: TableInfo,
+    plan: TableMaskingPlan,
+    staging: sql.Composable,
+    copied: int,
+    digest: str,
+    log: Log,
+) -> int | None:
+    """Replace the table's rows with the staged masked rows and record the marker, in one transaction.
+    Returns the marker's row count instead when another run masked the table meanwhile."""
+    swap_started = time.monotonic()
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute(
-            sql.SQL("LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE").format(
-                sql.Identifier(info.schema), sql.Identifier(info.name)
-            )
-        )
-        marker = conn.execute(
-            "SELECT policy_digest, rows_masked FROM refresh_pipeline.masked_tables WHERE table_name = %s",
-            (info.qualified_name,),
-        ).fetchone()
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
+        marker = _marker(conn, info)
         if marker is not None:
-            if marker[0] != digest:
-                raise RefreshError(
-                    f"{info.qualified_name} was already masked under different rules on this database; masking it "
-                    "again would mask masked values. Re-run from restored_instance to start from a fresh copy."
-                )
-            log(f"{info.qualified_name}: already masked under these rules; nothing to do")
-            return TableMaskingResult(
-                info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
-            )
-
-        log(f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)}")
-        params = {"key": key.sql_pads(MASKING_PURPOSE)}
+            _refuse_other_rules(info, marker, digest)
+            return int(marker[1])
         always_triggers = _disable_always_triggers(conn, info)
-        copied = conn.execute(plan.create_staging, params).rowcount
-        computed_at = time.monotonic()
-        log(
-            f"{info.qualified_name}: computed {copied:,} masked rows in {computed_at - started:.1f} s "
-            f"({copied / max(computed_at - started, 1e-6):,.0f} rows/s); swapping them in"
-        )
         deleted = conn.execute(plan.delete_rows).rowcount
-        inserted = conn.execute(plan.insert_rows).rowcount
+        inserted = conn.execute(plan.insert_rows(staging)).rowcount
         for table, trigger in always_triggers:
             conn.execute(
                 sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger))
             )
         if not copied == deleted == inserted:
             raise RefreshError(
-                f"{info.qualified_name}: row counts differ while masking (copied {copied}, removed {deleted}, "
-                f"inserted {inserted}); nothing was changed."
+                f"{info.qualified_name}: row counts differ while masking (computed {copied}, removed {deleted}, "
+                f"inserted {inserted}); the table changed meanwhile, so nothing was changed."
             )
         conn.execute(
             "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
             (info.qualified_name, digest, inserted),
         )
-    seconds = time.monotonic() - started
-    log(
-        f"{info.qualified_name}: masked {inserted} rows in {seconds:.1f} s "
-        f"({inserted / max(seconds, 1e-6):,.0f} rows/s)"
-    )
-    return TableMaskingResult(info.qualified_name, "masked", inserted, plan.rules, seconds)
+    log(f"{info.qualified_name}: swapped {inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
+    return None

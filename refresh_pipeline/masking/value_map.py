@@ -1,16 +1,20 @@
 """The per-refresh value map: every production email and phone, wherever it appears, gets one masked value
 that is unique and never equal to any production value of its kind."""
 
+import time
+from collections.abc import Callable
+
 import psycopg
 from psycopg import sql
 
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 
 ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
 MAX_ROUNDS = 50
+Log = Callable[[str], None]
 
 _WHOLE_VALUE = {
     "email": "lower(btrim({col}))",
@@ -26,40 +30,63 @@ _NEXT_CANDIDATE = {
 }
 
 
-def collect_original_tokens(conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy) -> int:
+def _distinct_values(table: TableInfo, column: ColumnInfo) -> sql.Composed:
+    """The column's values as text, each value once: repeated values (a customer's email on every booking)
+    are tokenised once. JSON documents are rarely repeated, so they are not de-duplicated first."""
+    target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    col = sql.Identifier(column.name)
+    distinct = sql.SQL("" if column.is_json else "DISTINCT ")
+    return sql.SQL("(SELECT {distinct}{col}::text AS v FROM {target} WHERE {col} IS NOT NULL)").format(
+        distinct=distinct, col=col, target=target
+    )
+
+
+def collect_original_tokens(
+    conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, log: Log = lambda _message: None
+) -> int:
     """Into a temporary table (dropped at commit, so plaintext never persists): every email, phone and UPI
     token of every text, JSON and array column, plus the whole values of columns masked as email or phone.
     Call inside a transaction; returns the number of distinct tokens."""
+    tokens = sql.Identifier(ORIGINAL_TOKENS)
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)) ON COMMIT DROP"
-        ).format(sql.Identifier(ORIGINAL_TOKENS))
+        ).format(tokens)
     )
-    target_tokens = sql.Identifier(ORIGINAL_TOKENS)
-    for table in tables:
-        target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    # De-duplicating a million values needs more than the default 4 MB to stay off disk.
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    text_tables = [table for table in tables if any(column.holds_text for column in table.columns)]
+    for position, table in enumerate(text_tables, start=1):
+        started = time.monotonic()
         rules = policy.tables.get((table.schema, table.name))
         for column in table.columns:
             if not column.holds_text:
                 continue
-            col = sql.Identifier(column.name)
             conn.execute(
                 sql.SQL(
-                    "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {target} AS src, "
-                    "LATERAL refresh_pipeline.pii_tokens(src.{col}::text) AS tok "
-                    "WHERE src.{col} IS NOT NULL ON CONFLICT DO NOTHING"
-                ).format(tokens=target_tokens, target=target, col=col)
+                    "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {values} AS src, "
+                    "LATERAL refresh_pipeline.pii_tokens(src.v) AS tok ON CONFLICT DO NOTHING"
+                ).format(tokens=tokens, values=_distinct_values(table, column))
             )
             rule = rules.columns.get(column.name) if rules else None
             if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
-                value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=col)
+                value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=sql.Identifier("v"))
                 conn.execute(
                     sql.SQL(
-                        "INSERT INTO {tokens} SELECT DISTINCT {kind}, {value} FROM {target} "
+                        "INSERT INTO {tokens} SELECT DISTINCT {kind}, {value} FROM {values} AS src "
                         "WHERE {value} <> '' ON CONFLICT DO NOTHING"
-                    ).format(tokens=target_tokens, kind=sql.Literal(rule.transform), value=value, target=target)
+                    ).format(
+                        tokens=tokens,
+                        kind=sql.Literal(rule.transform),
+                        value=value,
+                        values=_distinct_values(table, column),
+                    )
                 )
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target_tokens)).fetchone()[0]
+        log(
+            f"{table.qualified_name}: PII tokens collected in {time.monotonic() - started:.1f} s "
+            f"({position} of {len(text_tables)} tables with text)"
+        )
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(tokens)).fetchone()[0]
 
 
 def original_tokens_collected(conn: psycopg.Connection) -> bool:

@@ -1,0 +1,133 @@
+"""Work on a big table in block ranges, spread over a pool of sessions, with progress (rows/s, ETA) logged."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.masking.catalog import TableInfo
+
+Log = Callable[[str], None]
+Connect = Callable[[], psycopg.Connection]
+# ~20 MB of heap per range: a few seconds of masking, so progress is logged every few seconds.
+BLOCKS_PER_RANGE = 2500
+MAX_RANGES = 64
+
+
+@dataclass(frozen=True)
+class BlockRange:
+    """Heap blocks [start, end) of one table; `end` None means to the end, so nothing is ever left out."""
+
+    start: int
+    end: int | None
+    blocks: int  # for progress: this range's share of the table
+
+    def condition(self) -> sql.Composable:
+        """A TID range scan reads only these blocks."""
+        lower = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({self.start},0)"))
+        if self.end is None:
+            return lower
+        return sql.SQL("{} AND ctid < {}::tid").format(lower, sql.Literal(f"({self.end},0)"))
+
+
+def block_ranges(
+    conn: psycopg.Connection, table: TableInfo, blocks_per_range: int = BLOCKS_PER_RANGE
+) -> list[BlockRange]:
+    """Split the table into ranges of about `blocks_per_range` heap blocks (one range for a partitioned
+    table: its rows live in its partitions)."""
+    if table.partitioned:
+        return [BlockRange(0, None, 1)]
+    blocks = conn.execute(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+        (sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(conn),),
+    ).fetchone()[0]
+    count = max(1, min(MAX_RANGES, math.ceil(blocks / blocks_per_range)))
+    size = math.ceil(blocks / count) if blocks else 1
+    ranges = [BlockRange(i * size, (i + 1) * size, size) for i in range(count - 1)]
+    last_start = (count - 1) * size
+    return [*ranges, BlockRange(last_start, None, max(1, blocks - last_start))]
+
+
+class Progress:
+    """Thread-safe progress of one long operation, logged at most every `interval` seconds and at the end."""
+
+    def __init__(self, label: str, total_blocks: int, log: Log, interval: float = 3.0) -> None:
+        self.label = label
+        self.total_blocks = max(1, total_blocks)
+        self.log = log
+        self.interval = interval
+        self.rows = 0
+        self.blocks = 0
+        self.started = time.monotonic()
+        self._last_log = self.started
+        self._lock = threading.Lock()
+
+    def add(self, rows: int, blocks: int) -> None:
+        with self._lock:
+            self.rows += rows
+            self.blocks += blocks
+            now = time.monotonic()
+            if self.blocks < self.total_blocks and now - self._last_log < self.interval:
+                return
+            self._last_log = now
+            self.log(self.describe(now))
+
+    def describe(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-6)
+        done = min(1.0, self.blocks / self.total_blocks)
+        eta = elapsed * (1 - done) / done if done else float("nan")
+        return (
+            f"{self.label}: {self.rows:,} rows ({done:.0%}), {self.rows / elapsed:,.0f} rows/s, "
+            f"{elapsed:.1f} s elapsed, ETA {eta:.0f} s"
+        )
+
+
+def run_ranges(
+    ranges: list[BlockRange],
+    work: Callable[[psycopg.Connection, BlockRange], int],
+    progress: Progress,
+    connect: Connect,
+    workers: int,
+) -> int:
+    """Run `work` (returning rows handled) on every range, on up to `workers` sessions of their own.
+
+    The first failure stops the pool from starting more ranges and is raised once running ones end.
+    """
+    local = threading.local()
+    sessions: list[psycopg.Connection] = []
+    sessions_lock = threading.Lock()
+    failed = threading.Event()
+
+    def session() -> psycopg.Connection:
+        if not hasattr(local, "conn"):
+            local.conn = connect()
+            # The pool is the parallelism: a parallel plan per session would oversubscribe the server.
+            local.conn.execute("SET max_parallel_workers_per_gather = 0")
+            with sessions_lock:
+                sessions.append(local.conn)
+        return local.conn
+
+    def one(block_range: BlockRange) -> int:
+        if failed.is_set():
+            return 0
+        try:
+            rows = work(session(), block_range)
+        except BaseException:
+            failed.set()
+            raise
+        progress.add(rows, block_range.blocks)
+        return rows
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ranges)))) as pool:
+            return sum(pool.map(one, ranges))
+    finally:
+        for conn in sessions:
+            conn.close()
