@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -15,6 +16,7 @@ from psycopg import sql
 from refresh_pipeline.masking.catalog import TableInfo
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 Connect = Callable[[], psycopg.Connection]
 # ~20 MB of heap per range: a few seconds of masking, so progress is logged every few seconds.
 BLOCKS_PER_RANGE = 2500
@@ -58,8 +60,9 @@ def block_ranges(
 class Progress:
     """Thread-safe progress of one long operation, logged at most every `interval` seconds and at the end."""
 
-    def __init__(self, label: str, total_blocks: int, log: Log, interval: float = 3.0) -> None:
+    def __init__(self, label: str, total_blocks: int, log: Log, interval: float = 3.0, unit: str = "rows") -> None:
         self.label = label
+        self.unit = unit
         self.total_blocks = max(1, total_blocks)
         self.log = log
         self.interval = interval
@@ -84,19 +87,21 @@ class Progress:
         done = min(1.0, self.blocks / self.total_blocks)
         eta = elapsed * (1 - done) / done if done else float("nan")
         return (
-            f"{self.label}: {self.rows:,} rows ({done:.0%}), {self.rows / elapsed:,.0f} rows/s, "
+            f"{self.label}: {self.rows:,} {self.unit} ({done:.0%}), {self.rows / elapsed:,.0f} {self.unit}/s, "
             f"{elapsed:.1f} s elapsed, ETA {eta:.0f} s"
         )
 
 
 def run_ranges(
-    ranges: list[BlockRange],
-    work: Callable[[psycopg.Connection, BlockRange], int],
+    items: Sequence[T],
+    work: Callable[[psycopg.Connection, T], int],
     progress: Progress,
     connect: Connect,
     workers: int,
+    blocks: Callable[[T], int] = lambda block_range: block_range.blocks,
 ) -> int:
-    """Run `work` (returning rows handled) on every range, on up to `workers` sessions of their own.
+    """Run `work` (returning rows handled) on every item (block ranges, or anything `blocks` weighs), on
+    up to `workers` sessions of their own.
 
     The first failure stops the pool from starting more ranges and is raised once running ones end.
     """
@@ -114,20 +119,20 @@ def run_ranges(
                 sessions.append(local.conn)
         return local.conn
 
-    def one(block_range: BlockRange) -> int:
+    def one(item: T) -> int:
         if failed.is_set():
             return 0
         try:
-            rows = work(session(), block_range)
+            rows = work(session(), item)
         except BaseException:
             failed.set()
             raise
-        progress.add(rows, block_range.blocks)
+        progress.add(rows, blocks(item))
         return rows
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ranges)))) as pool:
-            return sum(pool.map(one, ranges))
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+            return sum(pool.map(one, items))
     finally:
         for conn in sessions:
             conn.close()

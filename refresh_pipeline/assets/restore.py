@@ -7,11 +7,10 @@ import dagster as dg
 from psycopg import sql
 
 from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
-from refresh_pipeline.audit.fingerprints import record_original_fingerprints
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.runner import count_rows, install_functions
-from refresh_pipeline.masking.value_map import build_value_maps, collect_original_tokens
 from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.state import RestoreRecord
@@ -44,11 +43,16 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             for table, rows in row_counts.items():
                 conn.execute(sql.SQL("INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)"), (table, rows))
         record_baseline(conn)
-        context.log.info(f"collecting the PII of {len(tables)} tables: audit fingerprints and value maps")
-        with conn.transaction():
-            collect_original_tokens(conn, list(tables.values()), policy, log=context.log.info)
-            fingerprints = record_original_fingerprints(conn, list(tables.values()), policy, refresh.key())
-            mapped = build_value_maps(conn, refresh.key())
+        context.log.info(f"reading the PII of {len(tables)} tables: audit fingerprints and value maps")
+        originals = record_originals(
+            conn,
+            list(tables.values()),
+            policy,
+            refresh.key(),
+            connect=lambda: refresh.connect_managed(name),
+            workers=refresh.config().parallelism,
+            log=context.log.info,
+        )
 
     state.write("restored", RestoreRecord(name, record.snapshot_id, datetime.now(UTC).isoformat()))
     return dg.MaterializeResult(
@@ -58,8 +62,8 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "tables": len(tables),
             "rows": sum(row_counts.values()),
             "row_counts": dg.MetadataValue.json(row_counts),
-            "original_fingerprints": fingerprints,
-            "values_mapped": dg.MetadataValue.json(mapped),
+            "original_fingerprints": originals.fingerprints,
+            "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),
         }

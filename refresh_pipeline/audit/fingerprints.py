@@ -6,7 +6,12 @@ from psycopg import sql
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
-from refresh_pipeline.masking.value_map import ORIGINAL_TOKENS, collect_original_tokens, original_tokens_collected
+from refresh_pipeline.masking.value_map import (
+    ALL_ROWS,
+    ORIGINAL_TOKENS,
+    collect_original_tokens,
+    original_tokens_collected,
+)
 
 AUDIT_SCHEMA = "refresh_pipeline_audit"
 # Whole values of columns masked with these are audited too (e.g. a landline no pattern would catch).
@@ -49,38 +54,64 @@ def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
     ]
 
 
+def create_fingerprint_table(conn: psycopg.Connection) -> None:
+    conn.execute(_CREATE)
+
+
+def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey) -> None:
+    """Fingerprint the tokens collected in this session. One statement inserting keys in order, so sessions
+    adding at the same time wait for each other but never deadlock."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
+            "SELECT DISTINCT {fingerprint}, kind FROM {tokens} ORDER BY 1 ON CONFLICT DO NOTHING"
+        ).format(fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")), tokens=sql.Identifier(ORIGINAL_TOKENS)),
+        {"audit_key": key.sql_pads(AUDIT_PURPOSE)},
+    )
+
+
+def fingerprint_whole_values(
+    conn: psycopg.Connection,
+    tables: list[TableInfo],
+    policy: MaskingPolicy,
+    key: MaskingKey,
+    condition: sql.Composable = ALL_ROWS,
+    columns: frozenset[str] | None = None,
+) -> None:
+    """Fingerprint the whole values of masked PII columns (one ordered statement per column)."""
+    params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
+    for table in tables:
+        target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+        for name in _whole_value_columns(policy, table):
+            if columns is not None and name not in columns:
+                continue
+            column = sql.Identifier(name)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
+                    "SELECT DISTINCT {fingerprint}, 'whole' FROM {target} "
+                    "WHERE length(btrim({column})) >= %(min_length)s AND {condition} ORDER BY 1 ON CONFLICT DO NOTHING"
+                ).format(
+                    fingerprint=fingerprint_sql(whole_value_sql(column)),
+                    target=target,
+                    column=column,
+                    condition=condition,
+                ),
+                params,
+            )
+
+
 def record_original_fingerprints(
     conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
-) -> int:
+) -> None:
     """Fingerprint every email, phone and UPI token in every text/JSON/array column of every table (kept
-    columns too), and the whole values of masked PII columns. Returns how many distinct fingerprints."""
-    params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
+    columns too), and the whole values of masked PII columns, in one transaction."""
     with conn.transaction():
         if not original_tokens_collected(conn):
             collect_original_tokens(conn, tables, policy)
-        conn.execute(_CREATE)
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-                "SELECT DISTINCT {fingerprint}, kind FROM {tokens} ON CONFLICT DO NOTHING"
-            ).format(
-                fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")), tokens=sql.Identifier(ORIGINAL_TOKENS)
-            ),
-            params,
-        )
-        for table in tables:
-            target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-            for name in _whole_value_columns(policy, table):
-                column = sql.Identifier(name)
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-                        "SELECT DISTINCT {fingerprint}, 'whole' FROM {target} "
-                        "WHERE length(btrim({column})) >= %(min_length)s ON CONFLICT DO NOTHING"
-                    ).format(fingerprint=fingerprint_sql(whole_value_sql(column)), target=target, column=column),
-                    params,
-                )
-        return conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
+        create_fingerprint_table(conn)
+        fingerprint_tokens(conn, key)
+        fingerprint_whole_values(conn, tables, policy, key)
 
 
 def fingerprints_present(conn: psycopg.Connection) -> bool:

@@ -10,9 +10,10 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.value_map (
     kind text NOT NULL,
     fingerprint bytea NOT NULL,
     masked text NOT NULL,
-    attempts int NOT NULL DEFAULT 0,
+    moved_in_round int NOT NULL DEFAULT 0,  -- last conflict-resolution round that gave it a new value
     PRIMARY KEY (kind, fingerprint)
 );
+ALTER TABLE refresh_pipeline.value_map ADD COLUMN IF NOT EXISTS moved_in_round int NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked);
 
 -- Masking functions are LANGUAGE sql, STABLE (convert_to is) and free of constructs that stop the

@@ -14,6 +14,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 
 ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
 MAX_ROUNDS = 50
+ALL_ROWS = sql.SQL("true")
 Log = Callable[[str], None]
 
 _WHOLE_VALUE = {
@@ -30,29 +31,44 @@ _NEXT_CANDIDATE = {
 }
 
 
-def _distinct_values(table: TableInfo, column: ColumnInfo) -> sql.Composed:
+def create_token_table(conn: psycopg.Connection, drop_at_commit: bool) -> None:
+    """The session's temporary table of plaintext tokens: dropped at commit, or by drop_token_table()."""
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)){}").format(
+            sql.Identifier(ORIGINAL_TOKENS), sql.SQL(" ON COMMIT DROP" if drop_at_commit else "")
+        )
+    )
+
+
+def drop_token_table(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(ORIGINAL_TOKENS)))
+
+
+def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Composable) -> sql.Composed:
     """The column's values as text, each value once: repeated values (a customer's email on every booking)
     are tokenised once. JSON documents are rarely repeated, so they are not de-duplicated first."""
     target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     col = sql.Identifier(column.name)
     distinct = sql.SQL("" if column.is_json else "DISTINCT ")
-    return sql.SQL("(SELECT {distinct}{col}::text AS v FROM {target} WHERE {col} IS NOT NULL)").format(
-        distinct=distinct, col=col, target=target
-    )
+    return sql.SQL(
+        "(SELECT {distinct}{col}::text AS v FROM ONLY {target} WHERE {col} IS NOT NULL AND {condition})"
+    ).format(distinct=distinct, col=col, target=target, condition=condition)
 
 
 def collect_original_tokens(
-    conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, log: Log = lambda _message: None
+    conn: psycopg.Connection,
+    tables: list[TableInfo],
+    policy: MaskingPolicy,
+    log: Log = lambda _message: None,
+    condition: sql.Composable = ALL_ROWS,
+    columns: frozenset[str] | None = None,
 ) -> int:
     """Into a temporary table (dropped at commit, so plaintext never persists): every email, phone and UPI
-    token of every text, JSON and array column, plus the whole values of columns masked as email or phone.
-    Call inside a transaction; returns the number of distinct tokens."""
+    token of every text, JSON and array column, plus the whole values of columns masked as email or phone
+    (of the rows matching `condition`, e.g. one block range; of `columns` only when given). Call inside a
+    transaction; returns the number of distinct tokens."""
     tokens = sql.Identifier(ORIGINAL_TOKENS)
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)) ON COMMIT DROP"
-        ).format(tokens)
-    )
+    create_token_table(conn, drop_at_commit=True)
     # De-duplicating a million values needs more than the default 4 MB to stay off disk.
     conn.execute("SET LOCAL work_mem = '256MB'")
     text_tables = [table for table in tables if any(column.holds_text for column in table.columns)]
@@ -60,13 +76,13 @@ def collect_original_tokens(
         started = time.monotonic()
         rules = policy.tables.get((table.schema, table.name))
         for column in table.columns:
-            if not column.holds_text:
+            if not column.holds_text or (columns is not None and column.name not in columns):
                 continue
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {values} AS src, "
                     "LATERAL refresh_pipeline.pii_tokens(src.v) AS tok ON CONFLICT DO NOTHING"
-                ).format(tokens=tokens, values=_distinct_values(table, column))
+                ).format(tokens=tokens, values=_distinct_values(table, column, condition))
             )
             rule = rules.columns.get(column.name) if rules else None
             if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
@@ -79,7 +95,7 @@ def collect_original_tokens(
                         tokens=tokens,
                         kind=sql.Literal(rule.transform),
                         value=value,
-                        values=_distinct_values(table, column),
+                        values=_distinct_values(table, column, condition),
                     )
                 )
         log(
@@ -93,30 +109,45 @@ def original_tokens_collected(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pg_temp.{ORIGINAL_TOKENS}",)).fetchone()[0]
 
 
-def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
-    """Fill refresh_pipeline.value_map from the collected tokens and resolve every conflict.
+def start_value_maps(conn: psycopg.Connection) -> None:
+    conn.execute("TRUNCATE refresh_pipeline.value_map")
 
-    A candidate that equals some production value, or another original's candidate, moves on to a
-    next keyed candidate until none conflicts; values without conflict keep their candidate, so they
-    mask the same way every week. Returns how many values were mapped per kind.
-    """
+
+def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey) -> None:
+    """Map the collected tokens not mapped yet to their first candidate. One ordered statement per kind, so
+    several sessions may add at once without deadlocking."""
+    params = {"key": key.sql_pads(MASKING_PURPOSE)}
+    for kind in ("email", "phone"):
+        fingerprint = sql.SQL("refresh_pipeline.hmac(%(key)s, 'map:' || {kind} || ':' || token)").format(
+            kind=sql.Literal(kind)
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
+                "SELECT {kind}, fingerprint, {candidate} FROM ("
+                " SELECT token, {fingerprint} AS fingerprint FROM {tokens} WHERE kind = {kind} AND length(token) >= 2"
+                ") AS found WHERE NOT EXISTS (SELECT 1 FROM refresh_pipeline.value_map m"
+                " WHERE m.kind = {kind} AND m.fingerprint = found.fingerprint)"
+                " ORDER BY found.fingerprint ON CONFLICT DO NOTHING"
+            ).format(
+                kind=sql.Literal(kind),
+                fingerprint=fingerprint,
+                candidate=sql.SQL(_FIRST_CANDIDATE[kind]),
+                tokens=sql.Identifier(ORIGINAL_TOKENS),
+            ),
+            params,
+        )
+
+
+def resolve_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
+    """Resolve every conflict once all tokens are mapped: a candidate that equals some production value,
+    or another original's candidate, moves on to a next keyed candidate until none conflicts; values
+    without conflict keep their candidate, so they mask the same way every week. Returns how many values
+    were mapped per kind."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
     mapped = {}
     with conn.transaction():
-        conn.execute("TRUNCATE refresh_pipeline.value_map")
         for kind in ("email", "phone"):
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
-                    "SELECT {kind}, refresh_pipeline.hmac(%(key)s, 'map:' || {kind} || ':' || token), {candidate} "
-                    "FROM {tokens} WHERE kind = {kind} AND length(token) >= 2 ON CONFLICT DO NOTHING"
-                ).format(
-                    kind=sql.Literal(kind),
-                    candidate=sql.SQL(_FIRST_CANDIDATE[kind]),
-                    tokens=sql.Identifier(ORIGINAL_TOKENS),
-                ),
-                params,
-            )
             _resolve_conflicts(conn, kind, params)
             mapped[kind] = conn.execute(
                 "SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = %s", (kind,)
@@ -124,19 +155,32 @@ def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int
     return mapped
 
 
+def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
+    """Fill refresh_pipeline.value_map from the tokens collected in this session and resolve conflicts."""
+    with conn.transaction():
+        start_value_maps(conn)
+        add_value_map_candidates(conn, key)
+    return resolve_value_maps(conn, key)
+
+
 def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, object]) -> None:
+    # Round 1 checks every value; later rounds only those that just moved and any value they now equal
+    # (a value that conflicts with no production value keeps not conflicting).
     move = sql.SQL(
         "WITH moving AS ("
-        " SELECT v.fingerprint FROM refresh_pipeline.value_map v WHERE v.kind = {kind} AND ("
+        " SELECT v.fingerprint FROM refresh_pipeline.value_map v WHERE v.kind = {kind}"
+        " AND (%(round)s = 1 OR v.moved_in_round = %(round)s - 1 OR v.masked IN (SELECT j.masked"
+        "      FROM refresh_pipeline.value_map j WHERE j.kind = v.kind AND j.moved_in_round = %(round)s - 1))"
+        " AND ("
         "  EXISTS (SELECT 1 FROM refresh_pipeline.value_map o WHERE o.kind = v.kind"
         "          AND o.fingerprint = refresh_pipeline.hmac(%(key)s, 'map:' || v.kind || ':' || lower(v.masked)))"
         "  OR EXISTS (SELECT 1 FROM refresh_pipeline.value_map d WHERE d.kind = v.kind AND d.masked = v.masked"
         "             AND d.fingerprint < v.fingerprint)))"
-        " UPDATE refresh_pipeline.value_map v SET masked = {next}, attempts = v.attempts + 1"
+        " UPDATE refresh_pipeline.value_map v SET masked = {next}, moved_in_round = %(round)s"
         " FROM moving m WHERE v.kind = {kind} AND v.fingerprint = m.fingerprint"
     ).format(kind=sql.Literal(kind), next=sql.SQL(_NEXT_CANDIDATE[kind]))
-    for _ in range(MAX_ROUNDS):
-        if conn.execute(move, params).rowcount == 0:
+    for round_number in range(1, MAX_ROUNDS + 1):
+        if conn.execute(move, {**params, "round": round_number}).rowcount == 0:
             return
     raise RefreshError(f"could not find unique masked {kind} values in {MAX_ROUNDS} rounds; the domain is too full.")
 
