@@ -163,3 +163,37 @@ def test_sampling_scans_part_of_the_table(create_database):
         audit = scan_table(conn, read_tables(conn)[("public", "big")], KEY, {"id", "note"}, sample_percent=10)
     assert 0 < audit.rows_scanned < 20000
     assert "sampled 10%" in audit.summary()
+
+
+def test_pooled_audit_in_block_ranges_counts_every_row_like_one_session(create_database):
+    conninfo = create_database("audit_pool")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE tickets (id int PRIMARY KEY, body text, landline text, meta jsonb, tags text[]);"
+            "INSERT INTO tickets SELECT g, CASE WHEN g % 1000 = 0 THEN 'call 98765 43210' ELSE 'late bus' END,"
+            " NULL, jsonb_build_object('from', CASE WHEN g % 500 = 0 THEN 'ravi@gmail.com' ELSE 'nobody' END),"
+            " '{}' FROM generate_series(1, 6000) g"
+        )
+        install_functions(conn)
+        table = read_tables(conn)[("public", "tickets")]
+        record_original_fingerprints(conn, [table], POLICY, KEY)
+        one = scan_table(conn, table, KEY, kept_columns={"id", "body"})
+        messages: list[str] = []
+        many = scan_table(
+            conn,
+            table,
+            KEY,
+            kept_columns={"id", "body"},
+            log=messages.append,
+            connect=lambda: psycopg.connect(conninfo, autocommit=True),
+            workers=2,
+            blocks_per_range=3,
+        )
+    for audit in (one, many):
+        found = {f.column: f for f in audit.findings}
+        assert set(found) == {"body", "meta"}
+        assert (found["body"].known_values, found["body"].patterns) == (6, {"phone": 6}), "every row, not each value"
+        assert (found["meta"].known_values, found["meta"].patterns) == (12, {"email": 12})
+        assert len(found["body"].locations) == len(found["meta"].locations) == 5
+    assert one.findings == many.findings
+    assert any("ETA" in m and "values/s" in m for m in messages)

@@ -1,6 +1,7 @@
 """Scans one masked table for PII, set-based in SQL: originals that survived anywhere (known-value audit)
 and PII-shaped values in columns the policy keeps (pattern audit)."""
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,8 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import MIN_WHOLE_VALUE_LENGTH, fingerprint_sql, fingerprints_present
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 
 MASKED_EMAIL_DOMAIN = "example.com"
@@ -66,47 +68,64 @@ class TableAudit:
 
 
 _KNOWN_VALUES = """
-    SELECT t.location FROM tokens AS t
+    SELECT t.location, t.n FROM tokens AS t
     WHERE NOT t.token = ANY(%(allowlist)s) AND EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
     UNION ALL
-    SELECT s.location FROM src AS s
+    SELECT s.location, s.n FROM src AS s
     WHERE {whole_enabled} AND length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s)
       AND EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {whole_fingerprint})
 """
 # Without fingerprints (already promoted: the audit schema is gone) only the pattern audit runs.
-_NO_KNOWN_VALUES = "SELECT NULL::tid AS location WHERE false"
+_NO_KNOWN_VALUES = "SELECT NULL::tid AS location, 0::bigint AS n WHERE false"
 # Identity numbers are looked for in kept columns only (masked ones hold masked identifiers by design).
 _ID_PATTERNS = """
-    SELECT s.location, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.v) AS f
+    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.v) AS f
     WHERE NOT f.token = ANY(%(allowlist)s)
 """
-_NO_ID_PATTERNS = "SELECT NULL::tid AS location, NULL::text AS detector WHERE false"
+_NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS detector WHERE false"
+# Each distinct value once, with how many rows hold it and the first of them (documents are rarely
+# repeated: those are read row by row).
+_DISTINCT_VALUES = """
+    SELECT min(s.ctid) AS location, count(*) AS n, s.v FROM (
+        SELECT src.ctid, src.{column}::text AS v FROM {target} AS src {sample}
+        WHERE src.{column} IS NOT NULL AND {condition}) AS s
+    GROUP BY s.v
+"""
+_EVERY_VALUE = """
+    SELECT src.ctid AS location, 1::bigint AS n, src.{column}::text AS v FROM {target} AS src {sample}
+    WHERE src.{column} IS NOT NULL AND {condition}
+"""
 
-# One pass of the tokeniser per column; known values and patterns both read its tokens.
+# One pass of the tokeniser per value; known values and patterns both read its tokens.
 _COLUMN_SCAN = """
-WITH src AS MATERIALIZED (
-    SELECT src.ctid AS location, src.{column}::text AS v FROM {target} AS src {sample} WHERE src.{column} IS NOT NULL
-),
+WITH src AS MATERIALIZED ({values}),
 tokens AS MATERIALIZED (
-    SELECT s.location, tok.kind, tok.token FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.v) AS tok
+    SELECT s.location, s.n, tok.kind, tok.token FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.v) AS tok
 ),
 known AS ({known}),
 patterns AS (
-    SELECT location, kind AS detector FROM tokens
+    SELECT location, n, kind AS detector FROM tokens
     WHERE NOT token = ANY(%(allowlist)s)
       AND NOT (kind = 'email' AND token LIKE %(masked_email_pattern)s)
       AND ({patterns_enabled} OR kind = 'email')
     UNION ALL
     {id_patterns}
-)
-SELECT (SELECT count(*) FROM known),
+),
+offending AS (SELECT location FROM known UNION SELECT location FROM patterns)
+SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
+       (SELECT coalesce(sum(n), 0)::bigint FROM known),
        (SELECT coalesce(jsonb_object_agg(detector, n), '{{}}') FROM
-            (SELECT detector, count(*) AS n FROM patterns GROUP BY detector) AS by_detector),
-       (SELECT array_agg(location::text ORDER BY location) FROM
-            (SELECT location FROM known UNION SELECT location FROM patterns ORDER BY location LIMIT %(max_locations)s)
-            AS offending)
+            (SELECT detector, sum(n)::bigint AS n FROM patterns GROUP BY detector) AS by_detector),
+       -- The first rows holding an offending value (looked up only when there is one).
+       CASE WHEN EXISTS (SELECT 1 FROM offending) THEN (
+           SELECT array_agg(l::text ORDER BY l) FROM (
+               SELECT r.ctid AS l FROM {target} AS r
+               WHERE r.{column}::text IN (SELECT s.v FROM src AS s JOIN offending AS o ON o.location = s.location)
+                 AND {condition}
+               ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows)
+       END
 """
 
 
@@ -132,6 +151,34 @@ def normalised_allowlist(conn: psycopg.Connection, allowlist: tuple[str, ...]) -
     return sorted({row[0] for row in rows})
 
 
+@dataclass(frozen=True)
+class _ColumnScan:
+    column: ColumnInfo
+    block_range: BlockRange
+
+    @property
+    def weight(self) -> int:
+        return self.block_range.blocks
+
+
+@dataclass
+class _ColumnTotals:
+    known: int = 0
+    patterns: dict[str, int] = field(default_factory=dict)
+    locations: list[str] = field(default_factory=list)
+
+    def add(self, known: int, patterns: dict[str, int], locations: list[str] | None) -> None:
+        self.known += known
+        for detector, count in patterns.items():
+            self.patterns[detector] = self.patterns.get(detector, 0) + count
+        self.locations = sorted({*self.locations, *(locations or [])}, key=_tid_order)[:MAX_LOCATIONS]
+
+
+def _tid_order(location: str) -> tuple[int, int]:
+    block, offset = location.strip("()").split(",")
+    return int(block), int(offset)
+
+
 def scan_table(
     conn: psycopg.Connection,
     table: TableInfo,
@@ -140,12 +187,17 @@ def scan_table(
     allowlist: tuple[str, ...] = (),
     sample_percent: float | None = None,
     log: Callable[[str], None] = lambda _message: None,
+    connect: Connect | None = None,
+    workers: int = 1,
+    blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> TableAudit:
     """Audit every text, JSON and array column of the table.
 
     Known values: any token (or whole value) whose fingerprint equals an original's fails, in any
     column. Patterns: in `kept_columns` every detector applies; in masked columns only emails outside
-    the masked domain (masked phones are phone-shaped by design).
+    the masked domain (masked phones are phone-shaped by design). Plain columns are scanned value by
+    distinct value; JSON columns block range by block range, spread over `workers` sessions from
+    `connect` when given.
     """
     started = time.monotonic()
     known = fingerprints_present(conn)
@@ -160,25 +212,49 @@ def scan_table(
         "min_length": MIN_WHOLE_VALUE_LENGTH,
         "max_locations": MAX_LOCATIONS,
     }
-    for column in table.columns:
-        if not column.holds_text:
-            continue
-        audit.columns_scanned.append(column.name)
+    columns = [column for column in table.columns if column.holds_text]
+    audit.columns_scanned = [column.name for column in columns]
+    ranges = block_ranges(conn, table, blocks_per_range)
+    whole = BlockRange(0, None, sum(r.blocks for r in ranges))
+    work = [
+        _ColumnScan(column, block_range)
+        for column in columns
+        for block_range in (ranges if column.is_json else [whole])
+    ]
+    work.sort(key=lambda item: -item.weight)
+    totals = {column.name: _ColumnTotals() for column in columns}
+    totals_lock = threading.Lock()
+
+    def scan(session: psycopg.Connection, item: _ColumnScan) -> int:
+        column = item.column
+        values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
+            column=sql.Identifier(column.name), target=target, sample=sample, condition=item.block_range.condition()
+        )
         query = sql.SQL(_COLUMN_SCAN).format(
-            column=sql.Identifier(column.name),
+            values=values,
             target=target,
-            sample=sample,
+            column=sql.Identifier(column.name),
+            condition=item.block_range.condition(),
             known=_known_values_query(known, column.is_text),
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
             id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
         )
-        column_started = time.monotonic()
-        known_count, patterns, locations = conn.execute(query, params).fetchone()
-        log(
-            f"{table.qualified_name}.{column.name}: scanned {rows:,} rows in {time.monotonic() - column_started:.1f} s "
-            f"({len(audit.columns_scanned)} of {sum(c.holds_text for c in table.columns)} columns)"
-        )
-        if known_count or patterns:
-            audit.findings.append(ColumnFindings(column.name, known_count, dict(patterns), tuple(locations or ())))
+        scanned, known_count, patterns, locations = session.execute(query, params).fetchone()
+        with totals_lock:
+            totals[column.name].add(known_count, patterns, locations)
+        return scanned
+
+    label = f"{table.qualified_name}: auditing {len(columns)} column(s)"
+    progress = Progress(label, sum(item.weight for item in work), log, unit="values")
+    if connect is None or workers <= 1:
+        for item in work:
+            progress.add(scan(conn, item), item.weight)
+    else:
+        run_ranges(work, scan, progress, connect, workers, blocks=lambda item: item.weight)
+    for column in columns:
+        found = totals[column.name]
+        if found.known or found.patterns:
+            audit.findings.append(ColumnFindings(column.name, found.known, found.patterns, tuple(found.locations)))
     audit.seconds = time.monotonic() - started
+    log(f"{audit.summary()} in {audit.seconds:.1f} s")
     return audit

@@ -47,6 +47,8 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
                 log=context.log.info,
+                connect=lambda: refresh.connect_managed(restored.database),
+                workers=refresh.config().parallelism,
             )
             restored_rows = conn.execute(
                 "SELECT row_count FROM refresh_pipeline.restored_row_counts WHERE table_name = %s",

@@ -430,9 +430,11 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
 
+-- A token of pii_pattern() holds at most one '@': an email has a '.' after it, a UPI handle none.
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_kind(token text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE WHEN token ~ '@[^@]*\.' THEN 'email' WHEN position('@' IN token) > 0 THEN 'upi' ELSE 'phone' END
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(token, '@') = 0 THEN 'phone'
+                WHEN strpos(substr(token, strpos(token, '@')), '.') > 0 THEN 'email' ELSE 'upi' END
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_token(key bytea, token text) RETURNS text
@@ -580,9 +582,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
                             '(' || refresh_pipeline.pii_pattern() || ')', 'g') AS m
     )
-    SELECT k, CASE k WHEN 'phone' THEN right(regexp_replace(t, '[^0-9]', '', 'g'), 10) ELSE lower(t) END FROM found
+    -- Phone tokens hold only digits, '+', ' ' and '-'.
+    SELECT k, CASE k WHEN 'phone' THEN right(translate(t, '+- ', ''), 10) ELSE lower(t) END FROM found
     UNION ALL
-    SELECT 'phone', right(regexp_replace(split_part(t, '@', 1), '[^0-9]', '', 'g'), 10)
+    SELECT 'phone', right(translate(split_part(t, '@', 1), '+- ', ''), 10)
     FROM found WHERE k = 'upi' AND split_part(t, '@', 1) ~ '^(\+?91|0)?[6-9][0-9]{9}$'
 $$;
 
