@@ -162,7 +162,9 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def our_refresh(server: LocalServer, source: str, work_dir: Path, parallelism: int) -> tuple[list[Measurement], dict]:
+def our_refresh(
+    server: LocalServer, source: str, work_dir: Path, parallelism: int, show_steps: bool = False
+) -> tuple[list[Measurement], dict]:
     """(c) the refresh through the entry point users run: `refresh-pipeline run --config`."""
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -174,6 +176,7 @@ def our_refresh(server: LocalServer, source: str, work_dir: Path, parallelism: i
     env = {**os.environ, "REFRESH_MASKING_KEY": "benchmark-key-0123456789", "DAGSTER_HOME": str(work_dir / "dh")}
     cli = Path(sys.executable).with_name("refresh-pipeline")
     started = time.monotonic()
+    run_started = time.time()
     process = subprocess.Popen([str(cli), "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     sampler = _RssSampler(process.pid)
@@ -188,6 +191,8 @@ def our_refresh(server: LocalServer, source: str, work_dir: Path, parallelism: i
     with dg.DagsterInstance.get() as instance:
         run = instance.get_runs(limit=1)[0]
         starts: dict[str, float] = {}
+        steps: list[tuple[str, float, float]] = []
+        started_at = run_started
         intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for record in instance.all_logs(run.run_id):
             event = record.dagster_event
@@ -197,11 +202,16 @@ def our_refresh(server: LocalServer, source: str, work_dir: Path, parallelism: i
                 starts[record.step_key] = record.timestamp
             elif event.event_type_value == "STEP_SUCCESS":
                 intervals[_phase(record.step_key)].append((starts[record.step_key], record.timestamp))
+                steps.append((record.step_key, starts[record.step_key] - started_at, record.timestamp - started_at))
     all_steps = [interval for phase in intervals.values() for interval in phase]
     measurements = [Measurement(f"(c) {phase}", _union(spans)) for phase, spans in intervals.items()]
     busy = _union(all_steps)
     measurements.append(Measurement("(c) orchestration overhead", max(0.0, wall - busy), note="wall - busy steps"))
     measurements.append(Measurement("(c) full refresh", wall))
+    if show_steps:
+        print("\nsteps (start, end, seconds since the run began):")
+        for step, begin, end in sorted(steps, key=lambda step: step[1]):
+            print(f"  {step:55} {begin:7.1f} {end:7.1f} {end - begin:7.1f}")
     memory = {
         "peak single process MB": sampler.peak_single / 2**20,
         "peak all processes MB": sampler.peak_total / 2**20,
@@ -214,6 +224,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--steps", action="store_true", help="also print each step's start, end and duration")
     args = parser.parse_args()
 
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="refresh_bench_"))
@@ -232,7 +243,7 @@ def main() -> None:
 
         baseline = plain_clone(server, source, root / "dump", args.parallelism)
         naive = naive_update(server, root / "dump", args.parallelism)
-        ours, memory = our_refresh(server, source, root / "refresh", args.parallelism)
+        ours, memory = our_refresh(server, source, root / "refresh", args.parallelism, args.steps)
     finally:
         server.stop()
         if args.work_dir is None:
