@@ -287,3 +287,31 @@ def test_a_failed_swap_leaves_the_table_as_it_was_and_no_staging_behind(create_d
         assert conn.execute("SELECT * FROM contacts ORDER BY id").fetchall() == before
         assert conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0] == 0
         assert _staging_tables(conn) == []
+
+
+def test_only_emails_a_conflict_moved_are_looked_up_and_the_list_goes_with_the_map(create_database):
+    from refresh_pipeline.masking.value_map import build_value_maps, clear_value_maps, collect_original_tokens
+
+    conninfo = create_database("moved_emails")
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        taken = conn.execute("SELECT refresh_pipeline.email_candidate(%s, 'a@mail.in')", (pads,)).fetchone()[0]
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people VALUES (1, 'a@mail.in'), (2, 'b@mail.in'), (3, %s)", (taken,))
+        tables = list(read_tables(conn).values())
+        with conn.transaction():
+            collect_original_tokens(conn, tables, parse_policy("tables:\n  people:\n    id: keep\n    email: email\n"))
+            build_value_maps(conn, KEY)
+        moved = conn.execute("SELECT cardinality(refresh_pipeline.moved_emails())").fetchone()[0]
+        a, b = conn.execute(
+            "SELECT refresh_pipeline.mask_email(%s, 'a@mail.in'), refresh_pipeline.mask_email(%s, 'b@mail.in')",
+            (pads, pads),
+        ).fetchone()
+        b_first = conn.execute("SELECT refresh_pipeline.email_candidate(%s, 'b@mail.in')", (pads,)).fetchone()[0]
+        clear_value_maps(conn)
+        cleared = conn.execute("SELECT refresh_pipeline.moved_emails() IS NULL").fetchone()[0]
+    assert moved == 1, "only a@mail.in, whose first candidate is a production value, moved"
+    assert a != taken and a.endswith("@example.com")
+    assert b == b_first, "an email without conflict keeps its first candidate"
+    assert cleared, "no fingerprint of a production value stays behind for staging"

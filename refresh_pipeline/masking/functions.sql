@@ -15,6 +15,13 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.value_map (
 );
 ALTER TABLE refresh_pipeline.value_map ADD COLUMN IF NOT EXISTS moved_in_round int NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked);
+-- Lookups while masking read the index alone (the map is vacuumed once built).
+CREATE UNIQUE INDEX IF NOT EXISTS value_map_lookup ON refresh_pipeline.value_map (fingerprint, kind) INCLUDE (masked);
+
+-- Fingerprints of the emails whose masked value is not their first candidate (a conflict moved them), so
+-- only those need a lookup; NULL means "look every email up". Rewritten by each refresh's value map.
+CREATE OR REPLACE FUNCTION refresh_pipeline.moved_emails() RETURNS bytea[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT NULL::bytea[] $$;
 
 -- Masking functions are LANGUAGE sql, STABLE (convert_to is) and free of constructs that stop the
 -- planner from inlining them (ARRAY[...] or CASE in a STRICT function, STABLE calls in an IMMUTABLE
@@ -254,13 +261,22 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.email_candidate(key bytea, normalise
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT refresh_pipeline.hmac_letters(key, 'email:' || normalised, 16) || '@example.com' $$;
 
--- The masked form of a normalised (trimmed, lower-case) email.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_email(key bytea, normalised text) RETURNS text
+CREATE OR REPLACE FUNCTION refresh_pipeline.looked_up_email(key bytea, normalised text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(
         (SELECT masked FROM refresh_pipeline.value_map
          WHERE kind = 'email' AND fingerprint = refresh_pipeline.hmac(key, 'map:email:' || normalised)),
         refresh_pipeline.email_candidate(key, normalised))
+$$;
+
+-- The masked form of a normalised (trimmed, lower-case) email: its value-map entry, which is its first
+-- candidate unless a conflict moved it. Free of subqueries, so it inlines; only moved emails are looked up.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_email(key bytea, normalised text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN refresh_pipeline.moved_emails() IS NULL
+                  OR refresh_pipeline.hmac(key, 'map:email:' || normalised) = ANY(refresh_pipeline.moved_emails())
+                THEN refresh_pipeline.looked_up_email(key, normalised)
+                ELSE refresh_pipeline.email_candidate(key, normalised) END
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text

@@ -14,6 +14,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 
 ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
 MAX_ROUNDS = 50
+MAX_MOVED_LISTED = 10_000
 ALL_ROWS = sql.SQL("true")
 Log = Callable[[str], None]
 
@@ -26,7 +27,9 @@ _FIRST_CANDIDATE = {
     "phone": "refresh_pipeline.phone_candidate(%(key)s, token)",
 }
 _NEXT_CANDIDATE = {
-    "email": "refresh_pipeline.email_candidate(%(key)s, v.masked)",
+    # Not email_candidate(masked): a value moved because its candidate equals an original would then take
+    # that original's own first candidate, and move it too.
+    "email": "refresh_pipeline.hmac_letters(%(key)s, 'email:retry:' || v.masked, 16) || '@example.com'",
     "phone": "left(v.masked, 1) || refresh_pipeline.fpe_digits(%(key)s, substr(v.masked, 2), 'phone:retry')",
 }
 
@@ -111,6 +114,7 @@ def original_tokens_collected(conn: psycopg.Connection) -> bool:
 
 def start_value_maps(conn: psycopg.Connection) -> None:
     conn.execute("TRUNCATE refresh_pipeline.value_map")
+    _define_moved_emails(conn, sql.SQL("NULL"))
 
 
 def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey) -> None:
@@ -152,7 +156,35 @@ def resolve_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, i
             mapped[kind] = conn.execute(
                 "SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = %s", (kind,)
             ).fetchone()[0]
+        _publish_moved_emails(conn)
+    if not conn.info.transaction_status:  # VACUUM cannot run inside a caller's transaction
+        conn.execute("VACUUM (ANALYZE) refresh_pipeline.value_map")
     return mapped
+
+
+def _publish_moved_emails(conn: psycopg.Connection) -> None:
+    """Name the few emails a conflict moved in refresh_pipeline.moved_emails(); every other email masks to
+    its first candidate without a lookup. Past MAX_MOVED_LISTED, every email is looked up."""
+    moved = (
+        conn.execute(
+            "SELECT array_agg(fingerprint ORDER BY fingerprint) FROM ("
+            " SELECT fingerprint FROM refresh_pipeline.value_map WHERE kind = 'email' AND moved_in_round > 0"
+            " LIMIT %s) AS m",
+            (MAX_MOVED_LISTED + 1,),
+        ).fetchone()[0]
+        or []
+    )
+    listed = sql.SQL("NULL") if len(moved) > MAX_MOVED_LISTED else sql.Literal(moved)
+    _define_moved_emails(conn, listed)
+
+
+def _define_moved_emails(conn: psycopg.Connection, value: sql.Composable) -> None:
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION refresh_pipeline.moved_emails() RETURNS bytea[] "
+            "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT {}::bytea[] $fn$"
+        ).format(value)
+    )
 
 
 def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
@@ -188,3 +220,4 @@ def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, ob
 def clear_value_maps(conn: psycopg.Connection) -> None:
     """Empty the map before promotion: staging needs no fingerprints of production values."""
     conn.execute("TRUNCATE refresh_pipeline.value_map")
+    _define_moved_emails(conn, sql.SQL("NULL"))
