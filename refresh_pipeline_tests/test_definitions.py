@@ -70,3 +70,17 @@ def test_masking_key_comes_from_the_environment_not_the_config(config_path):
     resource = build_definitions(config_path).resources["refresh"]
     assert isinstance(resource.masking_key, dg.EnvVar)
     assert resource.masking_key.env_var_name == "REFRESH_MASKING_KEY"
+
+
+def test_the_heaviest_tables_masking_and_audit_steps_are_started_first(config_path):
+    job = build_definitions(config_path).resolve_job_def(WEEKLY_REFRESH_JOB)
+    priority = {
+        name: int(node.definition.tags.get("dagster/priority", 0))
+        for name, node in job.graph.node_dict.items()
+        if name.startswith("masked__")
+    }
+    # Demo policy: payments has JSON paths, support_tickets free text, customers seven columns, bookings one.
+    masks = sorted((name for name in priority if not name.endswith(NO_PII_CHECK)), key=lambda name: -priority[name])
+    assert masks[:4] == ["masked__payments", "masked__support_tickets", "masked__customers", "masked__bookings"]
+    assert priority["masked__routes"] == 0
+    assert priority[f"masked__payments_{NO_PII_CHECK}"] == priority["masked__payments"]

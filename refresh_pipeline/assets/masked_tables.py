@@ -3,6 +3,7 @@
 import dagster as dg
 
 from refresh_pipeline.assets.keys import MASKING_GROUP, RESTORED_INSTANCE, masked_table_key
+from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.resources import RefreshResource
@@ -24,6 +25,7 @@ def _masked_table_asset(table: TablePolicy) -> dg.AssetsDefinition:
         group_name=MASKING_GROUP,
         description=description,
         pool=MASKING_POOL,
+        op_tags=priority_tags(table),
         kinds={"postgres"},
         tags={"refresh_pipeline/table": table.qualified_name.replace(".", "__")},
     )

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
+from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
@@ -21,6 +22,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
         asset=masked_table_key(table),
         name=NO_PII_CHECK,
         blocking=True,
+        op_tags=priority_tags(table),
         description=(
             f"No production email, phone or UPI handle survives anywhere in {table.qualified_name} (keyed "
             "fingerprints of the originals), no email outside the masked domain, the table is masked per the "
