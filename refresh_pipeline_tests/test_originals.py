@@ -69,3 +69,18 @@ def test_pool_of_sessions_records_what_one_session_records(create_database):
     assert _recorded(single) == _recorded(pooled)
     assert leftovers == 0, "the plaintext token tables are gone with their sessions' work"
     assert "(100%)" in messages[-1] and "ETA" in messages[-1] and "tokens/s" in messages[-1]
+
+
+def test_values_only_a_partitioned_table_holds_are_read_too(create_database):
+    conninfo = create_database("originals_partitioned")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE events (id int, day date, payload jsonb) PARTITION BY RANGE (day);"
+            "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+            'INSERT INTO events VALUES (1, \'2025-03-01\', \'{"to": "only.here@mail.in", "sms": "9811122233"}\')'
+        )
+        install_functions(conn)
+        policy = parse_policy("tables:\n  events:\n    id: keep\n    day: keep\n    payload: {json: {'$.to': email}}\n")
+        recorded = record_originals(conn, list(read_tables(conn).values()), policy, KEY)
+    assert recorded.values_mapped == {"email": 1, "phone": 1}
+    assert recorded.fingerprints >= 2

@@ -53,9 +53,10 @@ def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Compos
     target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     col = sql.Identifier(column.name)
     distinct = sql.SQL("" if column.is_json else "DISTINCT ")
-    return sql.SQL(
-        "(SELECT {distinct}{col}::text AS v FROM ONLY {target} WHERE {col} IS NOT NULL AND {condition})"
-    ).format(distinct=distinct, col=col, target=target, condition=condition)
+    # Not ONLY: a partitioned table's rows live in its partitions.
+    return sql.SQL("(SELECT {distinct}{col}::text AS v FROM {target} WHERE {col} IS NOT NULL AND {condition})").format(
+        distinct=distinct, col=col, target=target, condition=condition
+    )
 
 
 def collect_original_tokens(
