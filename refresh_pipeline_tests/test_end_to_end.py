@@ -53,8 +53,15 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
     with psycopg.connect(staging_dsn) as conn:
         audit_schema = conn.execute("SELECT to_regnamespace('refresh_pipeline_audit')").fetchone()[0]
         mapped = conn.execute("SELECT count(*) FROM refresh_pipeline.value_map").fetchone()[0]
+        moved_listed = conn.execute("SELECT refresh_pipeline.moved_emails()").fetchone()[0]
+        scratch = conn.execute(
+            "SELECT array_agg(relname) FROM pg_class WHERE relnamespace = 'refresh_pipeline'::regnamespace "
+            "AND relkind = 'r' AND relname NOT IN ('value_map', 'masked_tables', 'restored_row_counts', "
+            "'restored_constraints', 'restored_indexes', 'restored_sequences', 'restored_comments')"
+        ).fetchone()[0]
     assert audit_schema is None, "fingerprints must not reach the promoted database"
-    assert mapped == 0, "nor the value map's fingerprints of production values"
+    assert mapped == 0 and moved_listed is None, "nor the value map's fingerprints of production values"
+    assert scratch is None, "no scratch table (plaintext tokens, staged rows) reaches the promoted database"
 
 
 def test_staging_service_name_reaches_the_promoted_database(demo_source, write_config):

@@ -62,13 +62,13 @@ def test_pool_of_sessions_records_what_one_session_records(create_database):
             blocks_per_range=5,
         )
         leftovers = conn.execute(
-            "SELECT count(*) FROM pg_class WHERE relname = 'refresh_pipeline_original_tokens'"
+            "SELECT count(*) FROM pg_class WHERE relname IN ('refresh_pipeline_original_tokens', 'original_tokens')"
         ).fetchone()[0]
     assert one == many
     assert many.values_mapped == {"email": 3000, "phone": 3000}
     assert _recorded(single) == _recorded(pooled)
-    assert leftovers == 0, "the plaintext token tables are gone with their sessions' work"
-    assert "(100%)" in messages[-1] and "ETA" in messages[-1] and "tokens/s" in messages[-1]
+    assert leftovers == 0, "the plaintext token tables are gone"
+    assert any("(100%)" in m and "ETA" in m and "tokens/s" in m for m in messages)
 
 
 def test_values_only_a_partitioned_table_holds_are_read_too(create_database):

@@ -15,7 +15,9 @@ from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
+from refresh_pipeline.masking.originals import drop_scratch_tokens
 from refresh_pipeline.masking.policy import MaskingPolicy
+from refresh_pipeline.masking.runner import drop_leftover_staging
 from refresh_pipeline.masking.value_map import clear_value_maps
 from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.reporting import write_audit_report
@@ -64,6 +66,8 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 raise RefreshError(describe_uncovered(uncovered, refresh.policy().source))
             drop_fingerprints(conn)
             clear_value_maps(conn)
+            drop_scratch_tokens(conn)
+            drop_leftover_staging(conn)
             conn.execute("ANALYZE")
         previous = platform.promoted()
         platform.promote(restored.database)

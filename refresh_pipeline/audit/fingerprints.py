@@ -58,14 +58,18 @@ def create_fingerprint_table(conn: psycopg.Connection) -> None:
     conn.execute(_CREATE)
 
 
-def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey) -> None:
-    """Fingerprint the tokens collected in this session. One statement inserting keys in order, so sessions
-    adding at the same time wait for each other but never deadlock."""
+def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey, source: sql.Composable | None = None) -> None:
+    """Fingerprint collected tokens: `source` yields (kind, token) rows (default: this session's temporary
+    token table). One statement inserting keys in order, so sessions adding at the same time wait for each
+    other but never deadlock."""
     conn.execute(
         sql.SQL(
             "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-            "SELECT DISTINCT {fingerprint}, kind FROM {tokens} ORDER BY 1 ON CONFLICT DO NOTHING"
-        ).format(fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")), tokens=sql.Identifier(ORIGINAL_TOKENS)),
+            "SELECT DISTINCT {fingerprint}, kind FROM {tokens} AS t ORDER BY 1 ON CONFLICT DO NOTHING"
+        ).format(
+            fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")),
+            tokens=source if source is not None else sql.Identifier(ORIGINAL_TOKENS),
+        ),
         {"audit_key": key.sql_pads(AUDIT_PURPOSE)},
     )
 

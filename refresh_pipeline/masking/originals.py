@@ -1,12 +1,16 @@
 """Reads the restored database's PII once, before anything is masked: keyed audit fingerprints and value-map
-candidates, block range by block range on a pool of sessions, then the value-map conflicts resolved."""
+candidates. Tokens are collected block range by block range on a pool of sessions into a scratch table,
+then each distinct token is fingerprinted and mapped once (in shares, on the same pool), and the value-map
+conflicts are resolved."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import create_fingerprint_table, fingerprint_tokens, fingerprint_whole_values
 from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
@@ -16,13 +20,15 @@ from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.value_map import (
     add_value_map_candidates,
     collect_original_tokens,
-    create_token_table,
-    drop_token_table,
     resolve_value_maps,
     start_value_maps,
 )
 
 Log = Callable[[str], None]
+# Plaintext tokens, on the restored database only (which holds production data until masked anyway):
+# unlogged, dropped before record_originals returns, also on failure, and again before promotion.
+SCRATCH_TABLE = "original_tokens"
+SCRATCH = sql.SQL("refresh_pipeline.{}").format(sql.Identifier(SCRATCH_TABLE))
 
 
 @dataclass(frozen=True)
@@ -42,22 +48,13 @@ class OriginalsRecorded:
     values_mapped: dict[str, int]
 
 
-def record_originals(
-    conn: psycopg.Connection,
-    tables: list[TableInfo],
-    policy: MaskingPolicy,
-    key: MaskingKey,
-    connect: Connect | None = None,
-    workers: int = 1,
-    log: Log = lambda _message: None,
-    blocks_per_range: int = BLOCKS_PER_RANGE,
-) -> OriginalsRecorded:
-    """Each block range is read in one transaction whose temporary token table is dropped at commit, so no
-    plaintext outlives it; several sessions (from `connect`) may add fingerprints and candidates at once."""
-    create_fingerprint_table(conn)
-    start_value_maps(conn)
-    # Plain columns are read whole, so each repeated value is tokenised once; JSON documents (rarely
-    # repeated, and the most expensive to tokenise) are read in block ranges, spread over the pool.
+def drop_scratch_tokens(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
+
+
+def _work(conn: psycopg.Connection, tables: list[TableInfo], blocks_per_range: int) -> list[_Item]:
+    """Plain columns are read whole, so each repeated value is tokenised once; JSON documents (rarely
+    repeated, and the most expensive to tokenise) in block ranges. Biggest first: the pool ends together."""
     work = []
     for table in tables:
         ranges = block_ranges(conn, table, blocks_per_range)
@@ -68,30 +65,68 @@ def record_originals(
             if column.holds_text
             for block_range in (ranges if column.is_json else [whole])
         ]
-    work.sort(key=lambda item: -item.weight)  # biggest first: the pool ends about together
-    progress = Progress("reading production PII", sum(item.weight for item in work), log, unit="tokens")
+    return sorted(work, key=lambda item: -item.weight)
 
-    def read(session: psycopg.Connection, item: _Item) -> int:
-        condition = item.block_range.condition()
-        # Kept for the session rather than dropped at commit: the inserts below commit one by one, as one
-        # transaction holding many new keys could deadlock with another session's.
-        create_token_table(session, drop_at_commit=False)
-        try:
+
+def _share(share: int, shares: int) -> sql.Composed:
+    """The distinct tokens of one share: a token always falls in the same share, so shares never overlap."""
+    return sql.SQL("(SELECT DISTINCT kind, token FROM {} WHERE abs(hashtext(token)) %% {} = {})").format(
+        SCRATCH, sql.Literal(shares), sql.Literal(share)
+    )
+
+
+def record_originals(
+    conn: psycopg.Connection,
+    tables: list[TableInfo],
+    policy: MaskingPolicy,
+    key: MaskingKey,
+    connect: Connect | None = None,
+    workers: int = 1,
+    log: Log = lambda _message: None,
+    blocks_per_range: int = BLOCKS_PER_RANGE,
+) -> OriginalsRecorded:
+    """Record fingerprints and value-map candidates of every production token; sessions from `connect`
+    (up to `workers`) share the work, or `conn` does it alone."""
+    create_fingerprint_table(conn)
+    start_value_maps(conn)
+    drop_scratch_tokens(conn)
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL)").format(SCRATCH))
+    pooled = connect is not None and workers > 1
+    try:
+        work = _work(conn, tables, blocks_per_range)
+        reading = Progress("reading production PII", sum(item.weight for item in work), log, unit="tokens")
+
+        def read(session: psycopg.Connection, item: _Item) -> int:
+            condition = item.block_range.condition()
             with session.transaction():
                 tokens = collect_original_tokens(
-                    session, [item.table], policy, condition=condition, columns=item.columns
+                    session, [item.table], policy, condition=condition, columns=item.columns, into=SCRATCH
                 )
-            fingerprint_tokens(session, key)
             fingerprint_whole_values(session, [item.table], policy, key, condition=condition, columns=item.columns)
-            add_value_map_candidates(session, key)
-        finally:
-            drop_token_table(session)
-        return tokens
+            return tokens
 
-    if connect is None or workers <= 1:
-        for item in work:
-            progress.add(read(conn, item), item.weight)
-    else:
-        run_ranges(work, read, progress, connect, workers, blocks=lambda item: item.weight)
+        shares = max(1, workers) if pooled else 1
+
+        def digest(session: psycopg.Connection, share: int) -> int:
+            with session.transaction():
+                session.execute("SET LOCAL work_mem = '256MB'")
+                fingerprint_tokens(session, key, source=_share(share, shares))
+                add_value_map_candidates(session, key, source=_share(share, shares))
+            return 1
+
+        if pooled:
+            run_ranges(work, read, reading, connect, workers, blocks=lambda item: item.weight)
+        else:
+            for item in work:
+                reading.add(read(conn, item), item.weight)
+        started = time.monotonic()
+        if pooled:
+            quiet = Progress("", shares, lambda _message: None)
+            run_ranges(list(range(shares)), digest, quiet, connect, workers, blocks=lambda _share: 1)
+        else:
+            digest(conn, 0)
+        log(f"each distinct token fingerprinted and mapped once in {time.monotonic() - started:.1f} s")
+    finally:
+        drop_scratch_tokens(conn)
     fingerprints = conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
     return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key))

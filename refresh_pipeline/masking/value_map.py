@@ -66,13 +66,16 @@ def collect_original_tokens(
     log: Log = lambda _message: None,
     condition: sql.Composable = ALL_ROWS,
     columns: frozenset[str] | None = None,
+    into: sql.Composable | None = None,
 ) -> int:
-    """Into a temporary table (dropped at commit, so plaintext never persists): every email, phone and UPI
-    token of every text, JSON and array column, plus the whole values of columns masked as email or phone
-    (of the rows matching `condition`, e.g. one block range; of `columns` only when given). Call inside a
-    transaction; returns the number of distinct tokens."""
-    tokens = sql.Identifier(ORIGINAL_TOKENS)
-    create_token_table(conn, drop_at_commit=True)
+    """Into a temporary table (dropped at commit, so plaintext never persists), or `into`: every email,
+    phone and UPI token of every text, JSON and array column, plus the whole values of columns masked as
+    email or phone (of the rows matching `condition`, e.g. one block range; of `columns` only when
+    given). Call inside a transaction; returns how many token rows were added."""
+    if into is None:
+        create_token_table(conn, drop_at_commit=True)
+    tokens = into if into is not None else sql.Identifier(ORIGINAL_TOKENS)
+    added = 0
     # De-duplicating a million values needs more than the default 4 MB to stay off disk.
     conn.execute("SET LOCAL work_mem = '256MB'")
     text_tables = [table for table in tables if any(column.holds_text for column in table.columns)]
@@ -82,16 +85,16 @@ def collect_original_tokens(
         for column in table.columns:
             if not column.holds_text or (columns is not None and column.name not in columns):
                 continue
-            conn.execute(
+            added += conn.execute(
                 sql.SQL(
                     "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {values} AS src, "
                     "LATERAL refresh_pipeline.pii_tokens(src.v) AS tok ON CONFLICT DO NOTHING"
                 ).format(tokens=tokens, values=_distinct_values(table, column, condition))
-            )
+            ).rowcount
             rule = rules.columns.get(column.name) if rules else None
             if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
                 value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=sql.Identifier("v"))
-                conn.execute(
+                added += conn.execute(
                     sql.SQL(
                         "INSERT INTO {tokens} SELECT DISTINCT {kind}, {value} FROM {values} AS src "
                         "WHERE {value} <> '' ON CONFLICT DO NOTHING"
@@ -101,12 +104,12 @@ def collect_original_tokens(
                         value=value,
                         values=_distinct_values(table, column, condition),
                     )
-                )
+                ).rowcount
         log(
             f"{table.qualified_name}: PII tokens collected in {time.monotonic() - started:.1f} s "
             f"({position} of {len(text_tables)} tables with text)"
         )
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(tokens)).fetchone()[0]
+    return added
 
 
 def original_tokens_collected(conn: psycopg.Connection) -> bool:
@@ -118,10 +121,12 @@ def start_value_maps(conn: psycopg.Connection) -> None:
     _define_moved_emails(conn, sql.SQL("NULL"))
 
 
-def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey) -> None:
+def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: sql.Composable | None = None) -> None:
     """Map the collected tokens not mapped yet to their first candidate. One ordered statement per kind, so
-    several sessions may add at once without deadlocking."""
+    several sessions may add at once without deadlocking. `source` yields distinct (kind, token) rows
+    (default: this session's temporary token table)."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
+    tokens = source if source is not None else sql.Identifier(ORIGINAL_TOKENS)
     for kind in ("email", "phone"):
         fingerprint = sql.SQL("refresh_pipeline.hmac(%(key)s, 'map:' || {kind} || ':' || token)").format(
             kind=sql.Literal(kind)
@@ -130,7 +135,8 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey) -> None:
             sql.SQL(
                 "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
                 "SELECT {kind}, fingerprint, {candidate} FROM ("
-                " SELECT token, {fingerprint} AS fingerprint FROM {tokens} WHERE kind = {kind} AND length(token) >= 2"
+                " SELECT token, {fingerprint} AS fingerprint FROM {tokens} AS t"
+                " WHERE kind = {kind} AND length(token) >= 2"
                 ") AS found WHERE NOT EXISTS (SELECT 1 FROM refresh_pipeline.value_map m"
                 " WHERE m.kind = {kind} AND m.fingerprint = found.fingerprint)"
                 " ORDER BY found.fingerprint ON CONFLICT DO NOTHING"
@@ -138,7 +144,7 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey) -> None:
                 kind=sql.Literal(kind),
                 fingerprint=fingerprint,
                 candidate=sql.SQL(_FIRST_CANDIDATE[kind]),
-                tokens=sql.Identifier(ORIGINAL_TOKENS),
+                tokens=tokens,
             ),
             params,
         )
