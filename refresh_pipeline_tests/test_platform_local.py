@@ -146,3 +146,14 @@ def test_embedded_server_says_when_its_port_is_taken(test_root, pg_server):
     with pytest.raises(RefreshError, match=f"port {pg_server.port} on 127.0.0.1 is taken"):
         server.ensure_running()
     shutil.rmtree(test_root / "port_clash", ignore_errors=True)
+
+
+def test_embedded_server_is_sized_for_fingerprint_and_value_map_probes(pg_server):
+    from refresh_pipeline.platforms.local_server import _shared_buffers_mb
+
+    with psycopg.connect(pg_server.dsn()) as conn:
+        pages, unit = conn.execute(
+            "SELECT setting::bigint, unit FROM pg_settings WHERE name = 'shared_buffers'"
+        ).fetchone()
+    assert unit == "8kB"
+    assert pages * 8 // 1024 == _shared_buffers_mb() >= 128

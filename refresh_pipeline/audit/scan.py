@@ -3,6 +3,7 @@ and PII-shaped values in columns the policy keeps (pattern audit)."""
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,18 +68,21 @@ class TableAudit:
         return f"{self.table}: PII left in " + "; ".join(f.describe() for f in self.findings)
 
 
-_KNOWN_VALUES = """
-    SELECT t.location, t.n FROM tokens AS t
-    WHERE NOT t.token = ANY(%(allowlist)s) AND EXISTS (
-        SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
-    UNION ALL
+# Whole values, one fingerprint per distinct value. Tokens are saved to a scratch table instead and
+# checked once per distinct token across the whole table (_KNOWN_TOKENS).
+_KNOWN_WHOLE_VALUES = """
     SELECT s.location, s.n FROM src AS s
-    WHERE {whole_enabled} AND length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s)
+    WHERE length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s)
       AND EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {whole_fingerprint})
 """
 # Without fingerprints (already promoted: the audit schema is gone) only the pattern audit runs.
 _NO_KNOWN_VALUES = "SELECT NULL::tid AS location, 0::bigint AS n WHERE false"
+_SAVE_TOKENS = """
+    INSERT INTO {scratch} (column_name, kind, token, n, location)
+    SELECT {column_name}, kind, token, n, location FROM tokens WHERE NOT token = ANY(%(allowlist)s) RETURNING 1
+"""
+_NO_SAVE = "SELECT 1 WHERE false"
 # Identity numbers are looked for in kept columns only (masked ones hold masked identifiers by design).
 _ID_PATTERNS = """
     SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.v) AS f
@@ -104,6 +108,7 @@ WITH src AS MATERIALIZED ({values}),
 tokens AS MATERIALIZED (
     SELECT s.location, s.n, tok.kind, tok.token FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.v) AS tok
 ),
+saved AS ({save_tokens}),
 known AS ({known}),
 patterns AS (
     SELECT location, n, kind AS detector FROM tokens
@@ -127,15 +132,36 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
                ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows)
        END
 """
+# Each distinct saved token (of one share of them) fingerprinted once, for all columns at once; per
+# column, the rows holding a match counted and a few of them named.
+_KNOWN_TOKENS = """
+WITH hit AS MATERIALIZED (
+    SELECT d.column_name, d.kind, d.token FROM (
+        SELECT DISTINCT column_name, kind, token FROM {scratch}
+        WHERE abs(hashtext(token)) %% {shares} = {share}) AS d
+    WHERE EXISTS (
+        SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
+)
+SELECT s.column_name, sum(s.n)::bigint, (array_agg(s.location ORDER BY s.location))[1:%(max_locations)s]::text[]
+FROM {scratch} AS s
+WHERE EXISTS (SELECT 1 FROM hit)  -- evaluated once: no match, no second read of the scratch table
+  AND (s.column_name, s.kind, s.token) IN (SELECT column_name, kind, token FROM hit)
+GROUP BY s.column_name
+"""
+# The first rows holding the same value as any of the given rows.
+_FIRST_ROWS = """
+SELECT array_agg(l::text ORDER BY l) FROM (
+    SELECT r.ctid AS l FROM {target} AS r
+    WHERE r.{column}::text IN (SELECT o.{column}::text FROM {target} AS o WHERE o.ctid = ANY(%(rows)s::tid[]))
+    ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows
+"""
 
 
 def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composable:
-    if not fingerprints_exist:
+    if not (fingerprints_exist and is_text):
         return sql.SQL(_NO_KNOWN_VALUES)
-    return sql.SQL(_KNOWN_VALUES).format(
-        whole_enabled=sql.SQL("true" if is_text else "false"),
-        token_fingerprint=fingerprint_sql(sql.SQL("t.kind || ':' || t.token")),
-        whole_fingerprint=fingerprint_sql(sql.SQL("'whole:' || lower(btrim(s.v))")),
+    return sql.SQL(_KNOWN_WHOLE_VALUES).format(
+        whole_fingerprint=fingerprint_sql(sql.SQL("'whole:' || lower(btrim(s.v))"))
     )
 
 
@@ -224,6 +250,7 @@ def scan_table(
     work.sort(key=lambda item: -item.weight)
     totals = {column.name: _ColumnTotals() for column in columns}
     totals_lock = threading.Lock()
+    scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
     def scan(session: psycopg.Connection, item: _ColumnScan) -> int:
         column = item.column
@@ -236,6 +263,9 @@ def scan_table(
             column=sql.Identifier(column.name),
             condition=item.block_range.condition(),
             known=_known_values_query(known, column.is_text),
+            save_tokens=sql.SQL(_SAVE_TOKENS if known else _NO_SAVE).format(
+                scratch=scratch, column_name=sql.Literal(column.name)
+            ),
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
             id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
         )
@@ -244,13 +274,52 @@ def scan_table(
             totals[column.name].add(known_count, patterns, locations)
         return scanned
 
+    shares = max(1, workers) if connect is not None else 1
+
+    def check_tokens(session: psycopg.Connection, share: int) -> int:
+        query = sql.SQL(_KNOWN_TOKENS).format(
+            scratch=scratch,
+            shares=sql.Literal(shares),
+            share=sql.Literal(share),
+            token_fingerprint=fingerprint_sql(sql.SQL("d.kind || ':' || d.token")),
+        )
+        with session.transaction():
+            session.execute("SET LOCAL work_mem = '256MB'")
+            found = session.execute(query, params).fetchall()
+        for name, known_count, rows in found:
+            column = sql.Identifier(name)
+            first_rows = sql.SQL(_FIRST_ROWS).format(target=target, column=column)
+            locations = session.execute(first_rows, {**params, "rows": rows}).fetchone()[0]
+            with totals_lock:
+                totals[name].add(known_count, {}, locations)
+        return 0
+
     label = f"{table.qualified_name}: auditing {len(columns)} column(s)"
     progress = Progress(label, sum(item.weight for item in work), log, unit="values")
-    if connect is None or workers <= 1:
-        for item in work:
-            progress.add(scan(conn, item), item.weight)
-    else:
-        run_ranges(work, scan, progress, connect, workers, blocks=lambda item: item.weight)
+    token_checks = list(range(shares)) if known else []
+    if known:
+        conn.execute(
+            sql.SQL(
+                "CREATE UNLOGGED TABLE {} (column_name text, kind text, token text, n bigint, location tid)"
+            ).format(scratch)
+        )
+    try:
+        if connect is None or workers <= 1:
+            for item in work:
+                progress.add(scan(conn, item), item.weight)
+            if known:
+                conn.execute(sql.SQL("ANALYZE {}").format(scratch))
+            for check in token_checks:
+                check_tokens(conn, check)
+        else:
+            run_ranges(work, scan, progress, connect, workers, blocks=lambda item: item.weight)
+            if known:
+                conn.execute(sql.SQL("ANALYZE {}").format(scratch))
+            quiet = Progress("", len(token_checks), lambda _message: None)
+            run_ranges(token_checks, check_tokens, quiet, connect, workers, blocks=lambda _check: 1)
+    finally:
+        if known:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
     for column in columns:
         found = totals[column.name]
         if found.known or found.patterns:
