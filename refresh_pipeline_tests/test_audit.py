@@ -189,15 +189,15 @@ def test_pooled_audit_in_block_ranges_counts_every_row_like_one_session(create_d
             workers=2,
             blocks_per_range=3,
         )
+        scratch = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'refresh_pipeline_audit' AND tablename LIKE 'tokens%'"
+        ).fetchone()[0]
     for audit in (one, many):
         found = {f.column: f for f in audit.findings}
         assert set(found) == {"body", "meta"}
         assert (found["body"].known_values, found["body"].patterns) == (6, {"phone": 6}), "every row, not each value"
         assert (found["meta"].known_values, found["meta"].patterns) == (12, {"email": 12})
         assert len(found["body"].locations) == len(found["meta"].locations) == 5
-        scratch = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'refresh_pipeline_audit' AND tablename LIKE 'tokens%'"
-        ).fetchone()[0]
     assert one.findings == many.findings
     assert any("ETA" in m and "values/s" in m for m in messages)
     assert scratch == 0, "the audit's token scratch tables are dropped"
