@@ -34,17 +34,13 @@ _NEXT_CANDIDATE = {
 }
 
 
-def create_token_table(conn: psycopg.Connection, drop_at_commit: bool) -> None:
-    """The session's temporary table of plaintext tokens: dropped at commit, or by drop_token_table()."""
+def _create_token_table(conn: psycopg.Connection) -> None:
+    """The session's temporary table of plaintext tokens, dropped at commit."""
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)){}").format(
-            sql.Identifier(ORIGINAL_TOKENS), sql.SQL(" ON COMMIT DROP" if drop_at_commit else "")
-        )
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, token text, PRIMARY KEY (kind, token)) ON COMMIT DROP"
+        ).format(sql.Identifier(ORIGINAL_TOKENS))
     )
-
-
-def drop_token_table(conn: psycopg.Connection) -> None:
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(ORIGINAL_TOKENS)))
 
 
 def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Composable) -> sql.Composed:
@@ -73,7 +69,7 @@ def collect_original_tokens(
     email or phone (of the rows matching `condition`, e.g. one block range; of `columns` only when
     given). Call inside a transaction; returns how many token rows were added."""
     if into is None:
-        create_token_table(conn, drop_at_commit=True)
+        _create_token_table(conn)
     tokens = into if into is not None else sql.Identifier(ORIGINAL_TOKENS)
     added = 0
     # De-duplicating a million values needs more than the default 4 MB to stay off disk.
