@@ -70,7 +70,7 @@ def _work(conn: psycopg.Connection, tables: list[TableInfo], blocks_per_range: i
 
 def _share(share: int, shares: int) -> sql.Composed:
     """The distinct tokens of one share: a token always falls in the same share, so shares never overlap."""
-    return sql.SQL("(SELECT DISTINCT kind, token FROM {} WHERE abs(hashtext(token)) %% {} = {})").format(
+    return sql.SQL("(SELECT DISTINCT kind, token FROM {} WHERE abs(hashtext(token)) % {} = {})").format(
         SCRATCH, sql.Literal(shares), sql.Literal(share)
     )
 
@@ -108,10 +108,17 @@ def record_originals(
         shares = max(1, workers) if pooled else 1
 
         def digest(session: psycopg.Connection, share: int) -> int:
+            # The share's distinct tokens, read from the scratch table once for both uses.
+            distinct = sql.Identifier(f"share_tokens_{share}")
             with session.transaction():
                 session.execute("SET LOCAL work_mem = '256MB'")
-                fingerprint_tokens(session, key, source=_share(share, shares))
-                add_value_map_candidates(session, key, source=_share(share, shares))
+                session.execute(
+                    sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM {} AS share").format(
+                        distinct, _share(share, shares)
+                    )
+                )
+                fingerprint_tokens(session, key, source=distinct)
+                add_value_map_candidates(session, key, source=distinct)
             return 1
 
         if pooled:
@@ -129,4 +136,5 @@ def record_originals(
     finally:
         drop_scratch_tokens(conn)
     fingerprints = conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
-    return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key))
+    sessions = (lambda: [connect(), connect()]) if pooled else None
+    return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key, sessions))

@@ -3,6 +3,7 @@ that is unique and never equal to any production value of its kind."""
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -146,23 +147,39 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: 
         )
 
 
-def resolve_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int]:
+def resolve_value_maps(
+    conn: psycopg.Connection, key: MaskingKey, sessions: Callable[[], list[psycopg.Connection]] | None = None
+) -> dict[str, int]:
     """Resolve every conflict once all tokens are mapped: a candidate that equals some production value,
     or another original's candidate, moves on to a next keyed candidate until none conflicts; values
-    without conflict keep their candidate, so they mask the same way every week. Returns how many values
-    were mapped per kind."""
+    without conflict keep their candidate, so they mask the same way every week. Kinds never conflict
+    with each other, so with `sessions` (one per kind) they are resolved side by side. Returns how many
+    values were mapped per kind."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
-    mapped = {}
-    with conn.transaction():
-        for kind in ("email", "phone"):
-            _resolve_conflicts(conn, kind, params)
-            mapped[kind] = conn.execute(
-                "SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = %s", (kind,)
-            ).fetchone()[0]
-        _publish_moved_emails(conn)
+    kinds = ("email", "phone")
+
+    def resolve(session: psycopg.Connection, kind: str) -> None:
+        with session.transaction():
+            _resolve_conflicts(session, kind, params)
+
+    if sessions is None:
+        for kind in kinds:
+            resolve(conn, kind)
+    else:
+        pool = sessions()
+        try:
+            with ThreadPoolExecutor(max_workers=len(kinds)) as executor:
+                list(executor.map(resolve, pool, kinds))
+        finally:
+            for session in pool:
+                session.close()
+    _publish_moved_emails(conn)
     if not conn.info.transaction_status:  # VACUUM cannot run inside a caller's transaction
         conn.execute("VACUUM (ANALYZE) refresh_pipeline.value_map")
-    return mapped
+    return {
+        kind: conn.execute("SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = %s", (kind,)).fetchone()[0]
+        for kind in kinds
+    }
 
 
 def _publish_moved_emails(conn: psycopg.Connection) -> None:
