@@ -13,7 +13,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -92,19 +92,58 @@ class Progress:
         )
 
 
+@dataclass(frozen=True)
+class ColumnRange:
+    """One column of one table, over one block range."""
+
+    table: TableInfo
+    column: ColumnInfo
+    block_range: BlockRange
+
+    @property
+    def blocks(self) -> int:
+        return self.block_range.blocks
+
+
+def text_column_work(
+    conn: psycopg.Connection, table: TableInfo, blocks_per_range: int = BLOCKS_PER_RANGE
+) -> list[ColumnRange]:
+    """Every text, JSON and array column of the table as work items: plain columns whole (so that each
+    repeated value is handled once), JSON columns (rarely repeated, the most expensive to tokenise) in
+    block ranges. Biggest first, so a pool working through them ends about together."""
+    ranges = block_ranges(conn, table, blocks_per_range)
+    whole = BlockRange(0, None, sum(r.blocks for r in ranges))
+    work = [
+        ColumnRange(table, column, block_range)
+        for column in table.columns
+        if column.holds_text
+        for block_range in (ranges if column.is_json else [whole])
+    ]
+    return sorted(work, key=lambda item: -item.blocks)
+
+
 def run_ranges(
     items: Sequence[T],
     work: Callable[[psycopg.Connection, T], int],
-    progress: Progress,
-    connect: Connect,
-    workers: int,
-    blocks: Callable[[T], int] = lambda block_range: block_range.blocks,
+    conn: psycopg.Connection,
+    connect: Connect | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> int:
-    """Run `work` (returning rows handled) on every item (block ranges, or anything `blocks` weighs), on
-    up to `workers` sessions of their own.
+    """Run `work` (returning rows handled) on every item: on up to `workers` sessions of their own from
+    `connect`, or one after the other on `conn` when there is no pool to use. With `progress`, items
+    must say how many heap `blocks` they cover. Returns the rows handled.
 
-    The first failure stops the pool from starting more ranges and is raised once running ones end.
+    The first failure stops the pool from starting more items and is raised once running ones end.
     """
+    if connect is None or workers <= 1 or len(items) <= 1:
+        total = 0
+        for item in items:
+            rows = work(conn, item)
+            if progress is not None:
+                progress.add(rows, item.blocks)
+            total += rows
+        return total
     local = threading.local()
     sessions: list[psycopg.Connection] = []
     sessions_lock = threading.Lock()
@@ -127,12 +166,13 @@ def run_ranges(
         except BaseException:
             failed.set()
             raise
-        progress.add(rows, blocks(item))
+        if progress is not None:
+            progress.add(rows, item.blocks)
         return rows
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
             return sum(pool.map(one, items))
     finally:
-        for conn in sessions:
-            conn.close()
+        for pooled in sessions:
+            pooled.close()

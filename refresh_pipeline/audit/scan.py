@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import MIN_WHOLE_VALUE_LENGTH, fingerprint_sql, fingerprints_present
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
+from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 
 MASKED_EMAIL_DOMAIN = "example.com"
@@ -177,16 +177,6 @@ def normalised_allowlist(conn: psycopg.Connection, allowlist: tuple[str, ...]) -
     return sorted({row[0] for row in rows})
 
 
-@dataclass(frozen=True)
-class _ColumnScan:
-    column: ColumnInfo
-    block_range: BlockRange
-
-    @property
-    def weight(self) -> int:
-        return self.block_range.blocks
-
-
 @dataclass
 class _ColumnTotals:
     known: int = 0
@@ -240,19 +230,12 @@ def scan_table(
     }
     columns = [column for column in table.columns if column.holds_text]
     audit.columns_scanned = [column.name for column in columns]
-    ranges = block_ranges(conn, table, blocks_per_range)
-    whole = BlockRange(0, None, sum(r.blocks for r in ranges))
-    work = [
-        _ColumnScan(column, block_range)
-        for column in columns
-        for block_range in (ranges if column.is_json else [whole])
-    ]
-    work.sort(key=lambda item: -item.weight)
+    work = text_column_work(conn, table, blocks_per_range)
     totals = {column.name: _ColumnTotals() for column in columns}
     totals_lock = threading.Lock()
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
-    def scan(session: psycopg.Connection, item: _ColumnScan) -> int:
+    def scan(session: psycopg.Connection, item: ColumnRange) -> int:
         column = item.column
         values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
             column=sql.Identifier(column.name), target=target, sample=sample, condition=item.block_range.condition()
@@ -274,7 +257,7 @@ def scan_table(
             totals[column.name].add(known_count, patterns, locations)
         return scanned
 
-    shares = max(1, workers) if connect is not None else 1
+    shares = max(1, workers) if connect is not None else 1  # one per pooled session
 
     def check_tokens(session: psycopg.Connection, share: int) -> int:
         query = sql.SQL(_KNOWN_TOKENS).format(
@@ -295,8 +278,7 @@ def scan_table(
         return 0
 
     label = f"{table.qualified_name}: auditing {len(columns)} column(s)"
-    progress = Progress(label, sum(item.weight for item in work), log, unit="values")
-    token_checks = list(range(shares)) if known else []
+    progress = Progress(label, sum(item.blocks for item in work), log, unit="values")
     if known:
         conn.execute(
             sql.SQL(
@@ -304,19 +286,10 @@ def scan_table(
             ).format(scratch)
         )
     try:
-        if connect is None or workers <= 1:
-            for item in work:
-                progress.add(scan(conn, item), item.weight)
-            if known:
-                conn.execute(sql.SQL("ANALYZE {}").format(scratch))
-            for check in token_checks:
-                check_tokens(conn, check)
-        else:
-            run_ranges(work, scan, progress, connect, workers, blocks=lambda item: item.weight)
-            if known:
-                conn.execute(sql.SQL("ANALYZE {}").format(scratch))
-            quiet = Progress("", len(token_checks), lambda _message: None)
-            run_ranges(token_checks, check_tokens, quiet, connect, workers, blocks=lambda _check: 1)
+        run_ranges(work, scan, conn, connect, workers, progress)
+        if known:
+            conn.execute(sql.SQL("ANALYZE {}").format(scratch))
+            run_ranges(list(range(shares)), check_tokens, conn, connect, workers)
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))

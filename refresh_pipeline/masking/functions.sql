@@ -181,14 +181,23 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 ELSE refresh_pipeline.fpe_digits(key, nat, 'phone') END
 $$;
 
+-- The value map's key for a normalised original: keyed, so the map never holds a production value.
+CREATE OR REPLACE FUNCTION refresh_pipeline.map_fingerprint(key bytea, map_kind text, normalised text) RETURNS bytea
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$ SELECT refresh_pipeline.hmac(key, 'map:' || map_kind || ':' || normalised) $$;
+
+-- A normalised original's value-map entry; NULL when the refresh built no map or the map lacks it.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_value(key bytea, map_kind text, normalised text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT masked FROM refresh_pipeline.value_map
+    WHERE kind = map_kind AND fingerprint = refresh_pipeline.map_fingerprint(key, map_kind, normalised)
+$$;
+
 -- The national number (last 10 digits, or all when fewer): masked through the value map when the
 -- refresh built one, else by the keyed permutation.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_national(key bytea, nat text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT coalesce(
-        (SELECT masked FROM refresh_pipeline.value_map
-         WHERE kind = 'phone' AND fingerprint = refresh_pipeline.hmac(key, 'map:phone:' || nat)),
-        refresh_pipeline.phone_candidate(key, nat))
+    SELECT coalesce(refresh_pipeline.mapped_value(key, 'phone', nat), refresh_pipeline.phone_candidate(key, nat))
 $$;
 
 -- Replaces the digits of v, in place and in order, with `digits`; every other character is kept.
@@ -263,10 +272,8 @@ AS $$ SELECT refresh_pipeline.hmac_letters(key, 'email:' || normalised, 16) || '
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.looked_up_email(key bytea, normalised text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT coalesce(
-        (SELECT masked FROM refresh_pipeline.value_map
-         WHERE kind = 'email' AND fingerprint = refresh_pipeline.hmac(key, 'map:email:' || normalised)),
-        refresh_pipeline.email_candidate(key, normalised))
+    SELECT coalesce(refresh_pipeline.mapped_value(key, 'email', normalised),
+                    refresh_pipeline.email_candidate(key, normalised))
 $$;
 
 -- The masked form of a normalised (trimmed, lower-case) email: its value-map entry, which is its first
@@ -274,7 +281,7 @@ $$;
 CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_email(key bytea, normalised text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN refresh_pipeline.moved_emails() IS NULL
-                  OR refresh_pipeline.hmac(key, 'map:email:' || normalised) = ANY(refresh_pipeline.moved_emails())
+                  OR refresh_pipeline.map_fingerprint(key, 'email', normalised) = ANY(refresh_pipeline.moved_emails())
                 THEN refresh_pipeline.looked_up_email(key, normalised)
                 ELSE refresh_pipeline.email_candidate(key, normalised) END
 $$;

@@ -1,5 +1,5 @@
 """Reads the restored database's PII once, before anything is masked: keyed audit fingerprints and value-map
-candidates. Tokens are collected block range by block range on a pool of sessions into a scratch table,
+candidates. Tokens are collected column by column (JSON by block range) on a pool of sessions into a scratch table,
 then each distinct token is fingerprinted and mapped once (in shares, on the same pool), and the value-map
 conflicts are resolved."""
 
@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import create_fingerprint_table, fingerprint_tokens, fingerprint_whole_values
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
+from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy
@@ -32,17 +32,6 @@ SCRATCH = sql.SQL("refresh_pipeline.{}").format(sql.Identifier(SCRATCH_TABLE))
 
 
 @dataclass(frozen=True)
-class _Item:
-    table: TableInfo
-    columns: frozenset[str]
-    block_range: BlockRange
-
-    @property
-    def weight(self) -> int:
-        return self.block_range.blocks
-
-
-@dataclass(frozen=True)
 class OriginalsRecorded:
     fingerprints: int
     values_mapped: dict[str, int]
@@ -50,22 +39,6 @@ class OriginalsRecorded:
 
 def drop_scratch_tokens(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
-
-
-def _work(conn: psycopg.Connection, tables: list[TableInfo], blocks_per_range: int) -> list[_Item]:
-    """Plain columns are read whole, so each repeated value is tokenised once; JSON documents (rarely
-    repeated, and the most expensive to tokenise) in block ranges. Biggest first: the pool ends together."""
-    work = []
-    for table in tables:
-        ranges = block_ranges(conn, table, blocks_per_range)
-        whole = BlockRange(0, None, sum(r.blocks for r in ranges))
-        work += [
-            _Item(table, frozenset({column.name}), block_range)
-            for column in table.columns
-            if column.holds_text
-            for block_range in (ranges if column.is_json else [whole])
-        ]
-    return sorted(work, key=lambda item: -item.weight)
 
 
 def _share(share: int, shares: int) -> sql.Composed:
@@ -91,21 +64,24 @@ def record_originals(
     start_value_maps(conn)
     drop_scratch_tokens(conn)
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL)").format(SCRATCH))
-    pooled = connect is not None and workers > 1
     try:
-        work = _work(conn, tables, blocks_per_range)
-        reading = Progress("reading production PII", sum(item.weight for item in work), log, unit="tokens")
+        work = sorted(
+            (item for table in tables for item in text_column_work(conn, table, blocks_per_range)),
+            key=lambda item: -item.blocks,
+        )
+        reading = Progress("reading production PII", sum(item.blocks for item in work), log, unit="tokens")
 
-        def read(session: psycopg.Connection, item: _Item) -> int:
+        def read(session: psycopg.Connection, item: ColumnRange) -> int:
             condition = item.block_range.condition()
+            columns = frozenset({item.column.name})
             with session.transaction():
                 tokens = collect_original_tokens(
-                    session, [item.table], policy, condition=condition, columns=item.columns, into=SCRATCH
+                    session, [item.table], policy, condition=condition, columns=columns, into=SCRATCH
                 )
-            fingerprint_whole_values(session, [item.table], policy, key, condition=condition, columns=item.columns)
+            fingerprint_whole_values(session, [item.table], policy, key, condition=condition, columns=columns)
             return tokens
 
-        shares = max(1, workers) if pooled else 1
+        shares = max(1, workers) if connect is not None else 1  # one per pooled session
 
         def digest(session: psycopg.Connection, share: int) -> int:
             # The share's distinct tokens, read from the scratch table once for both uses.
@@ -121,20 +97,11 @@ def record_originals(
                 add_value_map_candidates(session, key, source=distinct)
             return 1
 
-        if pooled:
-            run_ranges(work, read, reading, connect, workers, blocks=lambda item: item.weight)
-        else:
-            for item in work:
-                reading.add(read(conn, item), item.weight)
+        run_ranges(work, read, conn, connect, workers, reading)
         started = time.monotonic()
-        if pooled:
-            quiet = Progress("", shares, lambda _message: None)
-            run_ranges(list(range(shares)), digest, quiet, connect, workers, blocks=lambda _share: 1)
-        else:
-            digest(conn, 0)
+        run_ranges(list(range(shares)), digest, conn, connect, workers)
         log(f"each distinct token fingerprinted and mapped once in {time.monotonic() - started:.1f} s")
     finally:
         drop_scratch_tokens(conn)
     fingerprints = conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
-    sessions = (lambda: [connect(), connect()]) if pooled else None
-    return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key, sessions))
+    return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key, connect, workers))

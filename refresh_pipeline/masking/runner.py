@@ -167,14 +167,7 @@ def mask_table(
         def fill(session: psycopg.Connection, block_range: BlockRange) -> int:
             return session.execute(plan.fill_staging(staging, block_range.condition()), params).rowcount
 
-        if connect is None:
-            copied = 0
-            for block_range in ranges:
-                rows = fill(conn, block_range)
-                progress.add(rows, block_range.blocks)
-                copied += rows
-        else:
-            copied = run_ranges(ranges, fill, progress, connect, workers)
+        copied = run_ranges(ranges, fill, conn, connect, workers, progress)
         result = _swap_in(conn, info, plan, staging, copied, digest, log)
     finally:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))

@@ -1,13 +1,10 @@
 """The per-refresh value map: every production email and phone, wherever it appears, gets one masked value
 that is unique and never equal to any production value of its kind."""
 
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.chunked import Connect, run_ranges
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
@@ -17,7 +14,6 @@ ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
 MAX_ROUNDS = 50
 MAX_MOVED_LISTED = 10_000
 ALL_ROWS = sql.SQL("true")
-Log = Callable[[str], None]
 
 _WHOLE_VALUE = {
     "email": "lower(btrim({col}))",
@@ -60,7 +56,6 @@ def collect_original_tokens(
     conn: psycopg.Connection,
     tables: list[TableInfo],
     policy: MaskingPolicy,
-    log: Log = lambda _message: None,
     condition: sql.Composable = ALL_ROWS,
     columns: frozenset[str] | None = None,
     into: sql.Composable | None = None,
@@ -75,37 +70,32 @@ def collect_original_tokens(
     added = 0
     # De-duplicating a million values needs more than the default 4 MB to stay off disk.
     conn.execute("SET LOCAL work_mem = '256MB'")
-    text_tables = [table for table in tables if any(column.holds_text for column in table.columns)]
-    for position, table in enumerate(text_tables, start=1):
-        started = time.monotonic()
+    for table in tables:
         rules = policy.tables.get((table.schema, table.name))
         for column in table.columns:
             if not column.holds_text or (columns is not None and column.name not in columns):
                 continue
-            added += conn.execute(
-                sql.SQL(
-                    "INSERT INTO {tokens} SELECT DISTINCT tok.kind, tok.token FROM {values} AS src, "
-                    "LATERAL refresh_pipeline.pii_tokens(src.v) AS tok ON CONFLICT DO NOTHING"
-                ).format(tokens=tokens, values=_distinct_values(table, column, condition))
-            ).rowcount
+            found = [sql.SQL("SELECT tok.kind, tok.token FROM src, LATERAL refresh_pipeline.pii_tokens(src.v) AS tok")]
             rule = rules.columns.get(column.name) if rules else None
             if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
                 value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=sql.Identifier("v"))
-                added += conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {tokens} SELECT DISTINCT {kind}, {value} FROM {values} AS src "
-                        "WHERE {value} <> '' ON CONFLICT DO NOTHING"
-                    ).format(
-                        tokens=tokens,
-                        kind=sql.Literal(rule.transform),
-                        value=value,
-                        values=_distinct_values(table, column, condition),
+                found.append(
+                    sql.SQL("SELECT {kind}, {value} FROM src WHERE {value} <> ''").format(
+                        kind=sql.Literal(rule.transform), value=value
                     )
-                ).rowcount
-        log(
-            f"{table.qualified_name}: PII tokens collected in {time.monotonic() - started:.1f} s "
-            f"({position} of {len(text_tables)} tables with text)"
-        )
+                )
+            # The column is read once for its tokens and its whole values.
+            added += conn.execute(
+                sql.SQL(
+                    "WITH src AS MATERIALIZED {values} "
+                    "INSERT INTO {tokens} SELECT DISTINCT kind, token FROM ({found}) AS found (kind, token) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(
+                    values=_distinct_values(table, column, condition),
+                    tokens=tokens,
+                    found=sql.SQL(" UNION ALL ").join(found),
+                )
+            ).rowcount
     return added
 
 
@@ -125,9 +115,7 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: 
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
     tokens = source if source is not None else sql.Identifier(ORIGINAL_TOKENS)
     for kind in ("email", "phone"):
-        fingerprint = sql.SQL("refresh_pipeline.hmac(%(key)s, 'map:' || {kind} || ':' || token)").format(
-            kind=sql.Literal(kind)
-        )
+        fingerprint = sql.SQL("refresh_pipeline.map_fingerprint(%(key)s, {kind}, token)").format(kind=sql.Literal(kind))
         conn.execute(
             sql.SQL(
                 "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
@@ -148,31 +136,22 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: 
 
 
 def resolve_value_maps(
-    conn: psycopg.Connection, key: MaskingKey, sessions: Callable[[], list[psycopg.Connection]] | None = None
+    conn: psycopg.Connection, key: MaskingKey, connect: Connect | None = None, workers: int = 1
 ) -> dict[str, int]:
     """Resolve every conflict once all tokens are mapped: a candidate that equals some production value,
     or another original's candidate, moves on to a next keyed candidate until none conflicts; values
     without conflict keep their candidate, so they mask the same way every week. Kinds never conflict
-    with each other, so with `sessions` (one per kind) they are resolved side by side. Returns how many
-    values were mapped per kind."""
+    with each other, so with a pool (`connect`, `workers`) they are resolved side by side. Returns how
+    many values were mapped per kind."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
     kinds = ("email", "phone")
 
-    def resolve(session: psycopg.Connection, kind: str) -> None:
+    def resolve(session: psycopg.Connection, kind: str) -> int:
         with session.transaction():
             _resolve_conflicts(session, kind, params)
+        return 0
 
-    if sessions is None:
-        for kind in kinds:
-            resolve(conn, kind)
-    else:
-        pool = sessions()
-        try:
-            with ThreadPoolExecutor(max_workers=len(kinds)) as executor:
-                list(executor.map(resolve, pool, kinds))
-        finally:
-            for session in pool:
-                session.close()
+    run_ranges(kinds, resolve, conn, connect, workers)
     _publish_moved_emails(conn)
     if not conn.info.transaction_status:  # VACUUM cannot run inside a caller's transaction
         conn.execute("VACUUM (ANALYZE) refresh_pipeline.value_map")
@@ -225,7 +204,7 @@ def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, ob
         "      FROM refresh_pipeline.value_map j WHERE j.kind = v.kind AND j.moved_in_round = %(round)s - 1))"
         " AND ("
         "  EXISTS (SELECT 1 FROM refresh_pipeline.value_map o WHERE o.kind = v.kind"
-        "          AND o.fingerprint = refresh_pipeline.hmac(%(key)s, 'map:' || v.kind || ':' || lower(v.masked)))"
+        "          AND o.fingerprint = refresh_pipeline.map_fingerprint(%(key)s, v.kind, lower(v.masked)))"
         "  OR EXISTS (SELECT 1 FROM refresh_pipeline.value_map d WHERE d.kind = v.kind AND d.masked = v.masked"
         "             AND d.fingerprint < v.fingerprint)))"
         " UPDATE refresh_pipeline.value_map v SET masked = {next}, moved_in_round = %(round)s"
