@@ -18,7 +18,14 @@ def multiprocess_run_config(parallelism: int) -> dict:
             "config": {
                 "multiprocess": {
                     "max_concurrent": parallelism,
-                    "start_method": {"forkserver": {"preload_modules": ["refresh_pipeline.definitions"]}},
+                    "start_method": {
+                        "forkserver": {
+                            "preload_modules": [
+                                "refresh_pipeline.definitions",
+                                "refresh_pipeline.step_preload",
+                            ]
+                        }
+                    },
                 }
             }
         },
