@@ -585,8 +585,8 @@ END $$;
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_json_value(key bytea, value jsonb, transform text, params jsonb)
 RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE jsonb_typeof(value)
-        WHEN 'string' THEN
-            refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, value #>> '{}', params), false)
+        -- json_scalar(masked, false), spelled out: masked is mentioned once, so this inlines.
+        WHEN 'string' THEN coalesce(to_jsonb(refresh_pipeline.mask_text(key, transform, value #>> '{}', params)), 'null')
         WHEN 'number' THEN
             refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, value #>> '{}', params), true)
         WHEN 'object' THEN refresh_pipeline.mask_jsonb(key, value, '{}', transform, params)

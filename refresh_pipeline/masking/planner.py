@@ -69,12 +69,28 @@ def _settable(steps: tuple[str, ...]) -> bool:
     return not any(step == "*" or re.fullmatch(r"-\d+", step) for step in steps)
 
 
+def _path_alias(column: ColumnInfo, index: int) -> sql.Identifier:
+    return sql.Identifier(f"refresh_pipeline {column.name} path {index}")
+
+
+def path_extractions(column: ColumnInfo, rule: ColumnRule) -> list[tuple[sql.Identifier, sql.Composable]]:
+    """The values a JSON rule's single-value paths select, each read once per row by the plan's source
+    (passed inline, the #> extraction would run once per mention in the masking functions)."""
+    if not isinstance(rule, JsonRule):
+        return []
+    original = sql.SQL("{}::jsonb").format(sql.Identifier(column.name))
+    return [
+        (_path_alias(column, index), sql.SQL("{} #> {}::text[]").format(original, sql.Literal(list(path.steps))))
+        for index, path in enumerate(rule.paths)
+        if _settable(path.steps)
+    ]
+
+
 def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule) -> sql.Composable:
-    """Each single-value path is set in place from the original document (jsonb_set_lax, no walk, the
-    document read once per path); wildcard paths go through the recursive mask_jsonb walk."""
-    original = sql.SQL("{}::jsonb").format(ident)
-    expression: sql.Composable = original
-    for path in rule.paths:
+    """Each single-value path is set in place from the value the source read (jsonb_set_lax, no walk);
+    wildcard paths go through the recursive mask_jsonb walk."""
+    expression: sql.Composable = sql.SQL("{}::jsonb").format(ident)
+    for index, path in enumerate(rule.paths):
         arguments = {
             "key": KEY,
             "steps": sql.Literal(list(path.steps)),
@@ -83,9 +99,9 @@ def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule) 
         }
         if _settable(path.steps):
             expression = sql.SQL(
-                "jsonb_set_lax({doc}, {steps}::text[], refresh_pipeline.mask_json_value({key}, {original} #> "
-                "{steps}::text[], {transform}, {params}::jsonb), false, 'return_target')"
-            ).format(doc=expression, original=original, **arguments)
+                "jsonb_set_lax({doc}, {steps}::text[], refresh_pipeline.mask_json_value({key}, {value}, "
+                "{transform}, {params}::jsonb), false, 'return_target')"
+            ).format(doc=expression, value=_path_alias(column, index), **arguments)
         else:
             expression = sql.SQL(
                 "refresh_pipeline.mask_jsonb({key}, {doc}, {steps}::text[], {transform}, {params}::jsonb)"
@@ -131,6 +147,7 @@ class TableMaskingPlan:
     rules: dict[str, str]
     select_list: sql.Composed
     target: sql.Composable  # ONLY <table> unless partitioned
+    extractions: list[tuple[sql.Identifier, sql.Composable]]  # JSON path values the select list reads
     table_ident: sql.Composed
     names: sql.Composed
     overriding: sql.Composable
@@ -139,14 +156,22 @@ class TableMaskingPlan:
     def masked_columns(self) -> list[str]:
         return [name for name, rule in self.rules.items() if rule != "keep"]
 
+    def _source(self, condition: sql.Composable) -> sql.Composed:
+        """The rows to mask; with JSON path values read once per row in a subquery the planner keeps
+        (OFFSET 0), so the select list reads them as plain columns."""
+        if not self.extractions:
+            return sql.SQL("{} WHERE {}").format(self.target, condition)
+        extracted = sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, alias) for alias, e in self.extractions)
+        return sql.SQL("(SELECT *, {} FROM {} WHERE {} OFFSET 0) AS source").format(extracted, self.target, condition)
+
     def create_staging(self, staging: sql.Composable) -> sql.Composed:
-        return sql.SQL("CREATE UNLOGGED TABLE {staging} AS SELECT {select} FROM {target} WITH NO DATA").format(
-            staging=staging, select=self.select_list, target=self.target
+        return sql.SQL("CREATE UNLOGGED TABLE {staging} AS SELECT {select} FROM {source} WITH NO DATA").format(
+            staging=staging, select=self.select_list, source=self._source(sql.SQL("true"))
         )
 
     def fill_staging(self, staging: sql.Composable, condition: sql.Composable) -> sql.Composed:
-        return sql.SQL("INSERT INTO {staging} SELECT {select} FROM {target} WHERE {condition}").format(
-            staging=staging, select=self.select_list, target=self.target, condition=condition
+        return sql.SQL("INSERT INTO {staging} SELECT {select} FROM {source}").format(
+            staging=staging, select=self.select_list, source=self._source(condition)
         )
 
     @property
@@ -172,6 +197,7 @@ def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMask
             sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
         ),
         target=target,
+        extractions=[extraction for c in columns for extraction in path_extractions(c, rules[c.name])],
         table_ident=table_ident,
         names=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         overriding=sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""),
