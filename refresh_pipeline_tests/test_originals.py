@@ -35,7 +35,7 @@ def _load(conninfo: str) -> None:
 def _recorded(conninfo: str) -> tuple[list[tuple], list[tuple]]:
     with psycopg.connect(conninfo) as conn:
         fingerprints = conn.execute(
-            "SELECT fingerprint, kind FROM refresh_pipeline_audit.original_fingerprints ORDER BY 1, 2"
+            "SELECT DISTINCT fingerprint, kind FROM refresh_pipeline_audit.original_fingerprints ORDER BY 1, 2"
         ).fetchall()
         value_map = conn.execute(
             "SELECT kind, fingerprint, masked FROM refresh_pipeline.value_map ORDER BY 1, 2"

@@ -10,13 +10,11 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.value_map (
     kind text NOT NULL,
     fingerprint bytea NOT NULL,
     masked text NOT NULL,
-    moved_in_round int NOT NULL DEFAULT 0,  -- last conflict-resolution round that gave it a new value
-    PRIMARY KEY (kind, fingerprint)
+    moved_in_round int NOT NULL DEFAULT 0  -- last conflict-resolution round that gave it a new value
 );
 ALTER TABLE refresh_pipeline.value_map ADD COLUMN IF NOT EXISTS moved_in_round int NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked);
--- Lookups while masking read the index alone (the map is vacuumed once built).
-CREATE UNIQUE INDEX IF NOT EXISTS value_map_lookup ON refresh_pipeline.value_map (fingerprint, kind) INCLUDE (masked);
+-- Unique per (fingerprint, kind) through value_map_lookup, built once the map is filled (value_map.py).
+ALTER TABLE refresh_pipeline.value_map DROP CONSTRAINT IF EXISTS value_map_pkey;
 
 -- Fingerprints of the emails whose masked value is not their first candidate (a conflict moved them), so
 -- only those need a lookup; NULL means "look every email up". Rewritten by each refresh's value map.

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import create_fingerprint_table, fingerprint_tokens, fingerprint_whole_values
+from refresh_pipeline.audit.fingerprints import (
+    fingerprint_tokens,
+    fingerprint_whole_values,
+    index_fingerprints,
+    start_fingerprints,
+)
 from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import MaskingKey
@@ -60,7 +65,7 @@ def record_originals(
 ) -> OriginalsRecorded:
     """Record fingerprints and value-map candidates of every production token; sessions from `connect`
     (up to `workers`) share the work, or `conn` does it alone."""
-    create_fingerprint_table(conn)
+    start_fingerprints(conn)
     start_value_maps(conn)
     drop_scratch_tokens(conn)
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL)").format(SCRATCH))
@@ -103,5 +108,5 @@ def record_originals(
         log(f"each distinct token fingerprinted and mapped once in {time.monotonic() - started:.1f} s")
     finally:
         drop_scratch_tokens(conn)
-    fingerprints = conn.execute("SELECT count(*) FROM refresh_pipeline_audit.original_fingerprints").fetchone()[0]
+    fingerprints = index_fingerprints(conn)
     return OriginalsRecorded(fingerprints, resolve_value_maps(conn, key, connect, workers))

@@ -103,15 +103,31 @@ def original_tokens_collected(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pg_temp.{ORIGINAL_TOKENS}",)).fetchone()[0]
 
 
+# Built once the map is filled (index_value_maps): filling it with the indexes in place cost ~4x as much.
+# value_map_lookup also keeps each original mapped once; lookups while masking read it alone (the map is
+# vacuumed once built).
+_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS value_map_lookup ON refresh_pipeline.value_map (fingerprint, kind) "
+    "INCLUDE (masked)",
+    "CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked)",
+)
+
+
 def start_value_maps(conn: psycopg.Connection) -> None:
+    """An empty, unindexed map, ready for sessions to add candidates to."""
+    conn.execute("DROP INDEX IF EXISTS refresh_pipeline.value_map_lookup, refresh_pipeline.value_map_masked")
     conn.execute("TRUNCATE refresh_pipeline.value_map")
     _define_moved_emails(conn, sql.SQL("NULL"))
 
 
+def index_value_maps(conn: psycopg.Connection) -> None:
+    for statement in _INDEXES:
+        conn.execute(statement)
+
+
 def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: sql.Composable | None = None) -> None:
-    """Map the collected tokens not mapped yet to their first candidate. One ordered statement per kind, so
-    several sessions may add at once without deadlocking. `source` yields distinct (kind, token) rows
-    (default: this session's temporary token table)."""
+    """Map the collected tokens to their first candidate. `source` yields distinct (kind, token) rows that no
+    other call adds (default: this session's temporary token table); several sessions may add at once."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
     tokens = source if source is not None else sql.Identifier(ORIGINAL_TOKENS)
     for kind in ("email", "phone"):
@@ -119,12 +135,8 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: 
         conn.execute(
             sql.SQL(
                 "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
-                "SELECT {kind}, fingerprint, {candidate} FROM ("
-                " SELECT token, {fingerprint} AS fingerprint FROM {tokens} AS t"
+                "SELECT {kind}, {fingerprint}, {candidate} FROM {tokens} AS t"
                 " WHERE kind = {kind} AND length(token) >= 2"
-                ") AS found WHERE NOT EXISTS (SELECT 1 FROM refresh_pipeline.value_map m"
-                " WHERE m.kind = {kind} AND m.fingerprint = found.fingerprint)"
-                " ORDER BY found.fingerprint ON CONFLICT DO NOTHING"
             ).format(
                 kind=sql.Literal(kind),
                 fingerprint=fingerprint,
@@ -145,6 +157,7 @@ def resolve_value_maps(
     many values were mapped per kind."""
     params = {"key": key.sql_pads(MASKING_PURPOSE)}
     kinds = ("email", "phone")
+    index_value_maps(conn)
 
     def resolve(session: psycopg.Connection, kind: str) -> int:
         with session.transaction():
