@@ -62,6 +62,15 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
     assert audit_schema is None, "fingerprints must not reach the promoted database"
     assert mapped == 0 and moved_listed is None, "nor the value map's fingerprints of production values"
     assert scratch is None, "no scratch table (plaintext tokens, staged rows) reaches the promoted database"
+    assert _storage_options(staging_dsn) == _storage_options(demo_source), "autovacuum resumed as in production"
+
+
+def _storage_options(conninfo: str) -> dict[str, list[str] | None]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
+        ).fetchall()
+    return dict(rows)
 
 
 def test_staging_service_name_reaches_the_promoted_database(demo_source, write_config):

@@ -11,6 +11,7 @@ from refresh_pipeline.assets.keys import (
     required_check_keys,
 )
 from refresh_pipeline.audit.fingerprints import drop_fingerprints
+from refresh_pipeline.autovacuum import resume_autovacuum
 from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
@@ -68,6 +69,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             clear_value_maps(conn)
             drop_scratch_tokens(conn)
             drop_leftover_staging(conn)
+            resume_autovacuum(conn)
             conn.execute("ANALYZE")
         previous = platform.promoted()
         platform.promote(restored.database)

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
+from refresh_pipeline.autovacuum import pause_autovacuum
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.runner import count_rows, install_functions
@@ -37,6 +38,8 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
     policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
         install_functions(conn)
+        pause_autovacuum(conn)
+        conn.execute("ANALYZE")  # once, for the masking and audit queries' plans
         tables = read_tables(conn)
         row_counts = {info.qualified_name: count_rows(conn, info) for info in tables.values()}
         with conn.transaction():
