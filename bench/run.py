@@ -59,6 +59,18 @@ def _recreate(admin: str, name: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def _settle(server: LocalServer, source: str, done_with: list[str]) -> None:
+    """A quiet server before each measurement: the databases measured before are dropped (autovacuum would
+    otherwise clean the naive UPDATE's dead rows during the next measurement), production is vacuumed
+    once (it was just loaded), and dirty buffers are written out."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for name in done_with:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
 def _size(conninfo: str) -> int:
     with psycopg.connect(conninfo) as conn:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
@@ -241,8 +253,11 @@ def main() -> None:
         total_rows = sum(counts.values())
         print(f"  {total_rows:,} rows in {time.monotonic() - started:.0f} s; size {_size(source) / 2**20:.0f} MB")
 
+        _settle(server, source, [])
         baseline = plain_clone(server, source, root / "dump", args.parallelism)
+        _settle(server, source, ["bench_plain_clone"])
         naive = naive_update(server, root / "dump", args.parallelism)
+        _settle(server, source, ["bench_naive"])
         ours, memory = our_refresh(server, source, root / "refresh", args.parallelism, args.steps)
     finally:
         server.stop()
