@@ -136,6 +136,27 @@ def test_embedded_server_starts_once_and_stops(test_root):
     shutil.rmtree(test_root / "second_server", ignore_errors=True)
 
 
+def test_a_running_server_is_left_alone_by_every_session_that_asks_for_it(pg_server, monkeypatch):
+    """Each session of a pool asks for the server; walking its data directory while it runs raced with
+    the server's own temporary files (FileNotFoundError on pg_internal.init.<pid>)."""
+
+    def walk(_server: LocalServer) -> None:
+        raise AssertionError("the data directory of a running server was walked")
+
+    monkeypatch.setattr(LocalServer, "_prepare_ownership", walk)
+    pg_server.ensure_running()
+
+
+def test_files_removed_while_ownership_is_prepared_are_skipped(test_root, monkeypatch):
+    root = test_root / "ownership"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    vanished = root / "data" / "pg_internal.init.4242"
+    real_rglob = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: [*real_rglob(self, pattern), vanished])
+    LocalServer(root, port=free_port())._prepare_ownership()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def test_missing_server_binaries_are_explained():
     with pytest.raises(RefreshError, match="apt-get install postgresql"):
         find_server_bin_dir("/nonexistent/bin")

@@ -97,7 +97,10 @@ class LocalServer:
                 )
         os.chown(self.root, user.pw_uid, user.pw_gid)
         for path in self.root.rglob("*"):
-            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+            try:
+                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # a temporary file the server removed meanwhile
 
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
@@ -109,6 +112,8 @@ class LocalServer:
     def ensure_running(self) -> None:
         """Create the cluster on first use, start it if it is stopped; safe to call from many processes."""
         with self._lock():
+            if self.is_running():
+                return  # nothing to prepare: every session of a pool asks this
             self._prepare_ownership()
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb()
