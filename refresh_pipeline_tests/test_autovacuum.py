@@ -1,6 +1,9 @@
 """Autovacuum is paused on the restored tables during the refresh and given back as production had it."""
 
+from collections.abc import Iterator
+
 import psycopg
+import pytest
 
 from refresh_pipeline.autovacuum import pause_autovacuum, resume_autovacuum
 from refresh_pipeline.masking.runner import install_functions
@@ -20,18 +23,22 @@ def _options(conn: psycopg.Connection) -> dict[str, list[str] | None]:
     return dict(rows)
 
 
-def test_paused_during_the_refresh_and_resumed_exactly_as_production_had_it(create_database):
-    conninfo = create_database("autovacuum")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+@pytest.fixture
+def restored(create_database) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(create_database("autovacuum"), autocommit=True) as conn:
         conn.execute(SCHEMA)
         install_functions(conn)
-        production = _options(conn)
+        yield conn
 
-        paused = pause_autovacuum(conn)
-        during = _options(conn)
-        resumed = resume_autovacuum(conn)
-        after = _options(conn)
-        leftover = conn.execute("SELECT to_regclass('refresh_pipeline.autovacuum_paused')").fetchone()[0]
+
+def test_paused_during_the_refresh_and_resumed_exactly_as_production_had_it(restored):
+    production = _options(restored)
+
+    paused = pause_autovacuum(restored)
+    during = _options(restored)
+    resumed = resume_autovacuum(restored)
+    after = _options(restored)
+    leftover = restored.execute("SELECT to_regclass('refresh_pipeline.autovacuum_paused')").fetchone()[0]
 
     assert paused == resumed == ["public.events_2026", "public.riders"]
     assert during["riders"] == during["events_2026"] == ["autovacuum_enabled=false"]
@@ -40,11 +47,7 @@ def test_paused_during_the_refresh_and_resumed_exactly_as_production_had_it(crea
     assert leftover is None
 
 
-def test_resume_without_a_pause_changes_nothing(create_database):
-    conninfo = create_database("autovacuum")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        install_functions(conn)
-        before = _options(conn)
-        assert resume_autovacuum(conn) == []
-        assert _options(conn) == before
+def test_resume_without_a_pause_changes_nothing(restored):
+    before = _options(restored)
+    assert resume_autovacuum(restored) == []
+    assert _options(restored) == before

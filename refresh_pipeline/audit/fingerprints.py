@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline_audit.original_fingerprints (
 _INDEX = "original_fingerprints_lookup"
 
 
-def fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
+def _fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
     """HMAC under the audit key of '<kind>:<normalised value>': the only form in which originals are kept."""
     return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(
         key=sql.Placeholder("audit_key"), value=kind_and_value
@@ -42,6 +42,16 @@ def fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
 
 def normalised_whole_value(column: sql.Composable) -> sql.Composed:
     return sql.SQL("lower(btrim({}::text))").format(column)
+
+
+def token_fingerprint(kind: sql.Composable, token: sql.Composable) -> sql.Composed:
+    """The fingerprint of a normalised token of a kind: recorded and audited alike."""
+    return _fingerprint_sql(sql.SQL("{} || ':' || {}").format(kind, token))
+
+
+def whole_value_fingerprint(normalised: sql.Composable) -> sql.Composed:
+    """The fingerprint of a whole value, given in its normalised form: recorded and audited alike."""
+    return _fingerprint_sql(sql.SQL("'whole:' || {}").format(normalised))
 
 
 def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
@@ -90,7 +100,7 @@ def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey, source: sql.Co
             "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
             "SELECT DISTINCT {fingerprint}, kind FROM {tokens} AS t"
         ).format(
-            fingerprint=fingerprint_sql(sql.SQL("kind || ':' || token")),
+            fingerprint=token_fingerprint(sql.SQL("kind"), sql.SQL("token")),
             tokens=source if source is not None else sql.Identifier(ORIGINAL_TOKENS),
         ),
         {"audit_key": key.sql_pads(AUDIT_PURPOSE)},
@@ -120,7 +130,7 @@ def fingerprint_whole_values(
                     "SELECT {fingerprint}, 'whole' FROM (SELECT DISTINCT {normalised} AS v FROM {target} "
                     "WHERE length(btrim({column})) >= %(min_length)s AND {condition}) AS distinct_values"
                 ).format(
-                    fingerprint=fingerprint_sql(sql.SQL("'whole:' || v")),
+                    fingerprint=whole_value_fingerprint(sql.SQL("v")),
                     normalised=normalised_whole_value(column),
                     target=target,
                     column=column,

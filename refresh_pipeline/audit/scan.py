@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import MIN_WHOLE_VALUE_LENGTH, fingerprint_sql, fingerprints_present
+from refresh_pipeline.audit.fingerprints import (
+    MIN_WHOLE_VALUE_LENGTH,
+    fingerprints_present,
+    normalised_whole_value,
+    token_fingerprint,
+    whole_value_fingerprint,
+)
 from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
@@ -161,7 +167,7 @@ def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composab
     if not (fingerprints_exist and is_text):
         return sql.SQL(_NO_KNOWN_VALUES)
     return sql.SQL(_KNOWN_WHOLE_VALUES).format(
-        whole_fingerprint=fingerprint_sql(sql.SQL("'whole:' || lower(btrim(s.v))"))
+        whole_fingerprint=whole_value_fingerprint(normalised_whole_value(sql.SQL("s.v")))
     )
 
 
@@ -264,7 +270,7 @@ def scan_table(
             scratch=scratch,
             shares=sql.Literal(shares),
             share=sql.Literal(share),
-            token_fingerprint=fingerprint_sql(sql.SQL("d.kind || ':' || d.token")),
+            token_fingerprint=token_fingerprint(sql.SQL("d.kind"), sql.SQL("d.token")),
         )
         with session.transaction():
             session.execute("SET LOCAL work_mem = '256MB'")

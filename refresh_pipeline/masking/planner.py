@@ -73,7 +73,7 @@ def _path_alias(column: ColumnInfo, index: int) -> sql.Identifier:
     return sql.Identifier(f"refresh_pipeline {column.name} path {index}")
 
 
-def path_extractions(column: ColumnInfo, rule: ColumnRule) -> list[tuple[sql.Identifier, sql.Composable]]:
+def _path_extractions(column: ColumnInfo, rule: ColumnRule) -> list[tuple[sql.Identifier, sql.Composable]]:
     """The values a JSON rule's single-value paths select, each read once per row by the plan's source
     (passed inline, the #> extraction would run once per mention in the masking functions)."""
     if not isinstance(rule, JsonRule):
@@ -197,7 +197,7 @@ def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMask
             sql.SQL("{} AS {}").format(column_expression(c, rules[c.name]), sql.Identifier(c.name)) for c in columns
         ),
         target=target,
-        extractions=[extraction for c in columns for extraction in path_extractions(c, rules[c.name])],
+        extractions=[extraction for c in columns for extraction in _path_extractions(c, rules[c.name])],
         table_ident=table_ident,
         names=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         overriding=sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""),

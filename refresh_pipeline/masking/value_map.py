@@ -106,22 +106,26 @@ def original_tokens_collected(conn: psycopg.Connection) -> bool:
 # Built once the map is filled (index_value_maps): filling it with the indexes in place cost ~4x as much.
 # value_map_lookup also keeps each original mapped once; lookups while masking read it alone (the map is
 # vacuumed once built).
-_INDEXES = (
-    "CREATE UNIQUE INDEX IF NOT EXISTS value_map_lookup ON refresh_pipeline.value_map (fingerprint, kind) "
-    "INCLUDE (masked)",
-    "CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked)",
-)
+_INDEXES = {
+    "value_map_lookup": "CREATE UNIQUE INDEX IF NOT EXISTS value_map_lookup ON refresh_pipeline.value_map "
+    "(fingerprint, kind) INCLUDE (masked)",
+    "value_map_masked": "CREATE INDEX IF NOT EXISTS value_map_masked ON refresh_pipeline.value_map (kind, masked)",
+}
 
 
 def start_value_maps(conn: psycopg.Connection) -> None:
     """An empty, unindexed map, ready for sessions to add candidates to."""
-    conn.execute("DROP INDEX IF EXISTS refresh_pipeline.value_map_lookup, refresh_pipeline.value_map_masked")
+    conn.execute(
+        sql.SQL("DROP INDEX IF EXISTS {}").format(
+            sql.SQL(", ").join(sql.Identifier("refresh_pipeline", name) for name in _INDEXES)
+        )
+    )
     conn.execute("TRUNCATE refresh_pipeline.value_map")
     _define_moved_emails(conn, sql.SQL("NULL"))
 
 
 def index_value_maps(conn: psycopg.Connection) -> None:
-    for statement in _INDEXES:
+    for statement in _INDEXES.values():
         conn.execute(statement)
 
 
