@@ -137,7 +137,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule) -> sql.Composable:
 @dataclass(frozen=True)
 class TableMaskingPlan:
     """How one table is masked: masked rows are computed into a staging table (in block ranges, possibly
-    by several sessions), then swapped in with DELETE + INSERT in one transaction.
+    by several sessions), then swapped in in one transaction (masking/swap.py).
 
     Rewriting instead of UPDATE keeps unique keys valid throughout: a masked value may equal another
     row's not-yet-masked original, which an in-place UPDATE would reject as a duplicate.
@@ -173,10 +173,6 @@ class TableMaskingPlan:
         return sql.SQL("INSERT INTO {staging} SELECT {select} FROM {source}").format(
             staging=staging, select=self.select_list, source=self._source(condition)
         )
-
-    @property
-    def delete_rows(self) -> sql.Composed:
-        return sql.SQL("DELETE FROM {}").format(self.target)
 
     def insert_rows(self, staging: sql.Composable) -> sql.Composed:
         return sql.SQL("INSERT INTO {target} ({names}){overriding} SELECT {names} FROM {staging}").format(

@@ -17,6 +17,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.masking.swap import replace_rows, wait_for_other_swaps
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
@@ -193,14 +194,14 @@ def _swap_in(
     swap_started = time.monotonic()
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
+        wait_for_other_swaps(conn)
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
         marker = _marker(conn, info)
         if marker is not None:
             _refuse_other_rules(info, marker, digest)
             return int(marker[1])
         always_triggers = _disable_always_triggers(conn, info)
-        deleted = conn.execute(plan.delete_rows).rowcount
-        inserted = conn.execute(plan.insert_rows(staging)).rowcount
+        deleted, inserted = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
         for table, trigger in always_triggers:
             conn.execute(
                 sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger))

@@ -1,0 +1,274 @@
+"""Puts a table's masked rows in place of its originals, inside the caller's transaction.
+
+A plain table is emptied with TRUNCATE and its indexes and constraints are built once, on the masked rows,
+from their own definitions: no dead tuples (staging is no bigger than production) and no index maintenance
+row by row (bookings at S=1: 5.4 s with DELETE + INSERT, 2.0 s rebuilt). TRUNCATE needs the foreign keys
+that point at the table out of the way: they come back NOT VALID and are validated once both of their
+tables hold masked rows (a key masked on one side only leaves them unvalidated, which the integrity check
+reports). Anything that could not be rebuilt exactly (partitions, inheritance, other tablespaces, index
+statistics targets, foreign keys on partitioned tables) keeps DELETE + INSERT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.masking.catalog import TableInfo
+
+Log = Callable[[str], None]
+
+
+_BLOCKERS = """
+SELECT reason FROM (
+    SELECT CASE WHEN c.relkind <> 'r' OR c.relispartition THEN 'partitioned or a partition'
+                ELSE 'inheritance' END AS reason
+      FROM pg_class c
+     WHERE c.oid = %(table)s::regclass AND (c.relkind <> 'r' OR c.relispartition
+           OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid))
+    UNION ALL
+    SELECT 'index ' || i.relname || ' ' || CASE
+               WHEN i.reltablespace <> 0 THEN 'is in its own tablespace'
+               WHEN NOT (x.indisvalid AND x.indisready) THEN 'is not valid'
+               ELSE 'has a statistics target' END
+      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+     WHERE x.indrelid = %(table)s::regclass AND (
+           i.reltablespace <> 0 OR NOT (x.indisvalid AND x.indisready)
+           OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.oid AND coalesce(a.attstattarget, -1) >= 0))
+    UNION ALL
+    -- An exclusion constraint is re-added from its definition, which leaves out storage parameters.
+    SELECT 'exclusion constraint ' || con.conname || ' has storage parameters'
+      FROM pg_constraint con JOIN pg_class i ON i.oid = con.conindid
+     WHERE con.conrelid = %(table)s::regclass AND con.contype = 'x' AND i.reloptions IS NOT NULL
+    UNION ALL
+    SELECT 'foreign key ' || con.conname || ' on partitioned ' || con.conrelid::regclass::text
+      FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid
+     WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass
+       AND (r.relkind = 'p' OR r.relispartition OR con.conparentid <> 0)
+) AS blockers
+"""
+
+_INDEXES = """
+SELECT i.relname, pg_get_indexdef(i.oid), con.conname, con.contype, pg_get_constraintdef(con.oid),
+       coalesce(con.condeferrable, false), coalesce(con.condeferred, false), x.indisclustered, x.indisreplident,
+       obj_description(i.oid, 'pg_class'), obj_description(con.oid, 'pg_constraint')
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = x.indrelid AND con.contype IN ('p', 'u', 'x')
+WHERE x.indrelid = %(table)s::regclass
+ORDER BY i.oid
+"""
+
+_REFERENCING_KEYS = """
+SELECT con.conrelid::regclass::text, con.conname, pg_get_constraintdef(con.oid),
+       obj_description(con.oid, 'pg_constraint')
+FROM pg_constraint con
+WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass
+ORDER BY con.conrelid, con.conname
+"""
+
+_DEFINITIONS = """
+SELECT 'index ' || i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+WHERE x.indrelid = %(table)s::regclass
+UNION ALL
+SELECT 'constraint ' || conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = %(table)s::regclass AND contype IN ('p', 'u', 'x')
+"""
+
+_SET_ASIDE_TOUCHING = """
+SELECT con.conrelid::regclass::text, con.conname
+FROM refresh_pipeline.set_aside_foreign_keys s
+JOIN pg_constraint con ON con.conrelid = s.conrelid AND con.conname = s.constraint_name
+WHERE s.conrelid = %(table)s::regclass OR con.confrelid = %(table)s::regclass
+ORDER BY 1, 2
+"""
+
+_NOT_VALID = " NOT VALID"
+# Exists only while a key is set aside, so nothing of it reaches a promoted database.
+_CREATE_SET_ASIDE = """
+CREATE TABLE IF NOT EXISTS refresh_pipeline.set_aside_foreign_keys (
+    conrelid oid NOT NULL,  -- the referencing table (TRUNCATE keeps a table's oid)
+    constraint_name text NOT NULL,
+    PRIMARY KEY (conrelid, constraint_name)
+)
+"""
+
+
+@dataclass(frozen=True)
+class _Index:
+    name: str
+    definition: str
+    constraint: str | None  # the PRIMARY KEY, UNIQUE or EXCLUDE constraint it backs
+    constraint_type: str | None
+    constraint_definition: str | None
+    deferrable: bool
+    deferred: bool
+    clustered: bool
+    replica_identity: bool
+    comment: str | None
+    constraint_comment: str | None
+
+
+@dataclass(frozen=True)
+class _ForeignKey:
+    table: str  # the referencing table, as regclass text
+    name: str
+    definition: str
+    comment: str | None
+
+    @property
+    def validated(self) -> bool:
+        return not self.definition.endswith(_NOT_VALID)
+
+
+class _NotRebuiltExactly(Exception):
+    """The rebuilt indexes or constraints differ from the originals: the swap falls back."""
+
+
+def wait_for_other_swaps(conn: psycopg.Connection) -> None:
+    """Serialise swaps per database (call first in the swap's transaction): one may lock another's table to
+    set its foreign keys aside, so two at once could each hold what the other waits for."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('refresh_pipeline.swap'))")
+
+
+def replace_rows(
+    conn: psycopg.Connection, info: TableInfo, target: sql.Composable, insert: sql.Composable, log: Log
+) -> tuple[int, int]:
+    """Replace every row of the table with what `insert` inserts; returns (rows removed, rows inserted).
+    Runs in the caller's transaction, which must already hold ACCESS EXCLUSIVE on the table."""
+    table = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
+    params = {"table": table.as_string(conn)}
+    blockers = [row[0] for row in conn.execute(_BLOCKERS, params).fetchall()]
+    counts = None
+    if not blockers:
+        try:
+            with conn.transaction():  # a savepoint: a rebuild that cannot be exact leaves nothing behind
+                counts = _rebuild(conn, info, table, insert, params, log)
+        except (_NotRebuiltExactly, psycopg.errors.DependentObjectsStillExist) as reason:
+            blockers = [str(reason).splitlines()[0]]
+    if counts is None:
+        log(f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})")
+        removed = conn.execute(sql.SQL("DELETE FROM {}").format(target)).rowcount
+        counts = removed, conn.execute(insert).rowcount
+    validate_set_aside_keys(conn, table, log)
+    return counts
+
+
+def _rebuild(
+    conn: psycopg.Connection,
+    info: TableInfo,
+    table: sql.Composed,
+    insert: sql.Composable,
+    params: dict[str, str],
+    log: Log,
+) -> tuple[int, int]:
+    indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
+    keys = [_ForeignKey(*row) for row in conn.execute(_REFERENCING_KEYS, params).fetchall()]
+    definitions = sorted(conn.execute(_DEFINITIONS, params).fetchall())
+    for referencing in sorted({key.table for key in keys}):
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(referencing)))
+    for key in keys:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(key.table), sql.Identifier(key.name)))
+    for index in indexes:
+        if index.constraint is not None:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(index.constraint)))
+        else:
+            conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(info.schema), sql.Identifier(index.name)))
+    removed = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table)).fetchone()[0]
+    conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table))
+    inserted = conn.execute(insert).rowcount
+    for index in indexes:
+        _recreate_index(conn, info, table, index)
+    if sorted(conn.execute(_DEFINITIONS, params).fetchall()) != definitions:
+        raise _NotRebuiltExactly("indexes or constraints would not come back exactly as they were")
+    for key in keys:
+        _restore_foreign_key(conn, key)
+    log(
+        f"{info.qualified_name}: rows replaced with TRUNCATE + INSERT, {len(indexes)} index(es) rebuilt, "
+        f"{len(keys)} foreign key(s) pointing here set aside"
+    )
+    return removed, inserted
+
+
+def _recreate_index(conn: psycopg.Connection, info: TableInfo, table: sql.Composed, index: _Index) -> None:
+    name = sql.Identifier(index.name)
+    qualified = sql.SQL("{}.{}").format(sql.Identifier(info.schema), name)
+    if index.constraint_type == "x":
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table, sql.Identifier(index.constraint), sql.SQL(index.constraint_definition)
+            )
+        )
+    else:
+        # Built from the index's own definition (storage parameters, INCLUDE, NULLS NOT DISTINCT), then
+        # promoted to the constraint it backed.
+        conn.execute(sql.SQL(index.definition))
+        if index.constraint is not None:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}{}").format(
+                    table,
+                    sql.Identifier(index.constraint),
+                    sql.SQL("PRIMARY KEY" if index.constraint_type == "p" else "UNIQUE"),
+                    name,
+                    sql.SQL(" DEFERRABLE" if index.deferrable else ""),
+                    sql.SQL(" INITIALLY DEFERRED" if index.deferred else ""),
+                )
+            )
+    if index.clustered:
+        conn.execute(sql.SQL("ALTER TABLE {} CLUSTER ON {}").format(table, name))
+    if index.replica_identity:
+        conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(table, name))
+    if index.comment is not None:
+        conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(qualified, sql.Literal(index.comment)))
+    if index.constraint_comment is not None:
+        conn.execute(
+            sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(index.constraint), table, sql.Literal(index.constraint_comment)
+            )
+        )
+
+
+def _restore_foreign_key(conn: psycopg.Connection, key: _ForeignKey) -> None:
+    """Re-add the key without checking it now; one that was valid is remembered, to be validated."""
+    definition = key.definition if not key.validated else key.definition + _NOT_VALID
+    referencing = sql.SQL(key.table)
+    add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
+    conn.execute(add.format(referencing, sql.Identifier(key.name), sql.SQL(definition)))
+    if key.comment is not None:
+        conn.execute(
+            sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(key.name), referencing, sql.Literal(key.comment)
+            )
+        )
+    if key.validated:
+        conn.execute(_CREATE_SET_ASIDE)
+        conn.execute(
+            "INSERT INTO refresh_pipeline.set_aside_foreign_keys VALUES (%s::regclass, %s) ON CONFLICT DO NOTHING",
+            (key.table, key.name),
+        )
+
+
+def validate_set_aside_keys(conn: psycopg.Connection, table: sql.Composable, log: Log) -> None:
+    """Validate the set-aside foreign keys from or to `table`; one its data violates (for now: the other
+    table may not be masked yet) stays NOT VALID and set aside."""
+    if conn.execute("SELECT to_regclass('refresh_pipeline.set_aside_foreign_keys')").fetchone()[0] is None:
+        return
+    pending = conn.execute(_SET_ASIDE_TOUCHING, {"table": table.as_string(conn)}).fetchall()
+    for referencing, name in pending:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(sql.SQL(referencing), sql.Identifier(name))
+                )
+        except psycopg.errors.ForeignKeyViolation:
+            log(f"foreign key {name} on {referencing} stays NOT VALID until its rows match (the other table is masked)")
+            continue
+        conn.execute(
+            "DELETE FROM refresh_pipeline.set_aside_foreign_keys "
+            "WHERE conrelid = %s::regclass AND constraint_name = %s",
+            (referencing, name),
+        )
+    if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM refresh_pipeline.set_aside_foreign_keys)").fetchone()[0]:
+        conn.execute("DROP TABLE refresh_pipeline.set_aside_foreign_keys")
