@@ -174,6 +174,15 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
+def _growth(server: LocalServer, source: str) -> str:
+    """The promoted staging database's size against production's (dead rows left by masking show here)."""
+    with psycopg.connect(server.dsn()) as conn:
+        staging = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_staging\\_%' ORDER BY datname DESC LIMIT 1"
+        ).fetchone()[0]
+    return f"{_size(server.dsn(staging)) / _size(source) - 1:+.0%} vs"
+
+
 def our_refresh(
     server: LocalServer, source: str, work_dir: Path, parallelism: int, show_steps: bool = False
 ) -> tuple[list[Measurement], dict]:
@@ -219,7 +228,7 @@ def our_refresh(
     measurements = [Measurement(f"(c) {phase}", _union(spans)) for phase, spans in intervals.items()]
     busy = _union(all_steps)
     measurements.append(Measurement("(c) orchestration overhead", max(0.0, wall - busy), note="wall - busy steps"))
-    measurements.append(Measurement("(c) full refresh", wall))
+    measurements.append(Measurement("(c) full refresh", wall, note=f"staging {_growth(server, source)} production"))
     if show_steps:
         print("\nsteps (start, end, seconds since the run began):")
         for step, begin, end in sorted(steps, key=lambda step: step[1]):
