@@ -214,3 +214,29 @@ def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
         masked = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
     assert errors == []
     assert masked == 2 and after == before
+
+
+def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_database):
+    conninfo = create_database("swap_refused")
+    policy = parse_policy("tables:\n  frozen: {id: keep, email: email}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE frozen (id int PRIMARY KEY, email text UNIQUE);"
+            "INSERT INTO frozen SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;"
+        )
+        install_functions(conn)
+        conn.execute(
+            "CREATE FUNCTION refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'schema changes are frozen'; END $$;"
+            "CREATE EVENT TRIGGER frozen_schema ON ddl_command_start WHEN TAG IN ('ALTER TABLE', 'DROP INDEX') "
+            "EXECUTE FUNCTION refuse_ddl();"
+            "ALTER EVENT TRIGGER frozen_schema ENABLE ALWAYS;"
+        )
+        before = _catalog(conn)
+        messages: list[str] = []
+        mask_table(conn, policy, "frozen", KEY, log=messages.append)
+        unmasked = conn.execute("SELECT count(*) FROM frozen WHERE email LIKE '%@mail.in'").fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM frozen").fetchone()[0]
+        after = _catalog(conn)
+    assert any("DELETE + INSERT (RaiseException: schema changes are frozen)" in m for m in messages), messages
+    assert (unmasked, rows) == (0, 50) and after == before

@@ -11,7 +11,8 @@ statistics targets, foreign keys on partitioned tables) keeps DELETE + INSERT.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -146,8 +147,8 @@ def replace_rows(
         try:
             with conn.transaction():  # a savepoint: a rebuild that cannot be exact leaves nothing behind
                 counts = _rebuild(conn, info, table, insert, params, log)
-        except (_NotRebuiltExactly, psycopg.errors.DependentObjectsStillExist) as reason:
-            blockers = [str(reason).splitlines()[0]]
+        except _NotRebuiltExactly as reason:
+            blockers = [str(reason)]
     if counts is None:
         log(f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})")
         removed = conn.execute(sql.SQL("DELETE FROM {}").format(target)).rowcount
@@ -167,6 +168,38 @@ def _rebuild(
     indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
     keys = [_ForeignKey(*row) for row in conn.execute(_REFERENCING_KEYS, params).fetchall()]
     definitions = sorted(conn.execute(_DEFINITIONS, params).fetchall())
+    with _falls_back_on_ddl_errors():
+        _drop(conn, info, table, indexes, keys)
+    removed = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table)).fetchone()[0]
+    conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table))
+    inserted = conn.execute(insert).rowcount  # errors of the masked rows themselves are not a reason to fall back
+    with _falls_back_on_ddl_errors():
+        for index in indexes:
+            _recreate_index(conn, info, table, index)
+        if sorted(conn.execute(_DEFINITIONS, params).fetchall()) != definitions:
+            raise _NotRebuiltExactly("indexes or constraints would not come back exactly as they were")
+        for key in keys:
+            _restore_foreign_key(conn, key)
+    log(
+        f"{info.qualified_name}: rows replaced with TRUNCATE + INSERT, {len(indexes)} index(es) rebuilt, "
+        f"{len(keys)} foreign key(s) pointing here set aside"
+    )
+    return removed, inserted
+
+
+@contextmanager
+def _falls_back_on_ddl_errors() -> Iterator[None]:
+    """DDL the rebuild runs may meet what the catalog did not show (an event trigger refusing it, an object
+    depending on an index): the swap then falls back instead of failing."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise _NotRebuiltExactly(f"{type(error).__name__}: {str(error).splitlines()[0]}") from error
+
+
+def _drop(
+    conn: psycopg.Connection, info: TableInfo, table: sql.Composed, indexes: list[_Index], keys: list[_ForeignKey]
+) -> None:
     for referencing in sorted({key.table for key in keys}):
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(referencing)))
     for key in keys:
@@ -176,20 +209,6 @@ def _rebuild(
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(index.constraint)))
         else:
             conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(info.schema), sql.Identifier(index.name)))
-    removed = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table)).fetchone()[0]
-    conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table))
-    inserted = conn.execute(insert).rowcount
-    for index in indexes:
-        _recreate_index(conn, info, table, index)
-    if sorted(conn.execute(_DEFINITIONS, params).fetchall()) != definitions:
-        raise _NotRebuiltExactly("indexes or constraints would not come back exactly as they were")
-    for key in keys:
-        _restore_foreign_key(conn, key)
-    log(
-        f"{info.qualified_name}: rows replaced with TRUNCATE + INSERT, {len(indexes)} index(es) rebuilt, "
-        f"{len(keys)} foreign key(s) pointing here set aside"
-    )
-    return removed, inserted
 
 
 def _recreate_index(conn: psycopg.Connection, info: TableInfo, table: sql.Composed, index: _Index) -> None:
