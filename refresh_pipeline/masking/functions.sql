@@ -278,8 +278,10 @@ $$;
 -- candidate unless a conflict moved it. Free of subqueries, so it inlines; only moved emails are looked up.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_email(key bytea, normalised text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN refresh_pipeline.moved_emails() IS NULL
-                  OR refresh_pipeline.map_fingerprint(key, 'email', normalised) = ANY(refresh_pipeline.moved_emails())
+    -- With no email moved (the usual case) the planner folds this to the candidate: no fingerprint computed.
+    SELECT CASE WHEN refresh_pipeline.moved_emails() IS NULL THEN refresh_pipeline.looked_up_email(key, normalised)
+                WHEN cardinality(refresh_pipeline.moved_emails()) > 0
+                 AND refresh_pipeline.map_fingerprint(key, 'email', normalised) = ANY(refresh_pipeline.moved_emails())
                 THEN refresh_pipeline.looked_up_email(key, normalised)
                 ELSE refresh_pipeline.email_candidate(key, normalised) END
 $$;
