@@ -178,3 +178,29 @@ def test_embedded_server_is_sized_for_fingerprint_and_value_map_probes(pg_server
         ).fetchone()
     assert unit == "8kB"
     assert pages * 8 // 1024 == _shared_buffers_mb() >= 128
+
+
+def test_pooled_sessions_start_the_embedded_server_once_and_then_just_connect(
+    write_config, demo_source, test_root, monkeypatch
+):
+    from refresh_pipeline.resources.refresh import RefreshResource
+
+    work_dir = test_root / "pooled_sessions"
+    config = write_config(demo_source, local={"port": free_port()}, work_dir=str(work_dir))
+    refresh = RefreshResource(config_path=str(config), masking_key="pool-test-key-0123456789")
+    server = LocalPlatform(load_config(config)).server
+    assert server is not None and not server.is_running()
+    try:
+        with refresh.connect_managed("postgres") as first:
+            assert first.execute("SELECT 1").fetchone() == (1,)
+
+        def ask(_server: LocalServer) -> bool:
+            raise AssertionError("a session asked pg_ctl although the server accepts connections")
+
+        monkeypatch.setattr(LocalServer, "is_running", ask)
+        with refresh.connect_managed("postgres") as second:
+            assert second.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        monkeypatch.undo()
+        server.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)

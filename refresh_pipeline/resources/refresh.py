@@ -4,6 +4,7 @@ import dagster as dg
 import psycopg
 
 from refresh_pipeline.config import RefreshConfig, load_config
+from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.platforms.base import Platform
@@ -45,8 +46,12 @@ class RefreshResource(dg.ConfigurableResource):
     def connect_managed(self, database: str) -> psycopg.Connection:
         """An autocommit session on a database the pipeline restored (never production)."""
         platform = self.platform()
-        platform.ensure_ready()
-        conn = connect(platform.conninfo(database), autocommit=True)
+        try:
+            conn = connect(platform.conninfo(database), autocommit=True)
+        except RefreshError:
+            # Only then: readiness costs a `pg_ctl status` locally, and pools open many sessions.
+            platform.ensure_ready()
+            conn = connect(platform.conninfo(database), autocommit=True)
         # Masking and audit queries are single scans with large inlined expressions: JIT would spend
         # seconds compiling them per table and per worker for no gain (measured in bench/).
         conn.execute("SET jit = off")
