@@ -17,7 +17,15 @@ from refresh_pipeline.audit.fingerprints import (
     token_fingerprint,
     whole_value_fingerprint,
 )
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
+from refresh_pipeline.chunked import (
+    BLOCKS_PER_RANGE,
+    ColumnRange,
+    Connect,
+    Progress,
+    run_ranges,
+    text_column_work,
+    token_share_column,
+)
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 
@@ -143,8 +151,7 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
 _KNOWN_TOKENS = """
 WITH hit AS MATERIALIZED (
     SELECT d.column_name, d.kind, d.token FROM (
-        SELECT DISTINCT column_name, kind, token FROM {scratch}
-        WHERE abs(hashtext(token)) %% {shares} = {share}) AS d
+        SELECT DISTINCT column_name, kind, token FROM {scratch} WHERE share = {share}) AS d
     WHERE EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
 )
@@ -268,7 +275,6 @@ def scan_table(
     def check_tokens(session: psycopg.Connection, share: int) -> int:
         query = sql.SQL(_KNOWN_TOKENS).format(
             scratch=scratch,
-            shares=sql.Literal(shares),
             share=sql.Literal(share),
             token_fingerprint=token_fingerprint(sql.SQL("d.kind"), sql.SQL("d.token")),
         )
@@ -288,8 +294,8 @@ def scan_table(
     if known:
         conn.execute(
             sql.SQL(
-                "CREATE UNLOGGED TABLE {} (column_name text, kind text, token text, n bigint, location tid)"
-            ).format(scratch)
+                "CREATE UNLOGGED TABLE {} (column_name text, kind text, token text, n bigint, location tid, {})"
+            ).format(scratch, token_share_column(shares))
         )
     try:
         run_ranges(work, scan, conn, connect, workers, progress)

@@ -18,7 +18,15 @@ from refresh_pipeline.audit.fingerprints import (
     index_fingerprints,
     start_fingerprints,
 )
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, ColumnRange, Connect, Progress, run_ranges, text_column_work
+from refresh_pipeline.chunked import (
+    BLOCKS_PER_RANGE,
+    ColumnRange,
+    Connect,
+    Progress,
+    run_ranges,
+    text_column_work,
+    token_share_column,
+)
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy
@@ -46,11 +54,9 @@ def drop_scratch_tokens(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
 
 
-def _share(share: int, shares: int) -> sql.Composed:
-    """The distinct tokens of one share: a token always falls in the same share, so shares never overlap."""
-    return sql.SQL("(SELECT DISTINCT kind, token FROM {} WHERE abs(hashtext(token)) % {} = {})").format(
-        SCRATCH, sql.Literal(shares), sql.Literal(share)
-    )
+def _share(share: int) -> sql.Composed:
+    """The distinct tokens of one share."""
+    return sql.SQL("(SELECT DISTINCT kind, token FROM {} WHERE share = {})").format(SCRATCH, sql.Literal(share))
 
 
 def record_originals(
@@ -68,7 +74,12 @@ def record_originals(
     start_fingerprints(conn)
     start_value_maps(conn)
     drop_scratch_tokens(conn)
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL)").format(SCRATCH))
+    shares = max(1, workers) if connect is not None else 1  # one per pooled session
+    conn.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL, {})").format(
+            SCRATCH, token_share_column(shares)
+        )
+    )
     try:
         work = sorted(
             (item for table in tables for item in text_column_work(conn, table, blocks_per_range)),
@@ -86,8 +97,6 @@ def record_originals(
             fingerprint_whole_values(session, [item.table], policy, key, condition=condition, columns=columns)
             return tokens
 
-        shares = max(1, workers) if connect is not None else 1  # one per pooled session
-
         def digest(session: psycopg.Connection, share: int) -> int:
             # The share's distinct tokens, read from the scratch table once for both uses.
             distinct = sql.Identifier(f"share_tokens_{share}")
@@ -95,7 +104,7 @@ def record_originals(
                 session.execute("SET LOCAL work_mem = '256MB'")
                 session.execute(
                     sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM {} AS share").format(
-                        distinct, _share(share, shares)
+                        distinct, _share(share)
                     )
                 )
                 fingerprint_tokens(session, key, source=distinct)
@@ -103,6 +112,7 @@ def record_originals(
             return 1
 
         run_ranges(work, read, conn, connect, workers, reading)
+        conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
         started = time.monotonic()
         run_ranges(list(range(shares)), digest, conn, connect, workers)
         log(f"each distinct token fingerprinted and mapped once in {time.monotonic() - started:.1f} s")

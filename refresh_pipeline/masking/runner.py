@@ -17,7 +17,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
-from refresh_pipeline.masking.swap import replace_rows, wait_for_other_swaps
+from refresh_pipeline.masking.swap import replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
@@ -194,26 +194,40 @@ def _swap_in(
     swap_started = time.monotonic()
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
-        wait_for_other_swaps(conn)
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
         marker = _marker(conn, info)
         if marker is not None:
             _refuse_other_rules(info, marker, digest)
             return int(marker[1])
         always_triggers = _disable_always_triggers(conn, info)
-        deleted, inserted = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
+        replaced = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
         for table, trigger in always_triggers:
             conn.execute(
                 sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger))
             )
-        if not copied == deleted == inserted:
+        if not copied == replaced.removed == replaced.inserted:
             raise RefreshError(
-                f"{info.qualified_name}: row counts differ while masking (computed {copied}, removed {deleted}, "
-                f"inserted {inserted}); the table changed meanwhile, so nothing was changed."
+                f"{info.qualified_name}: row counts differ while masking (computed {copied}, removed "
+                f"{replaced.removed}, inserted {replaced.inserted}); the table changed meanwhile, so nothing was "
+                "changed."
             )
         conn.execute(
             "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
-            (info.qualified_name, digest, inserted),
+            (info.qualified_name, digest, replaced.inserted),
         )
-    log(f"{info.qualified_name}: swapped {inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
+    log(f"{info.qualified_name}: swapped {replaced.inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
+    if replaced.compact:
+        _compact(conn, info, plan, log)
     return None
+
+
+def _compact(conn: psycopg.Connection, info: TableInfo, plan: TableMaskingPlan, log: Log) -> None:
+    """Rewrite the table without the originals' dead rows, so staging is no bigger than production. The
+    table is masked already: if this fails, it is only bigger than it needs to be."""
+    started = time.monotonic()
+    try:
+        conn.execute(sql.SQL("VACUUM FULL {}").format(plan.table_ident))
+    except psycopg.Error as error:
+        log(f"{info.qualified_name}: not compacted ({type(error).__name__}: {str(error).splitlines()[0]})")
+        return
+    log(f"{info.qualified_name}: compacted (VACUUM FULL) in {time.monotonic() - started:.1f} s")

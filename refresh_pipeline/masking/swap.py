@@ -1,12 +1,13 @@
 """Puts a table's masked rows in place of its originals, inside the caller's transaction.
 
-A plain table is emptied with TRUNCATE and its indexes and constraints are built once, on the masked rows,
-from their own definitions: no dead tuples (staging is no bigger than production) and no index maintenance
-row by row (bookings at S=1: 5.4 s with DELETE + INSERT, 2.0 s rebuilt). TRUNCATE needs the foreign keys
-that point at the table out of the way: they come back NOT VALID and are validated once both of their
-tables hold masked rows (a key masked on one side only leaves them unvalidated, which the integrity check
-reports). Anything that could not be rebuilt exactly (partitions, inheritance, other tablespaces, index
-statistics targets, foreign keys on partitioned tables) keeps DELETE + INSERT.
+A table no other table's foreign key points at is emptied with TRUNCATE and its indexes and constraints
+are built once, on the masked rows, from their own definitions: no dead rows (staging is no bigger than
+production) and no index maintenance row by row (bookings at S=1: 5.4 s with DELETE + INSERT, 2.0 s
+rebuilt). Its self-referencing foreign keys are re-added and validated. Any other table keeps DELETE +
+INSERT and is compacted afterwards (`compact`): TRUNCATE would need the foreign keys of the tables pointing
+at it dropped, i.e. those tables locked, while other steps may be reading them (measured: the swap waited
+5 s for payments while payments' audit queued behind it). So does whatever could not be rebuilt exactly
+(partitions, inheritance, other tablespaces, index statistics targets).
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ SELECT reason FROM (
       FROM pg_constraint con JOIN pg_class i ON i.oid = con.conindid
      WHERE con.conrelid = %(table)s::regclass AND con.contype = 'x' AND i.reloptions IS NOT NULL
     UNION ALL
-    SELECT 'foreign key ' || con.conname || ' on partitioned ' || con.conrelid::regclass::text
-      FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid
-     WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass
-       AND (r.relkind = 'p' OR r.relispartition OR con.conparentid <> 0)
+    SELECT 'referenced by foreign key ' || con.conname || ' on ' || con.conrelid::regclass::text
+      FROM pg_constraint con
+     WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass AND con.conrelid <> con.confrelid
 ) AS blockers
 """
 
@@ -62,12 +62,12 @@ WHERE x.indrelid = %(table)s::regclass
 ORDER BY i.oid
 """
 
-_REFERENCING_KEYS = """
+_SELF_REFERENCES = """
 SELECT con.conrelid::regclass::text, con.conname, pg_get_constraintdef(con.oid),
        obj_description(con.oid, 'pg_constraint')
 FROM pg_constraint con
-WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass
-ORDER BY con.conrelid, con.conname
+WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass AND con.conrelid = con.confrelid
+ORDER BY con.conname
 """
 
 _DEFINITIONS = """
@@ -78,23 +78,7 @@ SELECT 'constraint ' || conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE conrelid = %(table)s::regclass AND contype IN ('p', 'u', 'x')
 """
 
-_SET_ASIDE_TOUCHING = """
-SELECT con.conrelid::regclass::text, con.conname
-FROM refresh_pipeline.set_aside_foreign_keys s
-JOIN pg_constraint con ON con.conrelid = s.conrelid AND con.conname = s.constraint_name
-WHERE s.conrelid = %(table)s::regclass OR con.confrelid = %(table)s::regclass
-ORDER BY 1, 2
-"""
-
 _NOT_VALID = " NOT VALID"
-# Exists only while a key is set aside, so nothing of it reaches a promoted database.
-_CREATE_SET_ASIDE = """
-CREATE TABLE IF NOT EXISTS refresh_pipeline.set_aside_foreign_keys (
-    conrelid oid NOT NULL,  -- the referencing table (TRUNCATE keeps a table's oid)
-    constraint_name text NOT NULL,
-    PRIMARY KEY (conrelid, constraint_name)
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -128,33 +112,30 @@ class _NotRebuiltExactly(Exception):
     """The rebuilt indexes or constraints differ from the originals: the swap falls back."""
 
 
-def wait_for_other_swaps(conn: psycopg.Connection) -> None:
-    """Serialise swaps per database (call first in the swap's transaction): one may lock another's table to
-    set its foreign keys aside, so two at once could each hold what the other waits for."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext('refresh_pipeline.swap'))")
+@dataclass(frozen=True)
+class Replaced:
+    removed: int
+    inserted: int
+    compact: bool  # dead rows left behind: VACUUM FULL once the transaction is committed
 
 
 def replace_rows(
     conn: psycopg.Connection, info: TableInfo, target: sql.Composable, insert: sql.Composable, log: Log
-) -> tuple[int, int]:
-    """Replace every row of the table with what `insert` inserts; returns (rows removed, rows inserted).
-    Runs in the caller's transaction, which must already hold ACCESS EXCLUSIVE on the table."""
+) -> Replaced:
+    """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which
+    must already hold ACCESS EXCLUSIVE on the table."""
     table = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
     params = {"table": table.as_string(conn)}
     blockers = [row[0] for row in conn.execute(_BLOCKERS, params).fetchall()]
-    counts = None
     if not blockers:
         try:
             with conn.transaction():  # a savepoint: a rebuild that cannot be exact leaves nothing behind
-                counts = _rebuild(conn, info, table, insert, params, log)
+                return _rebuild(conn, info, table, insert, params, log)
         except _NotRebuiltExactly as reason:
             blockers = [str(reason)]
-    if counts is None:
-        log(f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})")
-        removed = conn.execute(sql.SQL("DELETE FROM {}").format(target)).rowcount
-        counts = removed, conn.execute(insert).rowcount
-    validate_set_aside_keys(conn, table, log)
-    return counts
+    log(f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})")
+    removed = conn.execute(sql.SQL("DELETE FROM {}").format(target)).rowcount
+    return Replaced(removed, conn.execute(insert).rowcount, compact=True)
 
 
 def _rebuild(
@@ -166,7 +147,7 @@ def _rebuild(
     log: Log,
 ) -> tuple[int, int]:
     indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
-    keys = [_ForeignKey(*row) for row in conn.execute(_REFERENCING_KEYS, params).fetchall()]
+    keys = [_ForeignKey(*row) for row in conn.execute(_SELF_REFERENCES, params).fetchall()]
     definitions = sorted(conn.execute(_DEFINITIONS, params).fetchall())
     with _falls_back_on_ddl_errors():
         _drop(conn, info, table, indexes, keys)
@@ -180,11 +161,10 @@ def _rebuild(
             raise _NotRebuiltExactly("indexes or constraints would not come back exactly as they were")
         for key in keys:
             _restore_foreign_key(conn, key)
-    log(
-        f"{info.qualified_name}: rows replaced with TRUNCATE + INSERT, {len(indexes)} index(es) rebuilt, "
-        f"{len(keys)} foreign key(s) pointing here set aside"
-    )
-    return removed, inserted
+    for key in keys:
+        _validate(conn, key, log)
+    log(f"{info.qualified_name}: rows replaced with TRUNCATE + INSERT, {len(indexes)} index(es) rebuilt")
+    return Replaced(removed, inserted, compact=False)
 
 
 @contextmanager
@@ -200,8 +180,6 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
 def _drop(
     conn: psycopg.Connection, info: TableInfo, table: sql.Composed, indexes: list[_Index], keys: list[_ForeignKey]
 ) -> None:
-    for referencing in sorted({key.table for key in keys}):
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(referencing)))
     for key in keys:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(key.table), sql.Identifier(key.name)))
     for index in indexes:
@@ -250,7 +228,7 @@ def _recreate_index(conn: psycopg.Connection, info: TableInfo, table: sql.Compos
 
 
 def _restore_foreign_key(conn: psycopg.Connection, key: _ForeignKey) -> None:
-    """Re-add the key without checking it now; one that was valid is remembered, to be validated."""
+    """Re-add a self-referencing key without checking it row by row as rows go in."""
     definition = key.definition if not key.validated else key.definition + _NOT_VALID
     referencing = sql.SQL(key.table)
     add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
@@ -261,33 +239,17 @@ def _restore_foreign_key(conn: psycopg.Connection, key: _ForeignKey) -> None:
                 sql.Identifier(key.name), referencing, sql.Literal(key.comment)
             )
         )
-    if key.validated:
-        conn.execute(_CREATE_SET_ASIDE)
-        conn.execute(
-            "INSERT INTO refresh_pipeline.set_aside_foreign_keys VALUES (%s::regclass, %s) ON CONFLICT DO NOTHING",
-            (key.table, key.name),
-        )
 
 
-def validate_set_aside_keys(conn: psycopg.Connection, table: sql.Composable, log: Log) -> None:
-    """Validate the set-aside foreign keys from or to `table`; one its data violates (for now: the other
-    table may not be masked yet) stays NOT VALID and set aside."""
-    if conn.execute("SELECT to_regclass('refresh_pipeline.set_aside_foreign_keys')").fetchone()[0] is None:
+def _validate(conn: psycopg.Connection, key: _ForeignKey, log: Log) -> None:
+    """Validate a re-added key that was valid; one the masked rows violate stays NOT VALID, for the
+    integrity check to report."""
+    if not key.validated:
         return
-    pending = conn.execute(_SET_ASIDE_TOUCHING, {"table": table.as_string(conn)}).fetchall()
-    for referencing, name in pending:
-        try:
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(sql.SQL(referencing), sql.Identifier(name))
-                )
-        except psycopg.errors.ForeignKeyViolation:
-            log(f"foreign key {name} on {referencing} stays NOT VALID until its rows match (the other table is masked)")
-            continue
-        conn.execute(
-            "DELETE FROM refresh_pipeline.set_aside_foreign_keys "
-            "WHERE conrelid = %s::regclass AND constraint_name = %s",
-            (referencing, name),
-        )
-    if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM refresh_pipeline.set_aside_foreign_keys)").fetchone()[0]:
-        conn.execute("DROP TABLE refresh_pipeline.set_aside_foreign_keys")
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(sql.SQL(key.table), sql.Identifier(key.name))
+            )
+    except psycopg.errors.ForeignKeyViolation:
+        log(f"foreign key {key.name} on {key.table} stays NOT VALID: the masked rows violate it")
