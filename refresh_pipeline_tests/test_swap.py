@@ -252,3 +252,34 @@ def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_d
         after = _catalog(conn)
     assert any("DELETE + INSERT (RaiseException: schema changes are frozen)" in m for m in messages), messages
     assert (unmasked, rows) == (0, 50) and after == before
+
+
+def test_compaction_waits_for_sessions_that_still_see_the_originals(create_database):
+    """A statement older than the swap keeps the deleted originals alive: VACUUM FULL then copies them
+    along (seen in the pipeline: bookings compacted while payments' audit ran, and stayed twice its size)."""
+    conninfo = create_database("swap_snapshot")
+    policy = parse_policy("tables:\n  accounts: {phone: phone, owner: keep}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
+            "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
+            "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;"
+        )
+        install_functions(conn)
+        older = psycopg.connect(conninfo)
+        older.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        older.execute("SELECT count(*) FROM calls")  # another table; its snapshot sees accounts' originals too
+        messages: list[str] = []
+
+        def log(message: str) -> None:
+            messages.append(message)
+            if "waiting for 1 session(s) older than the swap" in message:
+                older.close()
+
+        try:
+            mask_table(conn, policy, "accounts", KEY, log=log)
+        finally:
+            older.close()
+        pages, compact = _heap_pages(conn, "accounts"), _compact_pages(conn, "accounts")
+    assert any("accounts: compacted (VACUUM FULL)" in m for m in messages), messages
+    assert pages <= compact, f"{pages} pages after compaction, {compact} for its rows"

@@ -215,16 +215,36 @@ def _swap_in(
             "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
             (info.qualified_name, digest, replaced.inserted),
         )
+        swap_xid = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
     log(f"{info.qualified_name}: swapped {replaced.inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
     if replaced.compact:
-        _compact(conn, info, plan, log)
+        _compact(conn, info, plan, swap_xid, log)
     return None
 
 
-def _compact(conn: psycopg.Connection, info: TableInfo, plan: TableMaskingPlan, log: Log) -> None:
+# Sessions that may still see the originals' rows (snapshots older than the swap): VACUUM FULL has to keep
+# those rows while they run, so it waits for them, this long at most.
+COMPACT_WAIT_SECONDS = 300.0
+_OLDER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND greatest(age(backend_xmin), age(backend_xid)) >= age(%(xid)s::xid)
+"""
+
+
+def _compact(conn: psycopg.Connection, info: TableInfo, plan: TableMaskingPlan, swap_xid: str, log: Log) -> None:
     """Rewrite the table without the originals' dead rows, so staging is no bigger than production. The
-    table is masked already: if this fails, it is only bigger than it needs to be."""
+    table is masked already: if this cannot be done, it is only bigger than it needs to be."""
     started = time.monotonic()
+    told = False
+    while (older := conn.execute(_OLDER_SESSIONS, {"xid": swap_xid}).fetchone()[0]) > 0:
+        if time.monotonic() - started > COMPACT_WAIT_SECONDS:
+            log(f"{info.qualified_name}: not compacted: {older} session(s) older than the swap still open")
+            return
+        if not told:
+            log(f"{info.qualified_name}: waiting for {older} session(s) older than the swap before compacting")
+            told = True
+        time.sleep(0.2)
     try:
         conn.execute(sql.SQL("VACUUM FULL {}").format(plan.table_ident))
     except psycopg.Error as error:
