@@ -17,7 +17,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
-from refresh_pipeline.masking.swap import replace_rows
+from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
@@ -218,36 +218,5 @@ def _swap_in(
         swap_xid = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
     log(f"{info.qualified_name}: swapped {replaced.inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
     if replaced.compact:
-        _compact(conn, info, plan, swap_xid, log)
+        compact(conn, info, swap_xid, log)
     return None
-
-
-# Sessions that may still see the originals' rows (snapshots older than the swap): VACUUM FULL has to keep
-# those rows while they run, so it waits for them, this long at most.
-COMPACT_WAIT_SECONDS = 300.0
-_OLDER_SESSIONS = """
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND greatest(age(backend_xmin), age(backend_xid)) >= age(%(xid)s::xid)
-"""
-
-
-def _compact(conn: psycopg.Connection, info: TableInfo, plan: TableMaskingPlan, swap_xid: str, log: Log) -> None:
-    """Rewrite the table without the originals' dead rows, so staging is no bigger than production. The
-    table is masked already: if this cannot be done, it is only bigger than it needs to be."""
-    started = time.monotonic()
-    told = False
-    while (older := conn.execute(_OLDER_SESSIONS, {"xid": swap_xid}).fetchone()[0]) > 0:
-        if time.monotonic() - started > COMPACT_WAIT_SECONDS:
-            log(f"{info.qualified_name}: not compacted: {older} session(s) older than the swap still open")
-            return
-        if not told:
-            log(f"{info.qualified_name}: waiting for {older} session(s) older than the swap before compacting")
-            told = True
-        time.sleep(0.2)
-    try:
-        conn.execute(sql.SQL("VACUUM FULL {}").format(plan.table_ident))
-    except psycopg.Error as error:
-        log(f"{info.qualified_name}: not compacted ({type(error).__name__}: {str(error).splitlines()[0]})")
-        return
-    log(f"{info.qualified_name}: compacted (VACUUM FULL) in {time.monotonic() - started:.1f} s")

@@ -12,6 +12,7 @@ could not be rebuilt exactly (partitions, inheritance, other tablespaces, index 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,3 +254,35 @@ def _validate(conn: psycopg.Connection, key: _ForeignKey, log: Log) -> None:
             )
     except psycopg.errors.ForeignKeyViolation:
         log(f"foreign key {key.name} on {key.table} stays NOT VALID: the masked rows violate it")
+
+
+# Sessions that may still see the originals' rows (snapshots older than the swap): VACUUM FULL has to keep
+# those rows while they run, so it waits for them, this long at most.
+COMPACT_WAIT_SECONDS = 300.0
+_OLDER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND greatest(age(backend_xmin), age(backend_xid)) >= age(%(xid)s::xid)
+"""
+
+
+def compact(conn: psycopg.Connection, info: TableInfo, swap_xid: str, log: Log) -> None:
+    """After a DELETE + INSERT swap (transaction `swap_xid`) has committed: rewrite the table without the
+    originals' dead rows, so staging is no bigger than production. The table is masked already: if this
+    cannot be done, it is only bigger than it needs to be. Needs an autocommit session."""
+    started = time.monotonic()
+    told = False
+    while (older := conn.execute(_OLDER_SESSIONS, {"xid": swap_xid}).fetchone()[0]) > 0:
+        if time.monotonic() - started > COMPACT_WAIT_SECONDS:
+            log(f"{info.qualified_name}: not compacted: {older} session(s) older than the swap still open")
+            return
+        if not told:
+            log(f"{info.qualified_name}: waiting for {older} session(s) older than the swap before compacting")
+            told = True
+        time.sleep(0.2)
+    try:
+        conn.execute(sql.SQL("VACUUM FULL {}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name)))
+    except psycopg.Error as error:
+        log(f"{info.qualified_name}: not compacted ({type(error).__name__}: {str(error).splitlines()[0]})")
+        return
+    log(f"{info.qualified_name}: compacted (VACUUM FULL) in {time.monotonic() - started:.1f} s")
