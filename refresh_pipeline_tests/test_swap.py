@@ -6,6 +6,7 @@ import threading
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
@@ -69,7 +70,7 @@ def _catalog(conn: psycopg.Connection) -> list[str]:
 
 def _compact_pages(conn: psycopg.Connection, table: str) -> int:
     """Heap pages a freshly written copy of the table's rows takes: what the table takes without dead rows."""
-    conn.execute(f"CREATE TEMP TABLE fresh_copy AS SELECT * FROM {table}")
+    conn.execute(sql.SQL("CREATE TEMP TABLE fresh_copy AS SELECT * FROM {}").format(sql.Identifier(table)))
     pages = _heap_pages(conn, "fresh_copy")
     conn.execute("DROP TABLE fresh_copy")
     return pages
@@ -91,7 +92,7 @@ def members(create_database):
     return conninfo
 
 
-def test_a_masked_table_has_no_dead_rows_and_is_no_bigger_than_before(members):
+def test_a_rebuilt_table_has_no_dead_rows(members):
     with psycopg.connect(members, autocommit=True) as conn:
         messages: list[str] = []
         mask_table(conn, parse_policy(POLICY), "members", KEY, log=messages.append)
