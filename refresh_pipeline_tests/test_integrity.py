@@ -92,3 +92,12 @@ def test_check_constraints_are_revalidated_on_the_data(db):
                      "('public.calls', 'positive_seconds', 'CHECK ((seconds > 500)) NOT VALID')")  # fmt: skip
     problems = _check(db).problems
     assert "check constraint positive_seconds on calls: 500 row(s) violate it" in problems
+
+
+def test_revalidation_spread_over_a_pool_reports_what_one_session_does(db):
+    _mask(db, CONSISTENT.replace("    phone: phone\n    seconds", "    phone: hash\n    seconds"))
+    with psycopg.connect(db, autocommit=True) as conn:
+        alone = check_integrity(conn)
+        pooled = check_integrity(conn, connect=lambda: psycopg.connect(db, autocommit=True), workers=2)
+    assert pooled.problems == alone.problems and not pooled.passed
+    assert pooled.constraints_validated == alone.constraints_validated == 4

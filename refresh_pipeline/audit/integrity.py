@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.chunked import Connect, run_ranges
 from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
 
 _USER_RELATION = f"""
@@ -117,47 +118,56 @@ def _count(conn: psycopg.Connection, query: sql.Composable) -> int:
     return conn.execute(query).fetchone()[0]
 
 
-def _revalidate(conn: psycopg.Connection, report: IntegrityReport) -> None:
+@dataclass(frozen=True)
+class _Probe:
+    """One re-validation query counting what violates a constraint, and how to say so when it finds any."""
+
+    query: sql.Composable
+    problem: str  # with {count}
+
+
+def _revalidation_probes(conn: psycopg.Connection) -> list[_Probe]:
     params = {"own": list(OWN_SCHEMAS)}
+    probes = []
     for name, child, parent, child_cols, parent_cols in conn.execute(_FOREIGN_KEYS, params).fetchall():
         pairs = sql.SQL(" AND ").join(
             sql.SQL("p.{} = c.{}").format(sql.SQL(pc), sql.SQL(cc))
             for pc, cc in zip(parent_cols, child_cols, strict=True)
         )
         not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.SQL(cc)) for cc in child_cols)
-        orphans = _count(
-            conn,
-            sql.SQL(
-                "SELECT count(*) FROM {child} c "
-                "WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {pairs})"
-            ).format(child=sql.SQL(child), parent=sql.SQL(parent), not_null=not_null, pairs=pairs),
-        )
-        report.constraints_validated += 1
-        if orphans:
-            report.problems.append(f"foreign key {name} on {child}: {orphans} row(s) point at no {parent} row")
+        query = sql.SQL(
+            "SELECT count(*) FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {pairs})"
+        ).format(child=sql.SQL(child), parent=sql.SQL(parent), not_null=not_null, pairs=pairs)
+        probes.append(_Probe(query, f"foreign key {name} on {child}: {{count}} row(s) point at no {parent} row"))
     for name, table, columns in conn.execute(_UNIQUES, params).fetchall():
         cols = sql.SQL(", ").join(sql.SQL(c) for c in columns)
         not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.SQL(c)) for c in columns)
-        duplicates = _count(
-            conn,
-            sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {nn} GROUP BY {cols} HAVING count(*) > 1) d").format(
-                t=sql.SQL(table), nn=not_null, cols=cols
-            ),
-        )
-        report.constraints_validated += 1
-        if duplicates:
-            report.problems.append(f"unique constraint {name} on {table}: {duplicates} duplicated value(s)")
+        query = sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {nn} GROUP BY {cols} HAVING count(*) > 1) d"
+        ).format(t=sql.SQL(table), nn=not_null, cols=cols)
+        probes.append(_Probe(query, f"unique constraint {name} on {table}: {{count}} duplicated value(s)"))
     for name, table, expression in conn.execute(_CHECKS, params).fetchall():
-        violations = _count(
-            conn, sql.SQL("SELECT count(*) FROM {} WHERE NOT ({})").format(sql.SQL(table), sql.SQL(expression))
-        )
-        report.constraints_validated += 1
-        if violations:
-            report.problems.append(f"check constraint {name} on {table}: {violations} row(s) violate it")
+        query = sql.SQL("SELECT count(*) FROM {} WHERE NOT ({})").format(sql.SQL(table), sql.SQL(expression))
+        probes.append(_Probe(query, f"check constraint {name} on {table}: {{count}} row(s) violate it"))
+    return probes
 
 
-def check_integrity(conn: psycopg.Connection) -> IntegrityReport:
-    """Everything that must be as restored, and every constraint re-validated on the data."""
+def _revalidate(conn: psycopg.Connection, report: IntegrityReport, connect: Connect | None, workers: int) -> None:
+    probes = _revalidation_probes(conn)
+    found: dict[int, int] = {}
+
+    def run(session: psycopg.Connection, index: int) -> int:
+        found[index] = _count(session, probes[index].query)
+        return 0
+
+    run_ranges(list(range(len(probes))), run, conn, connect, workers)
+    report.constraints_validated += len(probes)
+    report.problems += [probe.problem.format(count=found[i]) for i, probe in enumerate(probes) if found[i]]
+
+
+def check_integrity(conn: psycopg.Connection, connect: Connect | None = None, workers: int = 1) -> IntegrityReport:
+    """Everything that must be as restored, and every constraint re-validated on the data (the re-validation
+    queries spread over `workers` sessions from `connect` when given)."""
     started = time.monotonic()
     report = IntegrityReport()
     params = {"own": list(OWN_SCHEMAS)}
@@ -196,6 +206,6 @@ def check_integrity(conn: psycopg.Connection) -> IntegrityReport:
         if actual != expected:
             report.problems.append(f"{table} has {actual} rows; {expected} were restored")
 
-    _revalidate(conn, report)
+    _revalidate(conn, report, connect, workers)
     report.seconds = time.monotonic() - started
     return report

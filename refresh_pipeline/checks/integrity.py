@@ -19,7 +19,9 @@ from refresh_pipeline.resources import RefreshResource
 def integrity_intact(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
     restored = refresh.state().require("restored", "restored_instance")
     with refresh.connect_managed(restored.database) as conn:
-        report = check_integrity(conn)
+        report = check_integrity(
+            conn, connect=lambda: refresh.connect_managed(restored.database), workers=refresh.config().parallelism
+        )
     for problem in report.problems:
         context.log.error(problem)
     return dg.AssetCheckResult(
