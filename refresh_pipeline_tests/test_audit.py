@@ -201,3 +201,37 @@ def test_pooled_audit_in_block_ranges_counts_every_row_like_one_session(create_d
     assert one.findings == many.findings
     assert any("ETA" in m and "values/s" in m for m in messages)
     assert scratch == 0, "the audit's token scratch tables are dropped"
+
+
+def test_a_mostly_distinct_plain_column_is_audited_in_block_ranges_with_the_same_findings(create_database):
+    from refresh_pipeline.chunked import text_column_work
+
+    conninfo = create_database("audit_distinct")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE tickets (id int PRIMARY KEY, body text, landline text, meta jsonb, tags text[]);"
+            "INSERT INTO tickets SELECT g, 'late bus', '98' || lpad(g::text, 8, '0'), '{}', '{}'"
+            " FROM generate_series(1, 6000) g"
+        )
+        conn.execute("ANALYZE tickets")
+        install_functions(conn)
+        table = read_tables(conn)[("public", "tickets")]
+        record_original_fingerprints(conn, [table], POLICY, KEY)
+        work = text_column_work(conn, table, blocks_per_range=3)
+        whole = scan_table(conn, table, KEY, kept_columns={"id", "body"})
+        split = scan_table(
+            conn,
+            table,
+            KEY,
+            kept_columns={"id", "body"},
+            connect=lambda: psycopg.connect(conninfo, autocommit=True),
+            workers=2,
+            blocks_per_range=3,
+        )
+    items = {column: sum(item.column.name == column for item in work) for column in ("body", "landline")}
+    assert items["body"] == 1 and items["landline"] > 1, items
+    for audit in (whole, split):
+        found = {f.column: f for f in audit.findings}
+        assert set(found) == {"landline"}
+        assert found["landline"].known_values == 12000, "each landline: as a token and as a whole value"
+    assert [f.locations for f in whole.findings] == [f.locations for f in split.findings]
