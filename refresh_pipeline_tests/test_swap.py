@@ -148,6 +148,9 @@ def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_
         conn.execute(
             "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
             "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
+            "CREATE INDEX accounts_owner ON accounts (owner);"
+            "COMMENT ON INDEX accounts_owner IS 'by owner';"
+            "ALTER TABLE accounts CLUSTER ON accounts_owner;"
             "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;"
             "INSERT INTO calls SELECT g, '98765' || lpad((g % 50 + 1)::text, 5, '0') FROM generate_series(1, 200) g;"
         )
@@ -159,7 +162,10 @@ def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_
             messages: list[str] = []
             mask_table(conn, policy, "accounts", KEY, log=messages.append)
         after, pages, compact = _catalog(conn), _heap_pages(conn, "accounts"), _compact_pages(conn, "accounts")
-    assert any("DELETE + INSERT (referenced by foreign key calls_phone_fkey on calls)" in m for m in messages)
+    assert any(
+        "DELETE + INSERT (referenced by foreign key calls_phone_fkey on calls), 1 plain index(es) rebuilt" in m
+        for m in messages
+    ), messages
     assert any("accounts: compacted (VACUUM FULL)" in m for m in messages), messages
     assert after == before and pages <= compact
 
@@ -284,3 +290,22 @@ def test_compaction_waits_for_sessions_that_still_see_the_originals(create_datab
         pages, compact = _heap_pages(conn, "accounts"), _compact_pages(conn, "accounts")
     assert any("accounts: compacted (VACUUM FULL)" in m for m in messages), messages
     assert pages <= compact, f"{pages} pages after compaction, {compact} for its rows"
+
+
+def test_a_plain_unique_index_another_table_relies_on_is_kept_up_to_date_instead(create_database):
+    conninfo = create_database("swap_unique_index")
+    policy = parse_policy("tables:\n  accounts: {id: keep, phone: phone}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, phone text);"
+            "CREATE UNIQUE INDEX accounts_phone ON accounts (phone);"
+            "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts (phone));"
+            "INSERT INTO accounts SELECT g, '98765' || lpad(g::text, 5, '0') FROM generate_series(1, 500) g;"
+        )
+        install_functions(conn)
+        before = _catalog(conn)
+        messages: list[str] = []
+        mask_table(conn, policy, "accounts", KEY, log=messages.append)
+        after = _catalog(conn)
+    assert any("accounts: indexes kept up to date row by row" in m for m in messages), messages
+    assert after == before

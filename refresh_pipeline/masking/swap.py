@@ -47,12 +47,13 @@ SELECT reason FROM (
       FROM pg_constraint con JOIN pg_class i ON i.oid = con.conindid
      WHERE con.conrelid = %(table)s::regclass AND con.contype = 'x' AND i.reloptions IS NOT NULL
     UNION ALL
-    SELECT 'referenced by foreign key ' || con.conname || ' on ' || con.conrelid::regclass::text
+    SELECT %(referenced)s || con.conname || ' on ' || con.conrelid::regclass::text
       FROM pg_constraint con
      WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass AND con.conrelid <> con.confrelid
 ) AS blockers
 """
 
+_REFERENCED = "referenced by foreign key "
 _INDEXES = """
 SELECT i.relname, pg_get_indexdef(i.oid), con.conname, con.contype, pg_get_constraintdef(con.oid),
        coalesce(con.condeferrable, false), coalesce(con.condeferred, false), x.indisclustered, x.indisreplident,
@@ -127,16 +128,40 @@ def replace_rows(
     must already hold ACCESS EXCLUSIVE on the table."""
     table = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
     params = {"table": table.as_string(conn)}
-    blockers = [row[0] for row in conn.execute(_BLOCKERS, params).fetchall()]
+    blockers = [row[0] for row in conn.execute(_BLOCKERS, {**params, "referenced": _REFERENCED}).fetchall()]
     if not blockers:
         try:
             with conn.transaction():  # a savepoint: a rebuild that cannot be exact leaves nothing behind
                 return _rebuild(conn, info, table, insert, params, log)
         except _NotRebuiltExactly as reason:
             blockers = [str(reason)]
-    log(f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})")
+    # Only other tables' keys keep it from a rebuild: its plain indexes can still be built once.
+    aside = _drop_plain_indexes(conn, info, params, log) if all(_REFERENCED in b for b in blockers) else []
+    log(
+        f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})"
+        + (f", {len(aside)} plain index(es) rebuilt" if aside else "")
+    )
     removed = conn.execute(sql.SQL("DELETE FROM {}").format(target)).rowcount
-    return Replaced(removed, conn.execute(insert).rowcount, compact=True)
+    inserted = conn.execute(insert).rowcount
+    for index in aside:
+        _recreate_index(conn, info, table, index)
+    return Replaced(removed, inserted, compact=True)
+
+
+def _drop_plain_indexes(conn: psycopg.Connection, info: TableInfo, params: dict[str, str], log: Log) -> list[_Index]:
+    """Drop the indexes no constraint is built on, to build them again after the INSERT; none when the
+    database refuses (a foreign key resting on a unique index, an event trigger)."""
+    indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
+    plain = [index for index in indexes if index.constraint is None]
+    try:
+        with conn.transaction():
+            for index in plain:
+                drop = sql.SQL("DROP INDEX {}.{}")
+                conn.execute(drop.format(sql.Identifier(info.schema), sql.Identifier(index.name)))
+    except psycopg.Error as error:
+        log(f"{info.qualified_name}: indexes kept up to date row by row ({str(error).splitlines()[0]})")
+        return []
+    return plain
 
 
 def _rebuild(
