@@ -48,7 +48,7 @@ def block_ranges(
         return [BlockRange(0, None, 1)]
     blocks = conn.execute(
         "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
-        (sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(conn),),
+        (table.ident.as_string(conn),),
     ).fetchone()[0]
     count = max(1, min(MAX_RANGES, math.ceil(blocks / blocks_per_range)))
     size = math.ceil(blocks / count) if blocks else 1
@@ -117,7 +117,7 @@ WHERE s.schemaname = %(schema)s AND s.tablename = %(name)s AND NOT s.inherited
 
 def _mostly_distinct_columns(conn: psycopg.Connection, table: TableInfo) -> set[str]:
     """Plain columns whose values are mostly distinct, by the planner's statistics (none: none)."""
-    ident = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(conn)
+    ident = table.ident.as_string(conn)
     params = {"table": ident, "schema": table.schema, "name": table.name, "share": MOSTLY_DISTINCT}
     return {row[0] for row in conn.execute(_DISTINCT_SHARES, params).fetchall()}
 
@@ -141,6 +141,11 @@ def text_column_work(
     return sorted(work, key=lambda item: -item.blocks)
 
 
+def pooled_sessions(connect: Connect | None, workers: int) -> int:
+    """How many sessions run_ranges works on: `workers` from `connect`, or the caller's one alone."""
+    return max(1, workers) if connect is not None else 1
+
+
 def run_ranges(
     items: Sequence[T],
     work: Callable[[psycopg.Connection, T], int],
@@ -155,7 +160,7 @@ def run_ranges(
 
     The first failure stops the pool from starting more items and is raised once running ones end.
     """
-    if connect is None or workers <= 1 or len(items) <= 1:
+    if pooled_sessions(connect, workers) == 1 or len(items) <= 1:
         total = 0
         for item in items:
             rows = work(conn, item)

@@ -118,7 +118,7 @@ def fingerprint_whole_values(
     """Fingerprint the whole values of masked PII columns (one ordered statement per column)."""
     params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
     for table in tables:
-        target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+        target = table.ident
         for name in _whole_value_columns(policy, table):
             if columns is not None and name not in columns:
                 continue

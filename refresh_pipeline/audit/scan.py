@@ -22,6 +22,7 @@ from refresh_pipeline.chunked import (
     ColumnRange,
     Connect,
     Progress,
+    pooled_sessions,
     run_ranges,
     text_column_work,
     token_share_column,
@@ -230,7 +231,7 @@ def scan_table(
     """
     started = time.monotonic()
     known = fingerprints_present(conn)
-    target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    target = table.ident
     sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {} AS src {}").format(target, sample)).fetchone()[0]
     audit = TableAudit(table.qualified_name, rows, [], known_value_audit=known, sample_percent=sample_percent)
@@ -270,7 +271,7 @@ def scan_table(
             totals[column.name].add(known_count, patterns, locations)
         return scanned
 
-    shares = max(1, workers) if connect is not None else 1  # one per pooled session
+    shares = pooled_sessions(connect, workers)  # one share per session
 
     def check_tokens(session: psycopg.Connection, share: int) -> int:
         query = sql.SQL(_KNOWN_TOKENS).format(

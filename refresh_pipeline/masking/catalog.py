@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 # Schemas the pipeline itself creates on the restored database; never part of the policy.
 OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
@@ -58,6 +59,11 @@ class TableInfo:
     @property
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> sql.Composed:
+        """The schema-qualified, quoted name, for composing SQL."""
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)

@@ -23,6 +23,7 @@ from refresh_pipeline.chunked import (
     ColumnRange,
     Connect,
     Progress,
+    pooled_sessions,
     run_ranges,
     text_column_work,
     token_share_column,
@@ -74,7 +75,7 @@ def record_originals(
     start_fingerprints(conn)
     start_value_maps(conn)
     drop_scratch_tokens(conn)
-    shares = max(1, workers) if connect is not None else 1  # one per pooled session
+    shares = pooled_sessions(connect, workers)  # one share per session
     conn.execute(
         sql.SQL("CREATE UNLOGGED TABLE {} (kind text NOT NULL, token text NOT NULL, {})").format(
             SCRATCH, token_share_column(shares)

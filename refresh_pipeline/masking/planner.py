@@ -182,7 +182,7 @@ class TableMaskingPlan:
 
 def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMaskingPlan:
     columns = [c for c in table.columns if not c.generated]  # generated columns recompute on INSERT
-    table_ident = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    table_ident = table.ident
     # ONLY: rows of inheritance children belong to those tables; a partitioned parent covers its partitions.
     target = table_ident if table.partitioned else sql.SQL("ONLY {}").format(table_ident)
     rules = {c.name: table_policy.columns.get(c.name, _KEEP) for c in columns}

@@ -70,7 +70,7 @@ def _disable_always_triggers(conn: psycopg.Connection, info: TableInfo) -> list[
         "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t "
         "WHERE t.tgenabled = 'A' AND NOT t.tgisinternal AND t.tgrelid IN ("
         " SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) UNION SELECT to_regclass(%(table)s))",
-        {"table": sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name)).as_string(conn)},
+        {"table": info.ident.as_string(conn)},
     ).fetchall()
     for table, trigger in triggers:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger)))

@@ -126,7 +126,7 @@ def replace_rows(
 ) -> Replaced:
     """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which
     must already hold ACCESS EXCLUSIVE on the table."""
-    table = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
+    table = info.ident
     params = {"table": table.as_string(conn)}
     blockers = [row[0] for row in conn.execute(_BLOCKERS, {**params, "referenced": _REFERENCED}).fetchall()]
     if not blockers:
@@ -136,7 +136,7 @@ def replace_rows(
         except _NotRebuiltExactly as reason:
             blockers = [str(reason)]
     # Only other tables' keys keep it from a rebuild: its plain indexes can still be built once.
-    aside = _drop_plain_indexes(conn, info, params, log) if all(_REFERENCED in b for b in blockers) else []
+    aside = _drop_plain_indexes(conn, info, table, params, log) if all(_REFERENCED in b for b in blockers) else []
     log(
         f"{info.qualified_name}: rows replaced with DELETE + INSERT ({'; '.join(blockers)})"
         + (f", {len(aside)} plain index(es) rebuilt" if aside else "")
@@ -148,20 +148,23 @@ def replace_rows(
     return Replaced(removed, inserted, compact=True)
 
 
-def _drop_plain_indexes(conn: psycopg.Connection, info: TableInfo, params: dict[str, str], log: Log) -> list[_Index]:
+def _drop_plain_indexes(
+    conn: psycopg.Connection, info: TableInfo, table: sql.Composed, params: dict[str, str], log: Log
+) -> list[_Index]:
     """Drop the indexes no constraint is built on, to build them again after the INSERT; none when the
     database refuses (a foreign key resting on a unique index, an event trigger)."""
-    indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
-    plain = [index for index in indexes if index.constraint is None]
+    plain = [index for index in _read_indexes(conn, params) if index.constraint is None]
     try:
         with conn.transaction():
-            for index in plain:
-                drop = sql.SQL("DROP INDEX {}.{}")
-                conn.execute(drop.format(sql.Identifier(info.schema), sql.Identifier(index.name)))
+            _drop(conn, info, table, plain, keys=[])
     except psycopg.Error as error:
-        log(f"{info.qualified_name}: indexes kept up to date row by row ({str(error).splitlines()[0]})")
+        log(f"{info.qualified_name}: indexes kept up to date row by row ({_first_line(error)})")
         return []
     return plain
+
+
+def _read_indexes(conn: psycopg.Connection, params: dict[str, str]) -> list[_Index]:
+    return [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
 
 
 def _rebuild(
@@ -171,8 +174,8 @@ def _rebuild(
     insert: sql.Composable,
     params: dict[str, str],
     log: Log,
-) -> tuple[int, int]:
-    indexes = [_Index(*row) for row in conn.execute(_INDEXES, params).fetchall()]
+) -> Replaced:
+    indexes = _read_indexes(conn, params)
     keys = [_ForeignKey(*row) for row in conn.execute(_SELF_REFERENCES, params).fetchall()]
     definitions = sorted(conn.execute(_DEFINITIONS, params).fetchall())
     with _falls_back_on_ddl_errors():
@@ -200,7 +203,11 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
     try:
         yield
     except psycopg.Error as error:
-        raise _NotRebuiltExactly(f"{type(error).__name__}: {str(error).splitlines()[0]}") from error
+        raise _NotRebuiltExactly(_first_line(error)) from error
+
+
+def _first_line(error: psycopg.Error) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0]}"
 
 
 def _drop(
@@ -306,8 +313,8 @@ def compact(conn: psycopg.Connection, info: TableInfo, swap_xid: str, log: Log) 
             told = True
         time.sleep(0.2)
     try:
-        conn.execute(sql.SQL("VACUUM FULL {}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name)))
+        conn.execute(sql.SQL("VACUUM FULL {}").format(info.ident))
     except psycopg.Error as error:
-        log(f"{info.qualified_name}: not compacted ({type(error).__name__}: {str(error).splitlines()[0]})")
+        log(f"{info.qualified_name}: not compacted ({_first_line(error)})")
         return
     log(f"{info.qualified_name}: compacted (VACUUM FULL) in {time.monotonic() - started:.1f} s")

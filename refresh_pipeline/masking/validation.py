@@ -84,7 +84,7 @@ def find_unmatched_json_paths(
             column = info.column(column_name)
             if not isinstance(rule, JsonRule) or column is None or not column.is_json:
                 continue
-            target = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
+            target = info.ident
             col = sql.Identifier(column_name)
             has_documents = conn.execute(
                 sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NOT NULL)").format(target, col)

@@ -43,7 +43,7 @@ def _create_token_table(conn: psycopg.Connection) -> None:
 def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Composable) -> sql.Composed:
     """The column's values as text, each value once: repeated values (a customer's email on every booking)
     are tokenised once. JSON documents are rarely repeated, so they are not de-duplicated first."""
-    target = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    target = table.ident
     col = sql.Identifier(column.name)
     distinct = sql.SQL("" if column.is_json else "DISTINCT ")
     # Not ONLY: a partitioned table's rows live in its partitions.
