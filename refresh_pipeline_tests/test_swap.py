@@ -82,6 +82,15 @@ def _heap_pages(conn: psycopg.Connection, table: str) -> int:
     ).fetchone()[0]
 
 
+def _database(create_database, prefix: str, schema: str) -> str:
+    """A new database holding `schema` and the masking functions."""
+    conninfo = create_database(prefix)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(schema)
+        install_functions(conn)
+    return conninfo
+
+
 @pytest.fixture
 def members(create_database):
     conninfo = create_database("swap")
@@ -123,15 +132,15 @@ def test_indexes_constraints_comments_and_flags_come_back_exactly(members):
 
 
 def test_a_self_reference_the_masking_breaks_stays_not_valid_for_the_integrity_check(create_database):
-    conninfo = create_database("swap_self")
+    conninfo = _database(
+        create_database,
+        "swap_self",
+        "CREATE TABLE people (email text PRIMARY KEY, referrer text REFERENCES people);"
+        "INSERT INTO people SELECT 'p' || g || '@mail.in', CASE WHEN g > 1 THEN 'p' || (g - 1) || '@mail.in' END"
+        " FROM generate_series(1, 40) g;",
+    )
     policy = parse_policy("tables:\n  people: {email: email, referrer: hash}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE people (email text PRIMARY KEY, referrer text REFERENCES people);"
-            "INSERT INTO people SELECT 'p' || g || '@mail.in', CASE WHEN g > 1 THEN 'p' || (g - 1) || '@mail.in' END"
-            " FROM generate_series(1, 40) g;"
-        )
-        install_functions(conn)
         messages: list[str] = []
         mask_table(conn, policy, "people", KEY, log=messages.append)
         definition = conn.execute(
@@ -142,19 +151,19 @@ def test_a_self_reference_the_masking_breaks_stays_not_valid_for_the_integrity_c
 
 
 def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_database):
-    conninfo = create_database("swap_referenced")
+    conninfo = _database(
+        create_database,
+        "swap_referenced",
+        "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
+        "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
+        "CREATE INDEX accounts_owner ON accounts (owner);"
+        "COMMENT ON INDEX accounts_owner IS 'by owner';"
+        "ALTER TABLE accounts CLUSTER ON accounts_owner;"
+        "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;"
+        "INSERT INTO calls SELECT g, '98765' || lpad((g % 50 + 1)::text, 5, '0') FROM generate_series(1, 200) g;",
+    )
     policy = parse_policy("tables:\n  accounts: {phone: phone, owner: keep}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
-            "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
-            "CREATE INDEX accounts_owner ON accounts (owner);"
-            "COMMENT ON INDEX accounts_owner IS 'by owner';"
-            "ALTER TABLE accounts CLUSTER ON accounts_owner;"
-            "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;"
-            "INSERT INTO calls SELECT g, '98765' || lpad((g % 50 + 1)::text, 5, '0') FROM generate_series(1, 200) g;"
-        )
-        install_functions(conn)
         before = _catalog(conn)
         with psycopg.connect(conninfo) as reader:
             reader.execute("SELECT count(*) FROM calls")  # holds calls for as long as its transaction is open
@@ -171,19 +180,19 @@ def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_
 
 
 def test_tables_that_cannot_be_rebuilt_exactly_keep_delete_and_insert(create_database):
-    conninfo = create_database("swap_fallback")
+    conninfo = _database(
+        create_database,
+        "swap_fallback",
+        "CREATE TABLE tagged (id int PRIMARY KEY, email text);"
+        "CREATE INDEX tagged_lower ON tagged (lower(email));"
+        "ALTER INDEX tagged_lower ALTER COLUMN 1 SET STATISTICS 500;"
+        "CREATE TABLE events (id int, email text) PARTITION BY RANGE (id);"
+        "CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);"
+        "INSERT INTO tagged SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;"
+        "INSERT INTO events SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;",
+    )
     policy = parse_policy("tables:\n  tagged: {id: keep, email: email}\n  events: {id: keep, email: email}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE tagged (id int PRIMARY KEY, email text);"
-            "CREATE INDEX tagged_lower ON tagged (lower(email));"
-            "ALTER INDEX tagged_lower ALTER COLUMN 1 SET STATISTICS 500;"
-            "CREATE TABLE events (id int, email text) PARTITION BY RANGE (id);"
-            "CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);"
-            "INSERT INTO tagged SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;"
-            "INSERT INTO events SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;"
-        )
-        install_functions(conn)
         before = _catalog(conn)
         messages: list[str] = []
         for table in ("tagged", "events"):
@@ -200,19 +209,19 @@ def test_tables_that_cannot_be_rebuilt_exactly_keep_delete_and_insert(create_dat
 
 
 def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
-    conninfo = create_database("swap_mutual")
+    conninfo = _database(
+        create_database,
+        "swap_mutual",
+        "CREATE TABLE left_side (id int PRIMARY KEY, other int, email text);"
+        "CREATE TABLE right_side (id int PRIMARY KEY, other int REFERENCES left_side, email text);"
+        "ALTER TABLE left_side ADD FOREIGN KEY (other) REFERENCES right_side;"
+        "INSERT INTO left_side SELECT g, NULL, 'l' || g || '@mail.in' FROM generate_series(1, 20000) g;"
+        "INSERT INTO right_side SELECT g, g, 'r' || g || '@mail.in' FROM generate_series(1, 20000) g;"
+        "UPDATE left_side SET other = id;",
+    )
     policy = parse_policy("tables:\n  left_side: {id: keep, other: keep, email: email}\n"
                           "  right_side: {id: keep, other: keep, email: email}\n")  # fmt: skip
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE left_side (id int PRIMARY KEY, other int, email text);"
-            "CREATE TABLE right_side (id int PRIMARY KEY, other int REFERENCES left_side, email text);"
-            "ALTER TABLE left_side ADD FOREIGN KEY (other) REFERENCES right_side;"
-            "INSERT INTO left_side SELECT g, NULL, 'l' || g || '@mail.in' FROM generate_series(1, 20000) g;"
-            "INSERT INTO right_side SELECT g, g, 'r' || g || '@mail.in' FROM generate_series(1, 20000) g;"
-            "UPDATE left_side SET other = id;"
-        )
-        install_functions(conn)
         before = _catalog(conn)
     errors: list[BaseException] = []
 
@@ -236,14 +245,14 @@ def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
 
 
 def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_database):
-    conninfo = create_database("swap_refused")
+    conninfo = _database(
+        create_database,
+        "swap_refused",
+        "CREATE TABLE frozen (id int PRIMARY KEY, email text UNIQUE);"
+        "INSERT INTO frozen SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;",
+    )
     policy = parse_policy("tables:\n  frozen: {id: keep, email: email}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE frozen (id int PRIMARY KEY, email text UNIQUE);"
-            "INSERT INTO frozen SELECT g, 'u' || g || '@mail.in' FROM generate_series(1, 50) g;"
-        )
-        install_functions(conn)
         conn.execute(
             "CREATE FUNCTION refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'schema changes are frozen'; END $$;"
@@ -264,15 +273,15 @@ def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_d
 def test_compaction_waits_for_sessions_that_still_see_the_originals(create_database):
     """A statement older than the swap keeps the deleted originals alive: VACUUM FULL then copies them
     along (seen in the pipeline: bookings compacted while payments' audit ran, and stayed twice its size)."""
-    conninfo = create_database("swap_snapshot")
+    conninfo = _database(
+        create_database,
+        "swap_snapshot",
+        "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
+        "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
+        "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;",
+    )
     policy = parse_policy("tables:\n  accounts: {phone: phone, owner: keep}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
-            "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts);"
-            "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0'), 'o' FROM generate_series(1, 5000) g;"
-        )
-        install_functions(conn)
         older = psycopg.connect(conninfo)
         older.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         older.execute("SELECT count(*) FROM calls")  # another table; its snapshot sees accounts' originals too
@@ -293,16 +302,16 @@ def test_compaction_waits_for_sessions_that_still_see_the_originals(create_datab
 
 
 def test_a_plain_unique_index_another_table_relies_on_is_kept_up_to_date_instead(create_database):
-    conninfo = create_database("swap_unique_index")
+    conninfo = _database(
+        create_database,
+        "swap_unique_index",
+        "CREATE TABLE accounts (id int PRIMARY KEY, phone text);"
+        "CREATE UNIQUE INDEX accounts_phone ON accounts (phone);"
+        "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts (phone));"
+        "INSERT INTO accounts SELECT g, '98765' || lpad(g::text, 5, '0') FROM generate_series(1, 500) g;",
+    )
     policy = parse_policy("tables:\n  accounts: {id: keep, phone: phone}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, phone text);"
-            "CREATE UNIQUE INDEX accounts_phone ON accounts (phone);"
-            "CREATE TABLE calls (id int PRIMARY KEY, phone text REFERENCES accounts (phone));"
-            "INSERT INTO accounts SELECT g, '98765' || lpad(g::text, 5, '0') FROM generate_series(1, 500) g;"
-        )
-        install_functions(conn)
         before = _catalog(conn)
         messages: list[str] = []
         mask_table(conn, policy, "accounts", KEY, log=messages.append)
