@@ -235,3 +235,25 @@ def test_a_mostly_distinct_plain_column_is_audited_in_block_ranges_with_the_same
         assert set(found) == {"landline"}
         assert found["landline"].known_values == 12000, "each landline: as a token and as a whole value"
     assert [f.locations for f in whole.findings] == [f.locations for f in split.findings]
+
+
+def test_an_original_left_in_several_columns_is_counted_in_each_of_them(db):
+    # Fingerprinted once per distinct token, whichever columns hold it; each column still gets its rows.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tickets SET body = 'mail ravi@gmail.com', landline = NULL, tags = ARRAY['ravi@gmail.com']"
+            " WHERE id = 1;"
+            "UPDATE tickets SET body = 'or RAVI@gmail.com', meta = '{\"from\": \"ravi@gmail.com\"}' WHERE id = 2"
+        )
+        table = read_tables(conn)[("public", "tickets")]
+        one = scan_table(conn, table, KEY, kept_columns={"id"})
+        pooled = scan_table(
+            conn, table, KEY, kept_columns={"id"}, connect=lambda: psycopg.connect(db, autocommit=True), workers=2
+        )
+    for audit in (one, pooled):
+        found = {f.column: (f.known_values, f.locations) for f in audit.findings}
+        assert found == {
+            "body": (2, ("(0,3)", "(0,4)")),
+            "meta": (2, ("(0,3)", "(0,4)")),
+            "tags": (1, ("(0,3)",)),
+        }, found

@@ -23,6 +23,7 @@ from refresh_pipeline.chunked import (
     Connect,
     Progress,
     pooled_sessions,
+    raise_work_mem,
     run_ranges,
     text_column_work,
     token_share_column,
@@ -147,19 +148,19 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
                ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows)
        END
 """
-# Each distinct saved token (of one share of them) fingerprinted once, for all columns at once; per
-# column, the rows holding a match counted and a few of them named.
+# Each distinct saved token (of one share of them) fingerprinted once, whichever columns hold it (a UPI
+# handle is often in a column and in a JSON document too); per column, the rows holding a match counted
+# and a few of them named.
 _KNOWN_TOKENS = """
 WITH hit AS MATERIALIZED (
-    SELECT d.column_name, d.kind, d.token FROM (
-        SELECT DISTINCT column_name, kind, token FROM {scratch} WHERE share = {share}) AS d
+    SELECT d.kind, d.token FROM (SELECT DISTINCT kind, token FROM {scratch} WHERE share = {share}) AS d
     WHERE EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
 )
 SELECT s.column_name, sum(s.n)::bigint, (array_agg(s.location ORDER BY s.location))[1:%(max_locations)s]::text[]
 FROM {scratch} AS s
 WHERE EXISTS (SELECT 1 FROM hit)  -- evaluated once: no match, no second read of the scratch table
-  AND (s.column_name, s.kind, s.token) IN (SELECT column_name, kind, token FROM hit)
+  AND s.share = {share} AND (s.kind, s.token) IN (SELECT kind, token FROM hit)
 GROUP BY s.column_name
 """
 # The first rows holding the same value as any of the given rows.
@@ -266,7 +267,9 @@ def scan_table(
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
             id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
         )
-        scanned, known_count, patterns, locations = session.execute(query, params).fetchone()
+        with session.transaction():
+            raise_work_mem(session)
+            scanned, known_count, patterns, locations = session.execute(query, params).fetchone()
         with totals_lock:
             totals[column.name].add(known_count, patterns, locations)
         return scanned
@@ -280,7 +283,7 @@ def scan_table(
             token_fingerprint=token_fingerprint(sql.SQL("d.kind"), sql.SQL("d.token")),
         )
         with session.transaction():
-            session.execute("SET LOCAL work_mem = '256MB'")
+            raise_work_mem(session)
             found = session.execute(query, params).fetchall()
         for name, known_count, rows in found:
             column = sql.Identifier(name)

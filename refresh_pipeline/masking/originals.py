@@ -24,6 +24,7 @@ from refresh_pipeline.chunked import (
     Connect,
     Progress,
     pooled_sessions,
+    raise_work_mem,
     run_ranges,
     text_column_work,
     token_share_column,
@@ -102,7 +103,7 @@ def record_originals(
             # The share's distinct tokens, read from the scratch table once for both uses.
             distinct = sql.Identifier(f"share_tokens_{share}")
             with session.transaction():
-                session.execute("SET LOCAL work_mem = '256MB'")
+                raise_work_mem(session)
                 session.execute(
                     sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM {} AS share").format(
                         distinct, _share(share)

@@ -4,7 +4,7 @@ that is unique and never equal to any production value of its kind."""
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.chunked import Connect, run_ranges
+from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
@@ -68,8 +68,7 @@ def collect_original_tokens(
         _create_token_table(conn)
     tokens = into if into is not None else sql.Identifier(ORIGINAL_TOKENS)
     added = 0
-    # De-duplicating a million values needs more than the default 4 MB to stay off disk.
-    conn.execute("SET LOCAL work_mem = '256MB'")
+    raise_work_mem(conn)
     for table in tables:
         rules = policy.tables.get((table.schema, table.name))
         for column in table.columns:
