@@ -315,3 +315,45 @@ def test_only_emails_a_conflict_moved_are_looked_up_and_the_list_goes_with_the_m
     assert a != taken and a.endswith("@example.com")
     assert b == b_first, "an email without conflict keeps its first candidate"
     assert cleared, "no fingerprint of a production value stays behind for staging"
+
+
+def _calls(conn: psycopg.Connection, function: str) -> int:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT calls FROM pg_stat_user_functions WHERE schemaname = 'refresh_pipeline' AND funcname = %s", (function,)
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def test_phones_are_looked_up_in_the_value_map_by_one_join_with_the_same_result(create_database):
+    from refresh_pipeline.masking.value_map import build_value_maps, collect_original_tokens
+
+    conninfo = create_database("phone_join")
+    policy = parse_policy("tables:\n  riders:\n    id: keep\n    phone: phone\n    doc: {json: {'$.phone': phone}}\n")
+    phones = ["+919876543210", "9876543211", "+91 98765 43212", "098765-43213", "(+91) 98-765-432-14", "12", "none", ""]
+    docs = ['{"phone": "+91 98765 43215"}', '{"phone": 9876543216}', '{"phone": {"home": "9876543217"}}', "{}"]
+    docs += [None, '{"phone": null}']
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        conn.execute("CREATE TABLE riders (id int PRIMARY KEY, phone text, doc jsonb)")
+        for i, phone in enumerate([*phones, None, None]):
+            conn.execute("INSERT INTO riders VALUES (%s, %s, %s)", (i, phone, docs[i % len(docs)]))
+        with conn.transaction():
+            collect_original_tokens(conn, list(read_tables(conn).values()), policy)
+            build_value_maps(conn, KEY)
+        expected = conn.execute(
+            "SELECT id, refresh_pipeline.mask_text(%s, 'phone', phone, '{}'),"
+            " refresh_pipeline.mask_jsonb(%s, doc, '{phone}', 'phone', '{}') FROM riders ORDER BY id",
+            (pads, pads),
+        ).fetchall()
+        conn.execute("SET track_functions = 'all'")
+        before = _calls(conn, "mapped_value")
+        mask_table(conn, policy, "riders", KEY)
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        looked_up = _calls(conn, "mapped_value") - before
+        masked = conn.execute("SELECT id, phone, doc FROM riders ORDER BY id").fetchall()
+    assert masked == expected
+    assert masked[0][1] != phones[0] and masked[0][1].startswith("+919")
+    # Only the phones inside an object the path selects (two rows) are looked up one by one, by mask_jsonb.
+    assert looked_up == 2, looked_up

@@ -217,30 +217,44 @@ BEGIN
     RETURN result;
 END $$;
 
--- Any spelling: separators stay where they are; any country code or trunk prefix stays.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_spelled_phone(key bytea, v text) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+-- The national number a phone's masked form is looked up by: its last 10 digits (all when fewer). The
+-- masking query joins the value map on it (planner.py), so most phones need no lookup of their own.
+CREATE OR REPLACE FUNCTION refresh_pipeline.phone_national(v text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT right(regexp_replace(v, '[^0-9]', '', 'g'), 10) $$;
+
+-- Any spelling: separators stay where they are; any country code or trunk prefix stays. `mapped` as in
+-- mask_phone_mapped.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_spelled_phone(key bytea, v text, mapped text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     WITH d AS (SELECT regexp_replace(v, '[^0-9]', '', 'g') AS digits)
     SELECT refresh_pipeline.put_digits(v,
         left(digits, length(digits) - least(length(digits), 10))
-        || refresh_pipeline.mask_national(key, right(digits, least(length(digits), 10))))
+        || coalesce(mapped, refresh_pipeline.mask_national(key, right(digits, least(length(digits), 10)))))
     FROM d
 $$;
 
 -- Spelling and length survive; the national number is masked, so '+91 98765 43210' and '9876543210'
--- mask alike. The common spellings need no character-by-character work.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+-- mask alike. The common spellings need no character-by-character work. `mapped` is the value map's
+-- entry for phone_national(v) when the caller has looked it up already (a join in the masking query),
+-- NULL to look it up here. Every branch's national number is phone_national(v).
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone_mapped(key bytea, v text, mapped text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN v !~ '[0-9]' THEN v
-        WHEN v ~ '^\+?[0-9]{10,}$' THEN left(v, length(v) - 10) || refresh_pipeline.mask_national(key, right(v, 10))
+        WHEN v ~ '^\+?[0-9]{10,}$'
+            THEN left(v, length(v) - 10) || coalesce(mapped, refresh_pipeline.mask_national(key, right(v, 10)))
         -- '+91 98765 43210', '098765-43210': the masked national number is appended, then moved into place.
         WHEN v ~ '^(\+91[ -]?|0)?[0-9]{5}[ -]?[0-9]{5}$' THEN regexp_replace(
-            v || '|' || refresh_pipeline.mask_national(key, regexp_replace(v, '^.*([0-9]{5})[ -]?([0-9]{5})$', '\1\2')),
+            v || '|' || coalesce(mapped, refresh_pipeline.mask_national(
+                key, regexp_replace(v, '^.*([0-9]{5})[ -]?([0-9]{5})$', '\1\2'))),
             '^(\+91[ -]?|0)?[0-9]{5}([ -]?)[0-9]{5}\|([0-9]{5})([0-9]{5})$', '\1\3\2\4')
-        ELSE refresh_pipeline.mask_spelled_phone(key, v)
+        ELSE refresh_pipeline.mask_spelled_phone(key, v, mapped)
     END
 $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_phone(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT refresh_pipeline.mask_phone_mapped(key, v, NULL) $$;
 
 -- Upper-case letters of the original show up, position by position, in the masked local part, so
 -- values that differ only in case stay different while lower(a) = lower(b) still matches.
@@ -503,12 +517,13 @@ BEGIN
 END $$;
 
 -- One entry point for every text transform (used for columns, JSON values and array elements). Called
--- with a constant transform it inlines to just that transform's expression.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text(key bytea, transform text, v text, params jsonb) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+-- with a constant transform it inlines to just that transform's expression. `mapped`: a phone's value-map
+-- entry when the caller joined the map (mask_phone_mapped); other transforms ignore it.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text_mapped(key bytea, transform text, v text, params jsonb, mapped text)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN v IS NULL OR v = '' THEN v ELSE CASE transform
         WHEN 'email' THEN refresh_pipeline.mask_email(key, v)
-        WHEN 'phone' THEN refresh_pipeline.mask_phone(key, v)
+        WHEN 'phone' THEN refresh_pipeline.mask_phone_mapped(key, v, mapped)
         WHEN 'upi' THEN refresh_pipeline.mask_upi(key, v)
         WHEN 'name' THEN refresh_pipeline.mask_name(key, v)
         WHEN 'first_name' THEN refresh_pipeline.mask_first_name(key, v)
@@ -525,6 +540,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         ELSE refresh_pipeline.unknown_transform(transform)
     END END
 $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text(key bytea, transform text, v text, params jsonb) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT refresh_pipeline.mask_text_mapped(key, transform, v, params, NULL) $$;
 
 -- A masked JSON scalar: a number stays a number when its masked form is still numeric (a phone stored
 -- as a JSON number).
@@ -583,17 +601,25 @@ END $$;
 
 -- The masked form of the value one path selects (a scalar, or everything below an object or array);
 -- NULL when there is nothing to mask, so jsonb_set_lax(..., 'return_target') leaves the document as is.
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_json_value(key bytea, value jsonb, transform text, params jsonb)
-RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+-- `mapped` as in mask_text_mapped.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_json_value_mapped(
+    key bytea, value jsonb, transform text, params jsonb, mapped text
+) RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE jsonb_typeof(value)
         -- json_scalar(masked, false), spelled out: masked is mentioned once, so this inlines.
-        WHEN 'string' THEN coalesce(to_jsonb(refresh_pipeline.mask_text(key, transform, value #>> '{}', params)), 'null')
+        WHEN 'string' THEN coalesce(
+            to_jsonb(refresh_pipeline.mask_text_mapped(key, transform, value #>> '{}', params, mapped)), 'null')
         WHEN 'number' THEN
-            refresh_pipeline.json_scalar(refresh_pipeline.mask_text(key, transform, value #>> '{}', params), true)
+            refresh_pipeline.json_scalar(
+                refresh_pipeline.mask_text_mapped(key, transform, value #>> '{}', params, mapped), true)
         WHEN 'object' THEN refresh_pipeline.mask_jsonb(key, value, '{}', transform, params)
         WHEN 'array' THEN refresh_pipeline.mask_jsonb(key, value, '{}', transform, params)
     END
 $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_json_value(key bytea, value jsonb, transform text, params jsonb)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT refresh_pipeline.mask_json_value_mapped(key, value, transform, params, NULL) $$;
 
 -- The PII tokens of a text, normalised so that every spelling of one value compares equal; a UPI
 -- handle whose local part is a phone also yields that phone.
