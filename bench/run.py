@@ -10,6 +10,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,17 +77,75 @@ def _size(conninfo: str) -> int:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
-def plain_clone(server: LocalServer, source: str, dump_dir: Path, jobs: int) -> Measurement:
+@dataclass
+class CpuUse:
+    machine: float  # core-seconds the whole machine was busy
+    server: float  # core-seconds of the PostgreSQL server's processes
+
+
+class _CpuMeter:
+    """CPU spent during one measurement by the machine and by the PostgreSQL server (postmaster, its live
+    children and the ones it reaped). The workload is CPU-bound, and core-seconds vary less from run to
+    run than wall time, so they show a regression that wall-time noise would hide."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.postmaster = psutil.Process(int((server.data_dir / "postmaster.pid").read_text().split()[0]))
+        self.use = CpuUse(0.0, 0.0)
+
+    def __enter__(self) -> "_CpuMeter":
+        self._start = CpuUse(self._machine(), self._server())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.use = CpuUse(self._machine() - self._start.machine, self._server() - self._start.server)
+
+    @staticmethod
+    def _machine() -> float:
+        times = psutil.cpu_times()
+        busy = ("user", "nice", "system", "irq", "softirq", "steal")  # guest time is counted in user already
+        return sum(getattr(times, name, 0.0) for name in busy)
+
+    def _server(self) -> float:
+        own = self.postmaster.cpu_times()
+        total = own.user + own.system + own.children_user + own.children_system
+        for child in self.postmaster.children():
+            try:
+                times = child.cpu_times()
+            except psutil.Error:  # exited meanwhile: counted in children_* from now on
+                continue
+            total += times.user + times.system
+        return total
+
+
+def plain_clone(server: LocalServer, source: str, dump_dir: Path, jobs: int) -> tuple[float, CpuUse]:
     """(a) pg_dump -Fd -Z0 -j N + pg_restore -j N into a new database: what any clone costs."""
     pg_dump = find_client_binary("pg_dump", server.bin_dir)
     pg_restore = find_client_binary("pg_restore", server.bin_dir)
     shutil.rmtree(dump_dir, ignore_errors=True)
     _recreate(server.dsn(), "bench_plain_clone")
     started = time.monotonic()
-    _run([pg_dump, "-Fd", "-Z0", f"-j{jobs}", "-f", str(dump_dir)], env=libpq_env(source, read_only=True))
-    _run([pg_restore, f"-j{jobs}", "--no-owner", "-d", "bench_plain_clone", str(dump_dir)],
-         env=libpq_env(server.dsn("bench_plain_clone")))  # fmt: skip
-    return Measurement("(a) plain clone: pg_dump + pg_restore", time.monotonic() - started)
+    with _CpuMeter(server) as meter:
+        _run([pg_dump, "-Fd", "-Z0", f"-j{jobs}", "-f", str(dump_dir)], env=libpq_env(source, read_only=True))
+        _run([pg_restore, f"-j{jobs}", "--no-owner", "-d", "bench_plain_clone", str(dump_dir)],
+             env=libpq_env(server.dsn("bench_plain_clone")))  # fmt: skip
+    return time.monotonic() - started, meter.use
+
+
+def clone_baseline(
+    server: LocalServer, source: str, dump_dir: Path, jobs: int, runs: int
+) -> tuple[Measurement, CpuUse]:
+    """(a) as the median of `runs` clones: one clone's time varied by +-15% between runs, and every ratio
+    is divided by it."""
+    times: list[float] = []
+    uses: list[CpuUse] = []
+    for _ in range(runs):
+        _settle(server, source, ["bench_plain_clone"])
+        seconds, use = plain_clone(server, source, dump_dir, jobs)
+        times.append(seconds)
+        uses.append(use)
+    note = f"median of {runs}: " + ", ".join(f"{t:.1f}" for t in sorted(times)) + " s" if runs > 1 else ""
+    median = CpuUse(statistics.median(u.machine for u in uses), statistics.median(u.server for u in uses))
+    return Measurement("(a) plain clone: pg_dump + pg_restore", statistics.median(times), note=note), median
 
 
 def _naive_expression(column: str, rule: object) -> sql.Composable:
@@ -185,7 +244,7 @@ def _growth(server: LocalServer, source: str) -> str:
 
 def our_refresh(
     server: LocalServer, source: str, work_dir: Path, parallelism: int, show_steps: bool = False
-) -> tuple[list[Measurement], dict]:
+) -> tuple[list[Measurement], dict, CpuUse]:
     """(c) the refresh through the entry point users run: `refresh-pipeline run --config`."""
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -198,11 +257,12 @@ def our_refresh(
     cli = Path(sys.executable).with_name("refresh-pipeline")
     started = time.monotonic()
     run_started = time.time()
-    process = subprocess.Popen([str(cli), "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    sampler = _RssSampler(process.pid)
-    sampler.start()
-    _, stderr = process.communicate()
+    with _CpuMeter(server) as meter:
+        process = subprocess.Popen([str(cli), "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        sampler = _RssSampler(process.pid)
+        sampler.start()
+        _, stderr = process.communicate()
     wall = time.monotonic() - started
     sampler.stopped.set()
     if process.returncode != 0:
@@ -237,7 +297,7 @@ def our_refresh(
         "peak single process MB": sampler.peak_single / 2**20,
         "peak all processes MB": sampler.peak_total / 2**20,
     }
-    return measurements, memory
+    return measurements, memory, meter.use
 
 
 def main() -> None:
@@ -246,7 +306,10 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--steps", action="store_true", help="also print each step's start, end and duration")
+    parser.add_argument("--clone-runs", type=int, default=3, help="(a) is the median of this many clones")
     args = parser.parse_args()
+    if args.clone_runs < 1:
+        parser.error("--clone-runs must be at least 1")
 
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="refresh_bench_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -262,12 +325,11 @@ def main() -> None:
         total_rows = sum(counts.values())
         print(f"  {total_rows:,} rows in {time.monotonic() - started:.0f} s; size {_size(source) / 2**20:.0f} MB")
 
-        _settle(server, source, [])
-        baseline = plain_clone(server, source, root / "dump", args.parallelism)
+        baseline, baseline_cpu = clone_baseline(server, source, root / "dump", args.parallelism, args.clone_runs)
         _settle(server, source, ["bench_plain_clone"])
         naive = naive_update(server, root / "dump", args.parallelism)
         _settle(server, source, ["bench_naive"])
-        ours, memory = our_refresh(server, source, root / "refresh", args.parallelism, args.steps)
+        ours, memory, ours_cpu = our_refresh(server, source, root / "refresh", args.parallelism, args.steps)
     finally:
         server.stop()
         if args.work_dir is None:
@@ -289,6 +351,13 @@ def main() -> None:
     verdict = "met" if single < 300 else "MISSED"
     print(f"{'peak RSS, largest Python process (MB)':45} {single:9.0f}  target < 300 MB {verdict}")
     print(f"{'peak RSS, all Python processes together (MB)':45} {total:9.0f}  (CLI + step workers)")
+    full = next(x for x in ours if x.name == "(c) full refresh").seconds
+    heading = f"CPU, core-seconds ({psutil.cpu_count()} cores)"
+    print(f"\n{heading:45} {'machine':>9} {'PostgreSQL':>11} {'ratio':>7}  (machine core-s to (a)'s)")
+    for name, use, wall in [("(a) plain clone", baseline_cpu, baseline.seconds), ("(c) full refresh", ours_cpu, full)]:
+        busy = use.machine / (wall * (psutil.cpu_count() or 1))
+        print(f"{name:45} {use.machine:9.1f} {use.server:11.1f} {use.machine / baseline_cpu.machine:6.2f}x  "
+              f"machine {busy:.0%} busy")  # fmt: skip
 
 
 if __name__ == "__main__":
