@@ -180,6 +180,23 @@ def test_embedded_server_is_sized_for_fingerprint_and_value_map_probes(pg_server
     assert pages * 8 // 1024 == _shared_buffers_mb() >= 128
 
 
+def test_embedded_server_writes_no_wal_for_rows_loaded_into_a_table_of_the_same_transaction(create_database):
+    # What pg_restore's loads and the rebuilding swap (TRUNCATE + INSERT) rely on.
+    conninfo = create_database("wal")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE logged (id int, body text)")
+        start = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+        with conn.transaction():
+            conn.execute("TRUNCATE logged")
+            conn.execute("INSERT INTO logged SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g")
+        truncated = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (start,)).fetchone()[0]
+        start = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+        conn.execute("INSERT INTO logged SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g")
+        appended = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (start,)).fetchone()[0]
+    assert appended > 10 * 2**20, "rows added to a table of an earlier transaction are logged"
+    assert truncated < 2**20, f"{truncated} bytes of WAL for a 13 MB load into a table truncated just before"
+
+
 def test_pooled_sessions_start_the_embedded_server_once_and_then_just_connect(
     write_config, demo_source, test_root, monkeypatch
 ):
