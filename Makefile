@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint ui install postgres clean
+.PHONY: demo test lint ui bench install postgres clean
 
 $(INSTALLED): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Not part of the test suite: the refresh against a plain clone, at scale S (make bench BENCH_ARGS="--scale 4")
+BENCH_ARGS ?= --scale 1 --steps
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ui: install
 	$(BIN)/refresh-pipeline ui --config .work/demo.yaml

@@ -310,6 +310,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.clone_runs < 1:
         parser.error("--clone-runs must be at least 1")
+    if args.scale <= 0:
+        parser.error("--scale must be above 0 (1 = 200k customers, 1M bookings, 1M payments)")
+    if args.parallelism < 1:
+        parser.error("--parallelism must be at least 1")
 
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="refresh_bench_"))
     root.mkdir(parents=True, exist_ok=True)
