@@ -12,9 +12,9 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER
 from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
-from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
 from refresh_pipeline.platforms.local_server import LocalServer
-from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
+from refresh_pipeline.platforms.postgres_binaries import find_client_binary, find_server_bin_dir
 from refresh_pipeline_tests.helpers import free_port, row_counts, table_fingerprint
 
 
@@ -57,6 +57,18 @@ def test_snapshot_and_restore_make_a_managed_dated_copy(platform, demo_source):
     assert table_fingerprint(copy, "customers") == table_fingerprint(demo_source, "customers")
     assert [s.snapshot_id for s in platform.list_snapshots()] == [snapshot.snapshot_id]
     platform.retire(name)
+
+
+def test_snapshots_are_compressed_at_the_fast_level_not_the_default(platform):
+    snapshot = platform.snapshot()
+    listing = subprocess.run(
+        [find_client_binary("pg_restore", None), "--list", snapshot.location],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert SNAPSHOT_COMPRESSION == 1
+    assert f"Compression: {SNAPSHOT_COMPRESSION}\n" in listing  # pg_dump's default shows as -1
 
 
 def test_two_restores_in_the_same_second_get_distinct_names(platform):

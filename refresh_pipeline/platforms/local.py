@@ -29,6 +29,7 @@ from refresh_pipeline.platforms.postgres_binaries import find_client_binary
 
 STAGING_SERVICE = "staging"
 _SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+SNAPSHOT_COMPRESSION = 1  # gzip level of pg_dump -Fd
 
 
 def _utc_now() -> datetime:
@@ -98,6 +99,10 @@ class LocalPlatform:
                     pg_dump,
                     "--format=directory",
                     f"--jobs={self.config.parallelism}",
+                    # The snapshot lives only until the next refresh retires it, and nothing else runs while
+                    # it is taken: gzip level 1 instead of the default 6 halves its time for 18% more disk
+                    # (S=1 demo data: 8.0 -> 4.1 s, 10.5 -> 3.4 core-s, 62 -> 73 MB; level 0 is 323 MB).
+                    f"--compress={SNAPSHOT_COMPRESSION}",
                     "--no-sync",
                     "-f",
                     str(partial),
