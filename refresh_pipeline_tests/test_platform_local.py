@@ -13,7 +13,7 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER
 from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
 from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
-from refresh_pipeline.platforms.local_server import LocalServer
+from refresh_pipeline.platforms.local_server import TUNING_FILE, LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary, find_server_bin_dir
 from refresh_pipeline_tests.helpers import free_port, row_counts, table_fingerprint
 
@@ -190,6 +190,27 @@ def test_embedded_server_is_sized_for_fingerprint_and_value_map_probes(pg_server
         ).fetchone()
     assert unit == "8kB"
     assert pages * 8 // 1024 == _shared_buffers_mb() >= 128
+
+
+def test_a_server_created_by_an_earlier_version_gets_the_current_tuning_at_its_next_start(test_root):
+    server = LocalServer(test_root / "older_server", port=free_port())
+    server.ensure_running()
+    server.stop()
+    # As an earlier version left it: its settings appended to postgresql.conf, no tuning file included.
+    (server.data_dir / TUNING_FILE).unlink(missing_ok=True)
+    conf = server.data_dir / "postgresql.conf"
+    lines = [line for line in conf.read_text().splitlines() if TUNING_FILE not in line]
+    conf.write_text("\n".join([*lines, "wal_level = replica", "max_wal_senders = 10", ""]))
+
+    server.ensure_running()
+    with psycopg.connect(server.dsn()) as conn:
+        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name LIKE '%wal%'").fetchall())
+    server.stop()
+    server.ensure_running()  # the include is added once, however often the server starts
+    server.stop()
+    assert (settings["wal_level"], settings["max_wal_senders"]) == ("minimal", "0")
+    assert conf.read_text().count(TUNING_FILE) == 1
+    shutil.rmtree(test_root / "older_server", ignore_errors=True)
 
 
 def test_embedded_server_writes_no_wal_for_rows_loaded_into_a_table_of_the_same_transaction(create_database):

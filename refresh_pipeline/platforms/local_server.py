@@ -41,6 +41,29 @@ def _shared_buffers_mb() -> int:
     return max(128, min(1024, total // 8 // 2**20))
 
 
+TUNING_FILE = "refresh_pipeline.conf"
+_INCLUDE_TUNING = f"include_if_exists = '{TUNING_FILE}'"
+
+
+def _tuning() -> str:
+    return (
+        "# rewritten by refresh_pipeline before every start: to override a setting, set it in postgresql.conf\n"
+        "# below the line that includes this file\n"
+        "max_connections = 100\n"
+        # The audit probes fingerprints and the masking probes the value map for every value: keep them in
+        # memory (the 128 MB default is smaller than one fingerprint table at scale 1).
+        f"shared_buffers = {_shared_buffers_mb()}MB\n"
+        "maintenance_work_mem = '256MB'\n"
+        # A throwaway staging server nothing replicates from: rows loaded into a table created or truncated in
+        # the same transaction (pg_restore's loads, rebuilt masked tables, VACUUM FULL, index builds) write
+        # no WAL, and fewer checkpoints mean fewer full-page images. A refresh at scale 1 wrote 1.7 GB of WAL
+        # with the defaults, 0.7 GB with these.
+        "wal_level = minimal\n"
+        "max_wal_senders = 0\n"
+        "max_wal_size = '4GB'\n"
+    )
+
+
 class LocalServer:
     """A PostgreSQL server of our own, listening on 127.0.0.1 only, trust auth for its superuser."""
 
@@ -118,6 +141,7 @@ class LocalServer:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb()
             if not self.is_running():
+                self._write_tuning()
                 self._start()
 
     def _initdb(self) -> None:
@@ -135,26 +159,25 @@ class LocalServer:
                 "--no-instructions",
             ]
         )
-        settings = (
-            "\n# written by refresh_pipeline\n"
-            "listen_addresses = '127.0.0.1'\n"
-            f"port = {self.port}\n"
-            "unix_socket_directories = ''\n"
-            "max_connections = 100\n"
-            # The audit probes fingerprints and the masking probes the value map for every value: keep
-            # them in memory (the 128 MB default is smaller than one fingerprint table at scale 1).
-            f"shared_buffers = {_shared_buffers_mb()}MB\n"
-            "maintenance_work_mem = '256MB'\n"
-            # A throwaway staging server nothing replicates from: rows loaded into a table created or
-            # truncated in the same transaction (pg_restore's loads, rebuilt masked tables, VACUUM FULL,
-            # index builds) write no WAL, and fewer checkpoints mean fewer full-page images. A refresh at
-            # scale 1 wrote 1.7 GB of WAL with the defaults, 0.7 GB with these.
-            "wal_level = minimal\n"
-            "max_wal_senders = 0\n"
-            "max_wal_size = '4GB'\n"
-        )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write(settings)
+            conf.write(
+                "\n# written by refresh_pipeline\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                "unix_socket_directories = ''\n"
+            )
+
+    def _write_tuning(self) -> None:
+        """Our tuning, in a file of its own rewritten before every start and included last by
+        postgresql.conf: a server created by an earlier version gets the current settings at its next start."""
+        (self.data_dir / TUNING_FILE).write_text(_tuning())
+        conf = self.data_dir / "postgresql.conf"
+        if _INCLUDE_TUNING not in conf.read_text():
+            with open(conf, "a") as handle:
+                handle.write(f"\n{_INCLUDE_TUNING}\n")
+        user = _unprivileged_user()
+        if user is not None:
+            os.chown(self.data_dir / TUNING_FILE, user.pw_uid, user.pw_gid)
 
     def _start(self) -> None:
         if self._port_in_use():
