@@ -317,6 +317,56 @@ def test_only_emails_a_conflict_moved_are_looked_up_and_the_list_goes_with_the_m
     assert cleared, "no fingerprint of a production value stays behind for staging"
 
 
+def test_value_map_conflicts_are_resolved_round_after_round_until_no_value_collides(create_database):
+    """A masked value equal to a production value moves; of two originals with the same masked value the one
+    with the higher fingerprint moves; a value that moves onto a third one's masked value collides again in the
+    next round."""
+    from refresh_pipeline.masking.value_map import resolve_value_maps, start_value_maps
+
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(create_database("value_map_rounds"), autocommit=True) as conn:
+        install_functions(conn)
+
+        def fingerprint(value: str) -> bytes:
+            return conn.execute("SELECT refresh_pipeline.map_fingerprint(%s, 'email', %s)", (pads, value)).fetchone()[0]
+
+        def retry(masked: str) -> str:
+            query = "SELECT refresh_pipeline.hmac_letters(%s, 'email:retry:' || %s, 16) || '@example.com'"
+            return conn.execute(query, (pads, masked)).fetchone()[0]
+
+        start_value_maps(conn)
+        taken = "taken@example.com"
+        low, high, third = sorted(fingerprint(f"o{i}@mail.in") for i in range(3))
+        entries = {
+            "production": (fingerprint(taken), "p@example.com"),  # its original is "taken@example.com"
+            "collides_with_production": (fingerprint("c@mail.in"), taken),
+            "keeps": (low, "same@example.com"),
+            "moves_twice": (high, "same@example.com"),
+            "already_there": (third, retry("same@example.com")),
+        }
+        for entry, masked in entries.values():
+            conn.execute(
+                "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) VALUES ('email', %s, %s)",
+                (entry, masked),
+            )
+        resolve_value_maps(conn, KEY)
+        rows = dict(conn.execute("SELECT fingerprint, masked FROM refresh_pipeline.value_map").fetchall())
+        rounds = dict(conn.execute("SELECT fingerprint, moved_in_round FROM refresh_pipeline.value_map").fetchall())
+        moved_from_taken, moved_once = retry(taken), retry("same@example.com")
+        moved_twice = retry(moved_once)
+    final = {name: rows[entry] for name, (entry, _masked) in entries.items()}
+    assert final["collides_with_production"] == moved_from_taken
+    assert rounds[entries["collides_with_production"][0]] == 1
+    assert final["keeps"] == "same@example.com" and rounds[low] == 0
+    if third < high:  # the value already there has the lower fingerprint: the mover moves again
+        assert (final["already_there"], final["moves_twice"]) == (moved_once, moved_twice)
+        assert rounds[high] == 2
+    else:
+        assert (final["moves_twice"], final["already_there"]) == (moved_once, moved_twice)
+        assert rounds[third] == 2
+    assert len(set(final.values())) == len(final), "every masked value is unique"
+
+
 def _calls(conn: psycopg.Connection, function: str) -> int:
     conn.execute("SELECT pg_stat_clear_snapshot()")
     row = conn.execute(

@@ -164,6 +164,7 @@ def resolve_value_maps(
 
     def resolve(session: psycopg.Connection, kind: str) -> int:
         with session.transaction():
+            raise_work_mem(session)  # round 1 hashes the whole map
             _resolve_conflicts(session, kind, params)
         return 0
 
@@ -212,17 +213,23 @@ def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int
 
 def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, object]) -> None:
     # Round 1 checks every value; later rounds only those that just moved and any value they now equal
-    # (a value that conflicts with no production value keeps not conflicting).
+    # (a value that conflicts with no production value keeps not conflicting). The candidates are
+    # materialised first and checked by joins: hash joins for round 1's whole map, index lookups for the
+    # few of later rounds (checked row by row with EXISTS, every round cost as much as round 1: S=1 phones
+    # 5.3 + 4.2 s -> 1.0 + 0.3 s).
     move = sql.SQL(
-        "WITH moving AS ("
-        " SELECT v.fingerprint FROM refresh_pipeline.value_map v WHERE v.kind = {kind}"
+        "WITH candidate AS MATERIALIZED ("
+        " SELECT v.fingerprint, v.masked FROM refresh_pipeline.value_map v WHERE v.kind = {kind}"
         " AND (%(round)s = 1 OR v.moved_in_round = %(round)s - 1 OR v.masked IN (SELECT j.masked"
-        "      FROM refresh_pipeline.value_map j WHERE j.kind = v.kind AND j.moved_in_round = %(round)s - 1))"
-        " AND ("
-        "  EXISTS (SELECT 1 FROM refresh_pipeline.value_map o WHERE o.kind = v.kind"
-        "          AND o.fingerprint = refresh_pipeline.map_fingerprint(%(key)s, v.kind, lower(v.masked)))"
-        "  OR EXISTS (SELECT 1 FROM refresh_pipeline.value_map d WHERE d.kind = v.kind AND d.masked = v.masked"
-        "             AND d.fingerprint < v.fingerprint)))"
+        "      FROM refresh_pipeline.value_map j WHERE j.kind = {kind} AND j.moved_in_round = %(round)s - 1))),"
+        " moving AS ("
+        # equal to a production value of its kind
+        "  SELECT c.fingerprint FROM candidate c JOIN refresh_pipeline.value_map o ON o.kind = {kind}"
+        "   AND o.fingerprint = refresh_pipeline.map_fingerprint(%(key)s, {kind}, lower(c.masked))"
+        "  UNION"
+        # or to another original's masked value (the lowest fingerprint keeps it)
+        "  SELECT c.fingerprint FROM candidate c JOIN refresh_pipeline.value_map d ON d.kind = {kind}"
+        "   AND d.masked = c.masked AND d.fingerprint < c.fingerprint)"
         " UPDATE refresh_pipeline.value_map v SET masked = {next}, moved_in_round = %(round)s"
         " FROM moving m WHERE v.kind = {kind} AND v.fingerprint = m.fingerprint"
     ).format(kind=sql.Literal(kind), next=sql.SQL(_NEXT_CANDIDATE[kind]))
