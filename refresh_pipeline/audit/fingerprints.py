@@ -6,6 +6,7 @@ from psycopg import sql
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
+from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
 from refresh_pipeline.masking.value_map import (
     ALL_ROWS,
     ORIGINAL_TOKENS,
@@ -35,9 +36,12 @@ _INDEX = "original_fingerprints_lookup"
 
 def _fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
     """HMAC under the audit key of '<kind>:<normalised value>': the only form in which originals are kept."""
-    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(
-        key=sql.Placeholder("audit_key"), value=kind_and_value
-    )
+    return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(key=key_column(AUDIT_PURPOSE), value=kind_and_value)
+
+
+def audit_key_relation() -> sql.Composed:
+    """What a statement computing fingerprints joins (session_key.py), after share_key(..., AUDIT_PURPOSE)."""
+    return key_relation(AUDIT_PURPOSE)
 
 
 def normalised_whole_value(column: sql.Composable) -> sql.Composed:
@@ -95,15 +99,16 @@ def index_fingerprints(conn: psycopg.Connection) -> int:
 def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey, source: sql.Composable | None = None) -> None:
     """Fingerprint collected tokens: `source` yields (kind, token) rows (default: this session's temporary
     token table)."""
+    share_key(conn, key, AUDIT_PURPOSE)
     conn.execute(
         sql.SQL(
             "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-            "SELECT DISTINCT {fingerprint}, kind FROM {tokens} AS t"
+            "SELECT DISTINCT {fingerprint}, kind FROM {tokens} AS t CROSS JOIN {key}"
         ).format(
             fingerprint=token_fingerprint(sql.SQL("kind"), sql.SQL("token")),
             tokens=source if source is not None else sql.Identifier(ORIGINAL_TOKENS),
-        ),
-        {"audit_key": key.sql_pads(AUDIT_PURPOSE)},
+            key=audit_key_relation(),
+        )
     )
 
 
@@ -116,7 +121,8 @@ def fingerprint_whole_values(
     columns: frozenset[str] | None = None,
 ) -> None:
     """Fingerprint the whole values of masked PII columns (one ordered statement per column)."""
-    params = {"audit_key": key.sql_pads(AUDIT_PURPOSE), "min_length": MIN_WHOLE_VALUE_LENGTH}
+    params = {"min_length": MIN_WHOLE_VALUE_LENGTH}
+    share_key(conn, key, AUDIT_PURPOSE)
     for table in tables:
         target = table.ident
         for name in _whole_value_columns(policy, table):
@@ -128,8 +134,10 @@ def fingerprint_whole_values(
                 sql.SQL(
                     "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
                     "SELECT {fingerprint}, 'whole' FROM (SELECT DISTINCT {normalised} AS v FROM {target} "
-                    "WHERE length(btrim({column})) >= %(min_length)s AND {condition}) AS distinct_values"
+                    "WHERE length(btrim({column})) >= %(min_length)s AND {condition}) AS distinct_values "
+                    "CROSS JOIN {key}"
                 ).format(
+                    key=audit_key_relation(),
                     fingerprint=whole_value_fingerprint(sql.SQL("v")),
                     normalised=normalised_whole_value(column),
                     target=target,

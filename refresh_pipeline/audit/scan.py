@@ -12,6 +12,7 @@ from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import (
     MIN_WHOLE_VALUE_LENGTH,
+    audit_key_relation,
     fingerprints_present,
     normalised_whole_value,
     token_fingerprint,
@@ -30,6 +31,7 @@ from refresh_pipeline.chunked import (
 )
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
+from refresh_pipeline.masking.session_key import share_key
 
 MASKED_EMAIL_DOMAIN = "example.com"
 DETECTOR_VERSIONS = {
@@ -87,7 +89,7 @@ class TableAudit:
 # Whole values, one fingerprint per distinct value. Tokens are saved to a scratch table instead and
 # checked once per distinct token across the whole table (_KNOWN_TOKENS).
 _KNOWN_WHOLE_VALUES = """
-    SELECT s.location, s.n FROM src AS s
+    SELECT s.location, s.n FROM src AS s CROSS JOIN {key}
     WHERE length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s)
       AND EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {whole_fingerprint})
@@ -154,6 +156,7 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
 _KNOWN_TOKENS = """
 WITH hit AS MATERIALIZED (
     SELECT d.kind, d.token FROM (SELECT DISTINCT kind, token FROM {scratch} WHERE share = {share}) AS d
+    CROSS JOIN {key}
     WHERE EXISTS (
         SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
 )
@@ -176,7 +179,7 @@ def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composab
     if not (fingerprints_exist and is_text):
         return sql.SQL(_NO_KNOWN_VALUES)
     return sql.SQL(_KNOWN_WHOLE_VALUES).format(
-        whole_fingerprint=whole_value_fingerprint(normalised_whole_value(sql.SQL("s.v")))
+        whole_fingerprint=whole_value_fingerprint(normalised_whole_value(sql.SQL("s.v"))), key=audit_key_relation()
     )
 
 
@@ -237,7 +240,6 @@ def scan_table(
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {} AS src {}").format(target, sample)).fetchone()[0]
     audit = TableAudit(table.qualified_name, rows, [], known_value_audit=known, sample_percent=sample_percent)
     params = {
-        "audit_key": key.sql_pads(AUDIT_PURPOSE),
         "allowlist": normalised_allowlist(conn, allowlist),
         "masked_email_pattern": f"%@{MASKED_EMAIL_DOMAIN}",
         "min_length": MIN_WHOLE_VALUE_LENGTH,
@@ -268,6 +270,8 @@ def scan_table(
             id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
         )
         with session.transaction():
+            if known:
+                share_key(session, key, AUDIT_PURPOSE)
             raise_work_mem(session)
             scanned, known_count, patterns, locations = session.execute(query, params).fetchone()
         with totals_lock:
@@ -281,8 +285,10 @@ def scan_table(
             scratch=scratch,
             share=sql.Literal(share),
             token_fingerprint=token_fingerprint(sql.SQL("d.kind"), sql.SQL("d.token")),
+            key=audit_key_relation(),
         )
         with session.transaction():
+            share_key(session, key, AUDIT_PURPOSE)
             raise_work_mem(session)
             found = session.execute(query, params).fetchall()
         for name, known_count, rows in found:

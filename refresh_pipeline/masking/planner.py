@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.keys import MASKING_PURPOSE
 from refresh_pipeline.masking.policy import (
     ArrayRule,
     ColumnRule,
@@ -18,8 +19,9 @@ from refresh_pipeline.masking.policy import (
     TransformRule,
     describe_rule,
 )
+from refresh_pipeline.masking.session_key import key_column, key_relation
 
-KEY = sql.Placeholder("key")
+KEY = key_column(MASKING_PURPOSE)
 _KEEP = TransformRule("keep")
 
 
@@ -238,13 +240,15 @@ class TableMaskingPlan:
         return [name for name, rule in self.rules.items() if rule != "keep"]
 
     def _source(self, condition: sql.Composable) -> sql.Composed:
-        """The rows to mask; with JSON path values read once per row in a subquery the planner keeps
-        (OFFSET 0), so the select list reads them as plain columns, and the value map joined per phone."""
+        """The rows to mask joined to the session's key (session_key.py); with JSON path values read once
+        per row in a subquery the planner keeps (OFFSET 0), so the select list reads them as plain columns,
+        and the value map joined per phone."""
+        key = key_relation(MASKING_PURPOSE)
         if not (self.extractions or self.lookups):
-            return sql.SQL("{} WHERE {}").format(self.target, condition)
+            return sql.SQL("(SELECT * FROM {} WHERE {}) AS source CROSS JOIN {}").format(self.target, condition, key)
         extracted = sql.SQL("").join(sql.SQL(", {} AS {}").format(e, alias) for alias, e in self.extractions)
-        return sql.SQL("(SELECT *{} FROM {} WHERE {} OFFSET 0) AS source{}").format(
-            extracted, self.target, condition, sql.SQL("").join(lookup.join() for lookup in self.lookups)
+        return sql.SQL("(SELECT *{} FROM {} WHERE {} OFFSET 0) AS source CROSS JOIN {}{}").format(
+            extracted, self.target, condition, key, sql.SQL("").join(lookup.join() for lookup in self.lookups)
         )
 
     def create_staging(self, staging: sql.Composable) -> sql.Composed:

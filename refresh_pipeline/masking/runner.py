@@ -17,6 +17,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.masking.session_key import share_key
 from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
@@ -159,14 +160,15 @@ def mask_table(
         f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)} "
         f"in {len(ranges)} block range(s) on {min(workers, len(ranges)) if connect else 1} session(s)"
     )
-    params = {"key": key.sql_pads(MASKING_PURPOSE)}
     staging = _staging_table()
-    conn.execute(plan.create_staging(staging), params)
+    share_key(conn, key, MASKING_PURPOSE)
+    conn.execute(plan.create_staging(staging))
     try:
         progress = Progress(f"{info.qualified_name}: masking", sum(r.blocks for r in ranges), log)
 
         def fill(session: psycopg.Connection, block_range: BlockRange) -> int:
-            return session.execute(plan.fill_staging(staging, block_range.condition()), params).rowcount
+            share_key(session, key, MASKING_PURPOSE)
+            return session.execute(plan.fill_staging(staging, block_range.condition())).rowcount
 
         copied = run_ranges(ranges, fill, conn, connect, workers, progress)
         result = _swap_in(conn, info, plan, staging, copied, digest, log)

@@ -9,25 +9,27 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
+from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
 
 ORIGINAL_TOKENS = "refresh_pipeline_original_tokens"
 MAX_ROUNDS = 50
 MAX_MOVED_LISTED = 10_000
 ALL_ROWS = sql.SQL("true")
+KEY = key_column(MASKING_PURPOSE)
 
 _WHOLE_VALUE = {
     "email": "lower(btrim({col}))",
     "phone": "right(regexp_replace({col}, '[^0-9]', '', 'g'), 10)",
 }
 _FIRST_CANDIDATE = {
-    "email": "refresh_pipeline.email_candidate(%(key)s, token)",
-    "phone": "refresh_pipeline.phone_candidate(%(key)s, token)",
+    "email": "refresh_pipeline.email_candidate({key}, token)",
+    "phone": "refresh_pipeline.phone_candidate({key}, token)",
 }
 _NEXT_CANDIDATE = {
     # Not email_candidate(masked): a value moved because its candidate equals an original would then take
     # that original's own first candidate, and move it too.
-    "email": "refresh_pipeline.hmac_letters(%(key)s, 'email:retry:' || v.masked, 16) || '@example.com'",
-    "phone": "left(v.masked, 1) || refresh_pipeline.fpe_digits(%(key)s, substr(v.masked, 2), 'phone:retry')",
+    "email": "refresh_pipeline.hmac_letters({key}, 'email:retry:' || v.masked, 16) || '@example.com'",
+    "phone": "left(v.masked, 1) || refresh_pipeline.fpe_digits({key}, substr(v.masked, 2), 'phone:retry')",
 }
 
 
@@ -131,22 +133,24 @@ def index_value_maps(conn: psycopg.Connection) -> None:
 def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: sql.Composable | None = None) -> None:
     """Map the collected tokens to their first candidate. `source` yields distinct (kind, token) rows that no
     other call adds (default: this session's temporary token table); several sessions may add at once."""
-    params = {"key": key.sql_pads(MASKING_PURPOSE)}
+    share_key(conn, key, MASKING_PURPOSE)
     tokens = source if source is not None else sql.Identifier(ORIGINAL_TOKENS)
     for kind in ("email", "phone"):
-        fingerprint = sql.SQL("refresh_pipeline.map_fingerprint(%(key)s, {kind}, token)").format(kind=sql.Literal(kind))
+        fingerprint = sql.SQL("refresh_pipeline.map_fingerprint({key}, {kind}, token)").format(
+            key=KEY, kind=sql.Literal(kind)
+        )
         conn.execute(
             sql.SQL(
                 "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
-                "SELECT {kind}, {fingerprint}, {candidate} FROM {tokens} AS t"
+                "SELECT {kind}, {fingerprint}, {candidate} FROM {tokens} AS t CROSS JOIN {key_relation}"
                 " WHERE kind = {kind} AND length(token) >= 2"
             ).format(
                 kind=sql.Literal(kind),
                 fingerprint=fingerprint,
-                candidate=sql.SQL(_FIRST_CANDIDATE[kind]),
+                candidate=sql.SQL(_FIRST_CANDIDATE[kind]).format(key=KEY),
                 tokens=tokens,
-            ),
-            params,
+                key_relation=key_relation(MASKING_PURPOSE),
+            )
         )
 
 
@@ -158,14 +162,14 @@ def resolve_value_maps(
     without conflict keep their candidate, so they mask the same way every week. Kinds never conflict
     with each other, so with a pool (`connect`, `workers`) they are resolved side by side. Returns how
     many values were mapped per kind."""
-    params = {"key": key.sql_pads(MASKING_PURPOSE)}
     kinds = ("email", "phone")
     index_value_maps(conn)
 
     def resolve(session: psycopg.Connection, kind: str) -> int:
         with session.transaction():
+            share_key(session, key, MASKING_PURPOSE)
             raise_work_mem(session)  # round 1 hashes the whole map
-            _resolve_conflicts(session, kind, params)
+            _resolve_conflicts(session, kind)
         return 0
 
     run_ranges(kinds, resolve, conn, connect, workers)
@@ -211,7 +215,7 @@ def build_value_maps(conn: psycopg.Connection, key: MaskingKey) -> dict[str, int
     return resolve_value_maps(conn, key)
 
 
-def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, object]) -> None:
+def _resolve_conflicts(conn: psycopg.Connection, kind: str) -> None:
     # Round 1 checks every value; later rounds only those that just moved and any value they now equal
     # (a value that conflicts with no production value keeps not conflicting). The candidates are
     # materialised first and checked by joins: hash joins for round 1's whole map, index lookups for the
@@ -224,17 +228,23 @@ def _resolve_conflicts(conn: psycopg.Connection, kind: str, params: dict[str, ob
         "      FROM refresh_pipeline.value_map j WHERE j.kind = {kind} AND j.moved_in_round = %(round)s - 1))),"
         " moving AS ("
         # equal to a production value of its kind
-        "  SELECT c.fingerprint FROM candidate c JOIN refresh_pipeline.value_map o ON o.kind = {kind}"
-        "   AND o.fingerprint = refresh_pipeline.map_fingerprint(%(key)s, {kind}, lower(c.masked))"
+        "  SELECT c.fingerprint FROM candidate c CROSS JOIN {key_relation}"
+        "   JOIN refresh_pipeline.value_map o ON o.kind = {kind}"
+        "   AND o.fingerprint = refresh_pipeline.map_fingerprint({key}, {kind}, lower(c.masked))"
         "  UNION"
         # or to another original's masked value (the lowest fingerprint keeps it)
         "  SELECT c.fingerprint FROM candidate c JOIN refresh_pipeline.value_map d ON d.kind = {kind}"
         "   AND d.masked = c.masked AND d.fingerprint < c.fingerprint)"
         " UPDATE refresh_pipeline.value_map v SET masked = {next}, moved_in_round = %(round)s"
-        " FROM moving m WHERE v.kind = {kind} AND v.fingerprint = m.fingerprint"
-    ).format(kind=sql.Literal(kind), next=sql.SQL(_NEXT_CANDIDATE[kind]))
+        " FROM moving m CROSS JOIN {key_relation} WHERE v.kind = {kind} AND v.fingerprint = m.fingerprint"
+    ).format(
+        kind=sql.Literal(kind),
+        next=sql.SQL(_NEXT_CANDIDATE[kind]).format(key=KEY),
+        key=KEY,
+        key_relation=key_relation(MASKING_PURPOSE),
+    )
     for round_number in range(1, MAX_ROUNDS + 1):
-        if conn.execute(move, {**params, "round": round_number}).rowcount == 0:
+        if conn.execute(move, {"round": round_number}).rowcount == 0:
             return
     raise RefreshError(f"could not find unique masked {kind} values in {MAX_ROUNDS} rounds; the domain is too full.")
 
