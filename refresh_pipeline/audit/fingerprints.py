@@ -39,11 +39,6 @@ def _fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
     return sql.SQL("refresh_pipeline.hmac({key}, {value})").format(key=key_column(AUDIT_PURPOSE), value=kind_and_value)
 
 
-def audit_key_relation() -> sql.Composed:
-    """What a statement computing fingerprints joins (session_key.py), after share_key(..., AUDIT_PURPOSE)."""
-    return key_relation(AUDIT_PURPOSE)
-
-
 def normalised_whole_value(column: sql.Composable) -> sql.Composed:
     return sql.SQL("lower(btrim({}::text))").format(column)
 
@@ -107,7 +102,7 @@ def fingerprint_tokens(conn: psycopg.Connection, key: MaskingKey, source: sql.Co
         ).format(
             fingerprint=token_fingerprint(sql.SQL("kind"), sql.SQL("token")),
             tokens=source if source is not None else sql.Identifier(ORIGINAL_TOKENS),
-            key=audit_key_relation(),
+            key=key_relation(AUDIT_PURPOSE),
         )
     )
 
@@ -137,7 +132,7 @@ def fingerprint_whole_values(
                     "WHERE length(btrim({column})) >= %(min_length)s AND {condition}) AS distinct_values "
                     "CROSS JOIN {key}"
                 ).format(
-                    key=audit_key_relation(),
+                    key=key_relation(AUDIT_PURPOSE),
                     fingerprint=whole_value_fingerprint(sql.SQL("v")),
                     normalised=normalised_whole_value(column),
                     target=target,

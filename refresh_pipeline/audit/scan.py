@@ -12,7 +12,6 @@ from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import (
     MIN_WHOLE_VALUE_LENGTH,
-    audit_key_relation,
     fingerprints_present,
     normalised_whole_value,
     token_fingerprint,
@@ -31,7 +30,7 @@ from refresh_pipeline.chunked import (
 )
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
-from refresh_pipeline.masking.session_key import share_key
+from refresh_pipeline.masking.session_key import key_relation, share_key
 
 MASKED_EMAIL_DOMAIN = "example.com"
 DETECTOR_VERSIONS = {
@@ -179,7 +178,8 @@ def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composab
     if not (fingerprints_exist and is_text):
         return sql.SQL(_NO_KNOWN_VALUES)
     return sql.SQL(_KNOWN_WHOLE_VALUES).format(
-        whole_fingerprint=whole_value_fingerprint(normalised_whole_value(sql.SQL("s.v"))), key=audit_key_relation()
+        whole_fingerprint=whole_value_fingerprint(normalised_whole_value(sql.SQL("s.v"))),
+        key=key_relation(AUDIT_PURPOSE),
     )
 
 
@@ -285,7 +285,7 @@ def scan_table(
             scratch=scratch,
             share=sql.Literal(share),
             token_fingerprint=token_fingerprint(sql.SQL("d.kind"), sql.SQL("d.token")),
-            key=audit_key_relation(),
+            key=key_relation(AUDIT_PURPOSE),
         )
         with session.transaction():
             share_key(session, key, AUDIT_PURPOSE)

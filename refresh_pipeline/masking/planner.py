@@ -243,12 +243,15 @@ class TableMaskingPlan:
         """The rows to mask joined to the session's key (session_key.py); with JSON path values read once
         per row in a subquery the planner keeps (OFFSET 0), so the select list reads them as plain columns,
         and the value map joined per phone."""
-        key = key_relation(MASKING_PURPOSE)
-        if not (self.extractions or self.lookups):
-            return sql.SQL("(SELECT * FROM {} WHERE {}) AS source CROSS JOIN {}").format(self.target, condition, key)
         extracted = sql.SQL("").join(sql.SQL(", {} AS {}").format(e, alias) for alias, e in self.extractions)
-        return sql.SQL("(SELECT *{} FROM {} WHERE {} OFFSET 0) AS source CROSS JOIN {}{}").format(
-            extracted, self.target, condition, key, sql.SQL("").join(lookup.join() for lookup in self.lookups)
+        fence = sql.SQL(" OFFSET 0" if self.extractions or self.lookups else "")
+        return sql.SQL("(SELECT *{} FROM {} WHERE {}{}) AS source CROSS JOIN {}{}").format(
+            extracted,
+            self.target,
+            condition,
+            fence,
+            key_relation(MASKING_PURPOSE),
+            sql.SQL("").join(lookup.join() for lookup in self.lookups),
         )
 
     def create_staging(self, staging: sql.Composable) -> sql.Composed:
