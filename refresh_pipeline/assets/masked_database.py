@@ -9,12 +9,14 @@ from refresh_pipeline.masking.materialized_views import refresh_materialized_vie
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.runner import drop_leftover_staging
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 
 def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
     masked_keys = [masked_table_key(table) for _, table in sorted(policy.tables.items())]
 
     @dg.asset(group_name=REFRESH_GROUP, deps=masked_keys, kinds={"postgres"})
+    @without_row_data_in_errors
     def masked_database(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
         """Every table of the restored database masked per the policy (checked against the per-table markers)."""
         restored = refresh.state().require("restored", "restored_instance")

@@ -7,6 +7,7 @@ from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 MASKING_POOL = "staging_masking"
 
@@ -29,6 +30,7 @@ def _masked_table_asset(table: TablePolicy) -> dg.AssetsDefinition:
         kinds={"postgres"},
         tags={"refresh_pipeline/table": table.qualified_name.replace(".", "__")},
     )
+    @without_row_data_in_errors
     def masked_table(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
         restored = refresh.state().require("restored", "restored_instance")
         with refresh.connect_managed(restored.database) as conn:

@@ -23,6 +23,7 @@ from refresh_pipeline.masking.value_map import clear_value_maps
 from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.state import PromotionRecord
 
 
@@ -46,6 +47,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
     check_keys = required_check_keys(policy)
 
     @dg.asset(group_name=REFRESH_GROUP, deps=[MASKED_DATABASE], kinds={"postgres"})
+    @without_row_data_in_errors
     def staging_database(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
         """The stable staging name, pointed at the newly masked database once all its audits passed."""
         started = time.monotonic()

@@ -14,10 +14,12 @@ from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.runner import count_rows, install_functions
 from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.state import RestoreRecord
 
 
 @dg.asset(group_name=REFRESH_GROUP, deps=[PRODUCTION_SNAPSHOT], kinds={"postgres"})
+@without_row_data_in_errors
 def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
     """A fresh database from the snapshot, with row counts and keyed fingerprints of its PII recorded.
 

@@ -4,9 +4,11 @@ import dagster as dg
 
 from refresh_pipeline.assets.keys import REFRESH_GROUP, STAGING_DATABASE
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 
 @dg.asset(group_name=REFRESH_GROUP, deps=[STAGING_DATABASE], kinds={"postgres"})
+@without_row_data_in_errors
 def retired_staging(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
     """Every database this pipeline created except the promoted one is dropped; snapshots past retention too.
 

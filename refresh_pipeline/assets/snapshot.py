@@ -7,10 +7,12 @@ import dagster as dg
 from refresh_pipeline.assets.keys import REFRESH_GROUP
 from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.state import SnapshotRecord
 
 
 @dg.asset(group_name=REFRESH_GROUP, kinds={"postgres"})
+@without_row_data_in_errors
 def production_snapshot(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:
     """Snapshot of the production database (pg_dump locally, an RDS snapshot on AWS); production is only read."""
     started = time.monotonic()

@@ -5,6 +5,7 @@ import dagster as dg
 from refresh_pipeline.assets.keys import INTEGRITY_CHECK, MASKED_DATABASE
 from refresh_pipeline.audit.integrity import check_integrity
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 
 @dg.asset_check(
@@ -16,6 +17,7 @@ from refresh_pipeline.resources import RefreshResource
         "and sequences are exactly as restored, indexes valid, row counts unchanged."
     ),
 )
+@without_row_data_in_errors
 def integrity_intact(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
     restored = refresh.state().require("restored", "restored_instance")
     with refresh.connect_managed(restored.database) as conn:

@@ -8,6 +8,7 @@ from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.resources import RefreshResource
+from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 
 def kept_columns(table: TablePolicy, columns: list[str]) -> set[str]:
@@ -29,6 +30,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
             "policy and its row count equals the restore's."
         ),
     )
+    @without_row_data_in_errors
     def no_pii_left(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
         restored = refresh.state().require("restored", "restored_instance")
         with refresh.connect_managed(restored.database) as conn:

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.row_data_in_errors import withhold_row_data
 
 Log = Callable[[str], None]
 
@@ -207,7 +208,7 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
 
 
 def _first_line(error: psycopg.Error) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return f"{type(error).__name__}: {withhold_row_data(str(error)).splitlines()[0]}"
 
 
 def _drop(

@@ -26,6 +26,7 @@ from refresh_pipeline.platforms.connections import (
 )
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary
+from refresh_pipeline.row_data_in_errors import withhold_row_data
 
 STAGING_SERVICE = "staging"
 _SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -39,7 +40,9 @@ def _utc_now() -> datetime:
 def _run_tool(args: list[str], env: dict[str, str], what: str) -> None:
     result = subprocess.run(args, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RefreshError(f"{what} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+        # Withheld before the tail is cut, so no value is cut in half and then missed.
+        output = withhold_row_data(result.stderr.strip())[-2000:]
+        raise RefreshError(f"{what} failed (exit {result.returncode}, row values withheld): {output}")
 
 
 class LocalPlatform:

@@ -15,6 +15,7 @@ import psycopg
 
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
+from refresh_pipeline.row_data_in_errors import log_tail_without_row_data
 
 SUPERUSER = "refresh"
 # initdb and postgres refuse to run as root; when we are root the server runs as one of these.
@@ -95,7 +96,7 @@ class LocalServer:
     def _log_tail(self) -> str:
         if not self.log_file.exists():
             return ""
-        tail = self.log_file.read_text(errors="replace").splitlines()[-8:]
+        tail = log_tail_without_row_data(self.log_file)
         return "\nserver log (last lines):\n  " + "\n  ".join(tail) if tail else ""
 
     @contextmanager
