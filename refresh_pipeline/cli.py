@@ -176,7 +176,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         )
     if args.action == "start":
         platform.server.ensure_running()
-        print(f"PostgreSQL running on 127.0.0.1:{platform.server.port} (data in {platform.server.data_dir})")
+        print(f"PostgreSQL running (data in {platform.server.data_dir}); connect with: psql '{platform.server.dsn()}'")
     else:
         platform.server.stop()
         print("PostgreSQL stopped")

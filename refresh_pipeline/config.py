@@ -24,7 +24,7 @@ class LocalPlatformConfig:
     """Where the local platform's PostgreSQL lives.
 
     With `server_dsn` unset the platform runs its own server from the system's binaries with its data
-    under `work_dir/pgdata`, listening on 127.0.0.1:`port`.
+    under `work_dir/pgserver`, reachable only through its private Unix socket (`port` names it), not TCP.
     """
 
     server_dsn: str | None = None

@@ -1,8 +1,14 @@
 """Small helpers the tests share: reading a database the way a reviewer would."""
 
+import contextlib
 import re
 import socket
+import socketserver
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -61,3 +67,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def tcp_forwarder(socket_path: Path) -> Iterator[int]:
+    """A port on 127.0.0.1 whose connections are relayed to a Unix socket: for clients that only speak TCP
+    (an RDS-shaped config) against the tests' socket-only server."""
+
+    class Relay(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with socket.socket(socket.AF_UNIX) as server_side:
+                server_side.connect(str(socket_path))
+                pumps = [
+                    threading.Thread(target=_pump, args=(self.request, server_side), daemon=True),
+                    threading.Thread(target=_pump, args=(server_side, self.request), daemon=True),
+                ]
+                for pump in pumps:
+                    pump.start()
+                for pump in pumps:
+                    pump.join()
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Relay) as relay:
+        relay.daemon_threads = True
+        threading.Thread(target=relay.serve_forever, daemon=True).start()
+        try:
+            yield relay.server_address[1]
+        finally:
+            relay.shutdown()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # either side closing ends the relay
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)

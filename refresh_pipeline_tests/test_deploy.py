@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,8 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 from psycopg.conninfo import conninfo_to_dict
+
+from refresh_pipeline_tests.helpers import tcp_forwarder
 
 ROOT = Path(__file__).parents[1]
 TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
@@ -92,15 +95,17 @@ def test_weekly_rule_fires_the_launcher(template):
 
 
 @pytest.fixture
-def storage_env(monkeypatch, create_database) -> str:
+def storage_env(monkeypatch, create_database, pg_server) -> Iterator[str]:
+    """The worker's storage settings, over TCP as on RDS: relayed to the socket-only test server."""
     conninfo = create_database("dagster_storage")
     params = conninfo_to_dict(conninfo)
-    for name, value in {
-        "DAGSTER_PG_HOST": params["host"], "DAGSTER_PG_PORT": params["port"], "DAGSTER_PG_USER": params["user"],
-        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": params["dbname"],
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    return conninfo
+    with tcp_forwarder(pg_server.socket_dir / pg_server.socket_name) as port:
+        for name, value in {
+            "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": params["user"],
+            "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": params["dbname"],
+        }.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        yield conninfo
 
 
 def test_worker_dagster_instance_keeps_runs_and_check_results_in_postgres(storage_env, tmp_path):

@@ -1,12 +1,18 @@
 """The local platform on a real PostgreSQL server: snapshot, restore, promote, retire, and its refusals."""
 
+import os
+import pwd
 import shutil
+import socket
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
@@ -29,7 +35,7 @@ def test_production_sessions_refuse_writes(demo_source):
 
 
 def test_tool_environment_for_production_is_read_only_and_keeps_the_password_off_the_command_line(demo_source):
-    env = libpq_env(demo_source + "?password=s3cret", read_only=True)
+    env = libpq_env(make_conninfo(demo_source, password="s3cret"), read_only=True)
     assert env["PGPASSWORD"] == "s3cret"
     result = subprocess.run(
         ["psql", "-Atc", "CREATE TABLE should_not_exist (id int)"], env=env, capture_output=True, text=True
@@ -174,11 +180,79 @@ def test_missing_server_binaries_are_explained():
         find_server_bin_dir("/nonexistent/bin")
 
 
-def test_embedded_server_says_when_its_port_is_taken(test_root, pg_server):
-    server = LocalServer(test_root / "port_clash", port=pg_server.port)
-    with pytest.raises(RefreshError, match=f"port {pg_server.port} on 127.0.0.1 is taken"):
-        server.ensure_running()
-    shutil.rmtree(test_root / "port_clash", ignore_errors=True)
+def _server_uid() -> int:
+    if os.geteuid() != 0:
+        return os.geteuid()
+    return next(pwd.getpwnam(name).pw_uid for name in ("postgres", "nobody") if _user_exists(name))
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _accepts_tcp(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_embedded_server_is_reachable_only_through_its_private_socket(pg_server):
+    """The restored databases hold production's rows until masked: no local user but the server's may
+    connect, so no TCP, and the socket's directory is the server user's alone."""
+    assert not _accepts_tcp(pg_server.port)
+    with psycopg.connect(pg_server.dsn()) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == ""
+    directory = os.stat(pg_server.socket_dir)
+    assert stat.S_IMODE(directory.st_mode) == 0o700
+    assert directory.st_uid == _server_uid()
+    assert stat.S_IMODE(os.stat(pg_server.socket_dir / pg_server.socket_name).st_mode) & 0o077 == 0
+
+
+def test_embedded_server_started_by_an_earlier_version_on_tcp_moves_to_its_socket(test_root):
+    server = LocalServer(test_root / "tcp_era", port=free_port())
+    server.ensure_running()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE kept")
+    server.stop()
+    # How earlier versions ran it: TCP on 127.0.0.1, no socket.
+    tcp_only = f"-p {server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
+    pg_ctl = str(server.bin_dir / "pg_ctl")
+    server._run([pg_ctl, "start", "-D", str(server.data_dir), "-l", str(server.log_file), "-w", "-o", tcp_only])
+    assert _accepts_tcp(server.port)
+
+    server.ensure_running()
+
+    assert not _accepts_tcp(server.port)
+    with psycopg.connect(server.dsn("kept")) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "kept"
+    server.stop()
+    shutil.rmtree(test_root / "tcp_era", ignore_errors=True)
+
+
+def test_socket_of_a_deep_work_dir_lives_in_a_private_temporary_directory(tmp_path):
+    short = LocalServer(tmp_path / "pgserver", port=54329)
+    deep = LocalServer(tmp_path / ("d" * 100) / "pgserver", port=54329)
+
+    assert short.socket_dir == (tmp_path / "pgserver" / "socket").absolute()
+    assert deep.socket_dir.parent == Path(tempfile.gettempdir())
+    assert len(os.fsencode(deep.socket_dir / deep.socket_name)) <= 107
+    assert deep.socket_dir != LocalServer(tmp_path / ("e" * 100) / "pgserver", port=54329).socket_dir
+
+
+def test_a_socket_directory_others_can_enter_is_refused(test_root):
+    server = LocalServer(test_root / ("d" * 100) / "pgserver", port=free_port())
+    server.socket_dir.mkdir(mode=0o755)
+    server.socket_dir.chmod(0o755)
+    try:
+        with pytest.raises(RefreshError, match="only it can enter"):
+            server.ensure_running()
+        assert not (server.data_dir / "PG_VERSION").exists()
+    finally:
+        server.socket_dir.rmdir()
 
 
 def test_embedded_server_is_sized_for_fingerprint_and_value_map_probes(pg_server):

@@ -8,8 +8,8 @@ from psycopg import sql
 from refresh_pipeline.config import load_config
 from refresh_pipeline.demo.dataset import load_demo_database
 from refresh_pipeline.platforms.connections import connect
-from refresh_pipeline.platforms.local import LocalPlatform
-from refresh_pipeline.platforms.local_server import SUPERUSER
+from refresh_pipeline.platforms.local import SERVER_FOLDER, LocalPlatform
+from refresh_pipeline.platforms.local_server import LocalServer
 
 DEMO_SOURCE_DATABASE = "production"
 DEMO_POLICY = Path(__file__).parent / "policy.yaml"
@@ -22,7 +22,7 @@ def write_demo_config(work_dir: Path, port: int) -> Path:
     config_path = work_dir / "demo.yaml"
     config = {
         "platform": "local",
-        "source_dsn": f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DEMO_SOURCE_DATABASE}",
+        "source_dsn": LocalServer(work_dir / SERVER_FOLDER, port).dsn(DEMO_SOURCE_DATABASE),
         "policy": str(DEMO_POLICY),
         "work_dir": str(work_dir),
         "masking_key_env": "REFRESH_MASKING_KEY",

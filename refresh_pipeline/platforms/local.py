@@ -29,6 +29,7 @@ from refresh_pipeline.platforms.postgres_binaries import find_client_binary
 from refresh_pipeline.row_data_in_errors import withhold_row_data
 
 STAGING_SERVICE = "staging"
+SERVER_FOLDER = "pgserver"  # the embedded server's folder in the work dir
 _SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 SNAPSHOT_COMPRESSION = 1  # gzip level of pg_dump -Fd
 
@@ -56,7 +57,7 @@ class LocalPlatform:
         if config.local.server_dsn:
             self._server_conninfo = config.local.server_dsn
         else:
-            self.server = LocalServer(config.work_dir / "pgserver", config.local.port, config.local.bin_dir)
+            self.server = LocalServer(config.work_dir / SERVER_FOLDER, config.local.port, config.local.bin_dir)
             self._server_conninfo = self.server.dsn()
 
     # -- server -------------------------------------------------------------------------------

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pwd
-import socket
+import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.postgres_binaries import find_server_bin_dir
@@ -46,10 +49,23 @@ TUNING_FILE = "refresh_pipeline.conf"
 _INCLUDE_TUNING = f"include_if_exists = '{TUNING_FILE}'"
 
 
-def _tuning() -> str:
+# sun_path of a Unix socket holds 107 bytes and a NUL.
+_MAX_SOCKET_PATH = 107
+
+
+def _conf_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _tuning(socket_dir: Path) -> str:
     return (
         "# rewritten by refresh_pipeline before every start: to override a setting, set it in postgresql.conf\n"
         "# below the line that includes this file\n"
+        # No TCP: the restored databases hold production's data until they are masked. The only way in is
+        # a socket in a directory only the server's user can enter (and root), not any local user.
+        "listen_addresses = ''\n"
+        f"unix_socket_directories = {_conf_string(str(socket_dir))}\n"
+        "unix_socket_permissions = 0700\n"
         "max_connections = 100\n"
         # The audit probes fingerprints and the masking probes the value map for every value: keep them in
         # memory (the 128 MB default is smaller than one fingerprint table at scale 1).
@@ -66,7 +82,8 @@ def _tuning() -> str:
 
 
 class LocalServer:
-    """A PostgreSQL server of our own, listening on 127.0.0.1 only, trust auth for its superuser."""
+    """A PostgreSQL server of our own, reachable only through a Unix socket in a private directory (mode 0700,
+    owned by the server's user); its superuser needs no password there. `port` names the socket."""
 
     def __init__(self, root: Path, port: int, bin_dir: str | None = None) -> None:
         self.root = root
@@ -79,8 +96,22 @@ class LocalServer:
     def bin_dir(self) -> Path:
         return find_server_bin_dir(self._bin_dir_setting)
 
+    @property
+    def socket_dir(self) -> Path:
+        """`<root>/socket`, or, when that path is too long for a socket, a private directory named after the
+        root in the temporary directory."""
+        own = self.root.absolute() / "socket"
+        if len(os.fsencode(own / self.socket_name)) <= _MAX_SOCKET_PATH:
+            return own
+        digest = hashlib.sha256(os.fsencode(self.root.absolute())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"refresh_pipeline-{digest}"
+
+    @property
+    def socket_name(self) -> str:
+        return f".s.PGSQL.{self.port}"
+
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        return make_conninfo(host=str(self.socket_dir), port=str(self.port), user=SUPERUSER, dbname=dbname)
 
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         user = _unprivileged_user()
@@ -136,14 +167,16 @@ class LocalServer:
     def ensure_running(self) -> None:
         """Create the cluster on first use, start it if it is stopped; safe to call from many processes."""
         with self._lock():
-            if self.is_running():
+            running = self.is_running()
+            if running and (self.socket_dir / self.socket_name).is_socket():
                 return  # nothing to prepare: every session of a pool asks this
             self._prepare_ownership()
+            self._prepare_socket_dir()
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb()
-            if not self.is_running():
-                self._write_tuning()
-                self._start()
+            self._write_tuning()
+            # Running without our socket: started by a version that listened on TCP; restarted onto it.
+            self._start(restart=running)
 
     def _initdb(self) -> None:
         self._run(
@@ -153,7 +186,8 @@ class LocalServer:
                 str(self.data_dir),
                 "-U",
                 SUPERUSER,
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=reject",
                 "-E",
                 "UTF8",
                 "--no-locale",
@@ -161,17 +195,12 @@ class LocalServer:
             ]
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# written by refresh_pipeline\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"port = {self.port}\n"
-                "unix_socket_directories = ''\n"
-            )
+            conf.write(f"\n# written by refresh_pipeline\nport = {self.port}\n")
 
     def _write_tuning(self) -> None:
         """Our tuning, in a file of its own rewritten before every start and included last by
         postgresql.conf: a server created by an earlier version gets the current settings at its next start."""
-        (self.data_dir / TUNING_FILE).write_text(_tuning())
+        (self.data_dir / TUNING_FILE).write_text(_tuning(self.socket_dir))
         conf = self.data_dir / "postgresql.conf"
         if _INCLUDE_TUNING not in conf.read_text():
             with open(conf, "a") as handle:
@@ -180,16 +209,29 @@ class LocalServer:
         if user is not None:
             os.chown(self.data_dir / TUNING_FILE, user.pw_uid, user.pw_gid)
 
-    def _start(self) -> None:
-        if self._port_in_use():
+    def _prepare_socket_dir(self) -> None:
+        """The socket's directory: created 0700 for the server's user; an existing one must already be that
+        (another user's directory in /tmp would let them see or replace the socket)."""
+        user = _unprivileged_user()
+        uid, gid = (user.pw_uid, user.pw_gid) if user else (os.geteuid(), os.getegid())
+        directory = self.socket_dir
+        try:
+            directory.mkdir(mode=0o700, parents=False)
+            os.chown(directory, uid, gid)
+        except FileExistsError:
+            pass
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or stat.S_IMODE(info.st_mode) & 0o077:
             raise RefreshError(
-                f"port {self.port} on 127.0.0.1 is taken by another program (another PostgreSQL?). "
-                "Stop it, or choose another port: local.port in the config, or `refresh-pipeline demo --port N`."
+                f"{directory} must be a directory of the server's user (uid {uid}) that only it can enter "
+                "(mode 0700), for the embedded server's socket. Remove it, or choose another work_dir."
             )
+
+    def _start(self, restart: bool = False) -> None:
         self._run(
             [
                 str(self.bin_dir / "pg_ctl"),
-                "start",
+                *(["restart", "-m", "fast"] if restart else ["start"]),
                 "-D",
                 str(self.data_dir),
                 "-l",
@@ -205,12 +247,9 @@ class LocalServer:
             with psycopg.connect(self.dsn(), connect_timeout=10):
                 pass
         except psycopg.OperationalError as exc:
-            raise RefreshError(f"local PostgreSQL started but is not reachable on port {self.port}: {exc}") from None
-
-    def _port_in_use(self) -> bool:
-        with socket.socket() as probe:
-            probe.settimeout(1)
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+            raise RefreshError(
+                f"local PostgreSQL started but is not reachable through {self.socket_dir / self.socket_name}: {exc}"
+            ) from None
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) if it runs; the data stays."""
