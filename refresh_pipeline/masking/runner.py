@@ -11,7 +11,15 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, Connect, Progress, block_ranges, run_ranges
+from refresh_pipeline.chunked import (
+    BLOCKS_PER_RANGE,
+    BlockRange,
+    Connect,
+    Progress,
+    block_ranges,
+    raise_work_mem,
+    run_ranges,
+)
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
@@ -167,8 +175,12 @@ def mask_table(
         progress = Progress(f"{info.qualified_name}: masking", sum(r.blocks for r in ranges), log)
 
         def fill(session: psycopg.Connection, block_range: BlockRange) -> int:
-            share_key(session, key, MASKING_PURPOSE)
-            return session.execute(plan.fill_staging(staging, block_range.condition())).rowcount
+            with session.transaction():
+                share_key(session, key, MASKING_PURPOSE)
+                # Phone lookups hash the value map (200k phones at S=1, 17 MB): in the default 4 MB the
+                # join spills every range's wide rows to disk (S=1 payments range: 4.9 -> 4.3 s).
+                raise_work_mem(session)
+                return session.execute(plan.fill_staging(staging, block_range.condition())).rowcount
 
         copied = run_ranges(ranges, fill, conn, connect, workers, progress)
         result = _swap_in(conn, info, plan, staging, copied, digest, log)
