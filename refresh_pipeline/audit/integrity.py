@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.chunked import Connect, run_ranges
+from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
 from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
 
 _USER_RELATION = f"""
@@ -157,7 +157,11 @@ def _revalidate(conn: psycopg.Connection, report: IntegrityReport, connect: Conn
     found: dict[int, int] = {}
 
     def run(session: psycopg.Connection, index: int) -> int:
-        found[index] = _count(session, probes[index].query)
+        with session.transaction():
+            # A foreign key's anti-join hashes the parent's keys: 1M bookings spill in the default 4 MB
+            # (S=1 payments -> bookings: 1.3 -> 0.8 s).
+            raise_work_mem(session)
+            found[index] = _count(session, probes[index].query)
         return 0
 
     run_ranges(list(range(len(probes))), run, conn, connect, workers)
