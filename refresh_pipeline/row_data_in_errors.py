@@ -23,8 +23,9 @@ WITHHELD = "(withheld)"
 # Where a field of an error message starts: libpq's labels (two spaces after the colon), the client tools'
 # own lines, optionally after the embedded server's log line prefix. A field runs until the next one, so a
 # value with line breaks in it is withheld whole.
+_LOG_PREFIX = r"(?:\d{4}-\d\d-\d\d [\d:.]+ \w+ \[\d+\] )?"
 _FIELD_START = re.compile(
-    r"^(?:\d{4}-\d\d-\d\d [\d:.]+ \w+ \[\d+\] )?"
+    rf"^{_LOG_PREFIX}"
     r"(?:(?:ERROR|WARNING|FATAL|PANIC|LOG|NOTICE|INFO|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION):  "
     r"|LINE \d+: |pg_(?:restore|dump|dumpall|ctl): |Command was: )",
     re.MULTILINE,
@@ -50,12 +51,44 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Fields that belong to the message before them; any other field starts a message of its own.
+_PART_OF_MESSAGE = re.compile(rf"^{_LOG_PREFIX}(?:(?:DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION):  |LINE \d+: )")
+_SAID_BY_FUNCTION = re.compile(rf"^({_LOG_PREFIX}(?:DETAIL|HINT):  ).*", re.DOTALL)
+# The primary message: after the last "ERROR:  " of its line (client tools, server logs), else all of it.
+_PRIMARY = re.compile(r"^(.*(?:ERROR|WARNING|FATAL|PANIC):  |)(.*)$", re.DOTALL)
+_RAISED = re.compile(rf"^{_LOG_PREFIX}CONTEXT:  .*\bat RAISE\b", re.DOTALL)
+_OWN_MESSAGE_PREFIX = "refresh_pipeline."
+
+
 def withhold_row_data(text: str) -> str:
     """`text` (a PostgreSQL error, a client tool's stderr, server log lines) with quoted row values replaced
-    by "(withheld)"; the message, constraint, table and column names stay."""
+    by "(withheld)"; the message, constraint, table and column names stay. A message a database function
+    raised itself (RAISE EXCEPTION in a CHECK's function, say) says whatever that function put in it: its
+    message, detail and hint are withheld whole, unless the function is one of ours."""
     starts = sorted({0, *(match.start() for match in _FIELD_START.finditer(text))})
     fields = [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)], strict=True)]
-    return "".join(_withhold_in_field(field) for field in fields)
+    messages: list[list[str]] = []
+    for field in fields:
+        if messages and _PART_OF_MESSAGE.match(field):
+            messages[-1].append(field)
+        else:
+            messages.append([field])
+    return "".join(_withhold_in_message(message) for message in messages)
+
+
+def _withhold_in_message(fields: list[str]) -> str:
+    opening, *rest = fields
+    prefix, primary = _PRIMARY.match(opening).groups()
+    if any(_RAISED.match(field) for field in rest) and not primary.startswith(_OWN_MESSAGE_PREFIX):
+        opening = _in_body(opening, lambda _body: f"{prefix}{WITHHELD} (raised by a database function)")
+        rest = [_in_body(field, lambda body: _SAID_BY_FUNCTION.sub(rf"\1{WITHHELD}", body)) for field in rest]
+    return "".join(_in_body(field, _withhold_in_body) for field in [opening, *rest])
+
+
+def _in_body(field: str, change: Callable[[str], str]) -> str:
+    """`change` applied to the field without its line breaks at the end, which stay."""
+    body = field.rstrip("\n")
+    return change(body) + field[len(body) :]
 
 
 def log_tail_without_row_data(log_file: Path, lines: int = 8, read_bytes: int = 65536) -> list[str]:
@@ -71,12 +104,10 @@ def log_tail_without_row_data(log_file: Path, lines: int = 8, read_bytes: int = 
     return withhold_row_data(text).splitlines()[-lines:]
 
 
-def _withhold_in_field(field: str) -> str:
-    ending = field[len(field.rstrip("\n")) :]
-    body = field.rstrip("\n")
+def _withhold_in_body(body: str) -> str:
     for pattern, replacement in _RULES:
         body = pattern.sub(replacement, body)
-    return body + ending
+    return body
 
 
 class DatabaseStepError(Exception):

@@ -26,6 +26,14 @@ def _server_error(conninfo: str, statement: str, params: tuple[object, ...] = ()
             "CREATE TABLE IF NOT EXISTS people (id int PRIMARY KEY, email text UNIQUE, note text"
             " CHECK (note NOT LIKE '%%call%%'), friend int REFERENCES people (id), born date)"
         )
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION refuse(e text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'bad email %', e USING DETAIL = 'the email ' || e, HINT = 'fix ' || e; END $$"
+        )
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION own_refusal(transform text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'refresh_pipeline.mask_text: unknown transform %', transform; END $$"
+        )
         conn.execute("TRUNCATE people")
         conn.execute("INSERT INTO people (id, email) VALUES (1, %s)", (SECRET_EMAIL,))
         with pytest.raises(psycopg.Error) as raised:
@@ -55,8 +63,21 @@ def _server_error(conninfo: str, statement: str, params: tuple[object, ...] = ()
         ("COPY people (id, email) FROM STDIN", (), f"2\t{SECRET_EMAIL}\textra\n", "COPY people, line 1"),
         ("COPY people (id, born) FROM STDIN", (), f"2\t{SECRET_EMAIL}\n", "COPY people, line 1, column born"),
         ("CREATE UNIQUE INDEX people_note ON people (note)", (), None, "Key (note)=(withheld) is duplicated"),
+        ("SELECT refuse(%s)", (SECRET_EMAIL,), None, "(withheld) (raised by a database function)"),
     ],
-    ids=["unique", "foreign-key", "check-multiline", "input", "range", "array", "json", "copy", "copy-col", "index"],
+    ids=[
+        "unique",
+        "foreign-key",
+        "check-multiline",
+        "input",
+        "range",
+        "array",
+        "json",
+        "copy",
+        "copy-col",
+        "index",
+        "raised-by-a-function",
+    ],
 )
 def test_server_errors_keep_what_failed_and_lose_the_values(create_database, statement, params, copy, kept):
     conninfo = create_database("errors")
@@ -79,6 +100,12 @@ def test_server_errors_keep_what_failed_and_lose_the_values(create_database, sta
     assert secret not in withheld and SECRET_PHONE not in withheld
     assert kept in withheld
     assert WITHHELD in withheld
+
+
+def test_messages_our_own_functions_raise_are_kept(create_database):
+    message = _server_error(create_database("errors"), "SELECT own_refusal('frobnicate')")
+
+    assert withhold_row_data(message).startswith("refresh_pipeline.mask_text: unknown transform frobnicate")
 
 
 def test_server_log_tail_withholds_values_even_when_the_read_starts_inside_one(tmp_path: Path):
@@ -130,6 +157,30 @@ def test_a_failed_restore_names_the_table_and_the_cause_without_its_rows(trapped
     assert "COPY customers, line 1: (withheld)" in message
     assert SECRET_EMAIL not in message and "Ravi Kumar" not in message
     assert platform.list_managed() == [], "the half-restored database is dropped"
+
+
+def test_a_restore_stopped_by_a_function_raising_with_the_row_withholds_what_it_said(create_database, write_config):
+    """A CHECK function that raises only under pg_restore's empty search_path, quoting the value."""
+    source = create_database("prod_raise")
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION email_ok(e text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN"
+            " IF current_setting('search_path') = '' THEN"
+            "  RAISE EXCEPTION 'no search path for %', e USING DETAIL = 'row of ' || e; END IF;"
+            " RETURN true; END $$;"
+            " CREATE TABLE customers (customer_id int PRIMARY KEY, email text CHECK (email_ok(email)))"
+        )
+        conn.execute("INSERT INTO customers VALUES (1, %s)", (SECRET_EMAIL,))
+    platform = LocalPlatform(load_config(write_config(source)))
+
+    with pytest.raises(RefreshError) as raised:
+        platform.restore(platform.snapshot(), platform.new_database_name())
+
+    message = str(raised.value)
+    assert 'COPY failed for table "customers": ERROR:  (withheld) (raised by a database function)' in message
+    assert "DETAIL:  (withheld)" in message
+    assert "PL/pgSQL function public.email_ok(text) line 1 at RAISE" in message
+    assert SECRET_EMAIL not in message
 
 
 def _run_text(instance: dg.DagsterInstance, run_id: str) -> str:

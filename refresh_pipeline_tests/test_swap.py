@@ -266,7 +266,11 @@ def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_d
         unmasked = conn.execute("SELECT count(*) FROM frozen WHERE email LIKE '%@mail.in'").fetchone()[0]
         rows = conn.execute("SELECT count(*) FROM frozen").fetchone()[0]
         after = _catalog(conn)
-    assert any("DELETE + INSERT (RaiseException: schema changes are frozen)" in m for m in messages), messages
+    # What the event trigger's function said is withheld (a function's message may quote a row); where stays.
+    fallback = (
+        "DELETE + INSERT (RaiseException: (withheld) (raised by a database function) (PL/pgSQL function refuse_ddl()"
+    )
+    assert any(fallback in m for m in messages), messages
     assert (unmasked, rows) == (0, 50) and after == before
 
 

@@ -208,7 +208,10 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
 
 
 def _first_line(error: psycopg.Error) -> str:
-    return f"{type(error).__name__}: {withhold_row_data(str(error)).splitlines()[0]}"
+    """The error's message line, and where it was raised when a function raised it (its own text is withheld)."""
+    lines = withhold_row_data(str(error)).splitlines()
+    raised_in = next((line for line in lines if line.startswith("CONTEXT:  ") and " at RAISE" in line), None)
+    return f"{type(error).__name__}: {lines[0]}" + (f" ({raised_in.removeprefix('CONTEXT:  ')})" if raised_in else "")
 
 
 def _drop(
