@@ -2,6 +2,7 @@
 data come out with the values withheld and what failed kept."""
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -126,22 +127,29 @@ def test_server_log_tail_withholds_values_even_when_the_read_starts_inside_one(t
     assert "checkpoint starting" in cut
 
 
+def _production_with_one_customer(create_database: Callable[[str], str], prefix: str, schema: str) -> str:
+    """A database with `schema` (defining `customers (customer_id, full_name, email)`) and one customer."""
+    conninfo = create_database(prefix)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(schema)
+        conn.execute("INSERT INTO customers VALUES (1, 'Ravi Kumar', %s)", (SECRET_EMAIL,))
+    return conninfo
+
+
 @pytest.fixture
 def trapped_production(create_database) -> str:
     """A production database that dumps fine and fails to restore on a row: its CHECK calls a function whose
     unqualified table name does not resolve under pg_restore's empty search_path (a common trap)."""
-    conninfo = create_database("prod_trap")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE allowed_domains (domain text PRIMARY KEY);"
-            " INSERT INTO allowed_domains VALUES ('gmail.com');"
-            " CREATE FUNCTION domain_allowed(e text) RETURNS boolean LANGUAGE sql IMMUTABLE"
-            " AS $$ SELECT EXISTS (SELECT 1 FROM allowed_domains WHERE domain = split_part(e, '@', 2)) $$;"
-            " CREATE TABLE customers (customer_id int PRIMARY KEY, full_name text,"
-            "  email text CHECK (domain_allowed(email)))"
-        )
-        conn.execute("INSERT INTO customers VALUES (1, 'Ravi Kumar', %s)", (SECRET_EMAIL,))
-    return conninfo
+    return _production_with_one_customer(
+        create_database,
+        "prod_trap",
+        "CREATE TABLE allowed_domains (domain text PRIMARY KEY);"
+        " INSERT INTO allowed_domains VALUES ('gmail.com');"
+        " CREATE FUNCTION domain_allowed(e text) RETURNS boolean LANGUAGE sql IMMUTABLE"
+        " AS $$ SELECT EXISTS (SELECT 1 FROM allowed_domains WHERE domain = split_part(e, '@', 2)) $$;"
+        " CREATE TABLE customers (customer_id int PRIMARY KEY, full_name text,"
+        "  email text CHECK (domain_allowed(email)))",
+    )
 
 
 def test_a_failed_restore_names_the_table_and_the_cause_without_its_rows(trapped_production, write_config):
@@ -161,16 +169,15 @@ def test_a_failed_restore_names_the_table_and_the_cause_without_its_rows(trapped
 
 def test_a_restore_stopped_by_a_function_raising_with_the_row_withholds_what_it_said(create_database, write_config):
     """A CHECK function that raises only under pg_restore's empty search_path, quoting the value."""
-    source = create_database("prod_raise")
-    with psycopg.connect(source, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION email_ok(e text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN"
-            " IF current_setting('search_path') = '' THEN"
-            "  RAISE EXCEPTION 'no search path for %', e USING DETAIL = 'row of ' || e; END IF;"
-            " RETURN true; END $$;"
-            " CREATE TABLE customers (customer_id int PRIMARY KEY, email text CHECK (email_ok(email)))"
-        )
-        conn.execute("INSERT INTO customers VALUES (1, %s)", (SECRET_EMAIL,))
+    source = _production_with_one_customer(
+        create_database,
+        "prod_raise",
+        "CREATE FUNCTION email_ok(e text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN"
+        " IF current_setting('search_path') = '' THEN"
+        "  RAISE EXCEPTION 'no search path for %', e USING DETAIL = 'row of ' || e; END IF;"
+        " RETURN true; END $$;"
+        " CREATE TABLE customers (customer_id int PRIMARY KEY, full_name text, email text CHECK (email_ok(email)))",
+    )
     platform = LocalPlatform(load_config(write_config(source)))
 
     with pytest.raises(RefreshError) as raised:
@@ -180,7 +187,7 @@ def test_a_restore_stopped_by_a_function_raising_with_the_row_withholds_what_it_
     assert 'COPY failed for table "customers": ERROR:  (withheld) (raised by a database function)' in message
     assert "DETAIL:  (withheld)" in message
     assert "PL/pgSQL function public.email_ok(text) line 1 at RAISE" in message
-    assert SECRET_EMAIL not in message
+    assert SECRET_EMAIL not in message and "Ravi Kumar" not in message
 
 
 def _run_text(instance: dg.DagsterInstance, run_id: str) -> str:
