@@ -91,6 +91,20 @@ def _in_body(field: str, change: Callable[[str], str]) -> str:
     return change(body) + field[len(body) :]
 
 
+def _withhold_in_body(body: str) -> str:
+    for pattern, replacement in _RULES:
+        body = pattern.sub(replacement, body)
+    return body
+
+
+def first_line_without_row_data(error: psycopg.Error) -> str:
+    """The error's type and message line, row values withheld; when a function raised it (so its own text is
+    withheld too), also where."""
+    lines = withhold_row_data(str(error)).splitlines()
+    raised_in = next((line for line in lines if _RAISED.match(line)), None)
+    return f"{type(error).__name__}: {lines[0]}" + (f" ({raised_in.removeprefix('CONTEXT:  ')})" if raised_in else "")
+
+
 def log_tail_without_row_data(log_file: Path, lines: int = 8, read_bytes: int = 65536) -> list[str]:
     """The last `lines` lines of a server log, row values withheld. Only the file's end is read; text before
     the first field that starts in it is dropped (it may be the rest of a value whose start was not read)."""
@@ -102,12 +116,6 @@ def log_tail_without_row_data(log_file: Path, lines: int = 8, read_bytes: int = 
         first = _FIELD_START.search(text)
         text = text[first.start() :] if first else ""
     return withhold_row_data(text).splitlines()[-lines:]
-
-
-def _withhold_in_body(body: str) -> str:
-    for pattern, replacement in _RULES:
-        body = pattern.sub(replacement, body)
-    return body
 
 
 class DatabaseStepError(Exception):

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import TableInfo
-from refresh_pipeline.row_data_in_errors import withhold_row_data
+from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
 Log = Callable[[str], None]
 
@@ -159,7 +159,7 @@ def _drop_plain_indexes(
         with conn.transaction():
             _drop(conn, info, table, plain, keys=[])
     except psycopg.Error as error:
-        log(f"{info.qualified_name}: indexes kept up to date row by row ({_first_line(error)})")
+        log(f"{info.qualified_name}: indexes kept up to date row by row ({first_line_without_row_data(error)})")
         return []
     return plain
 
@@ -204,14 +204,7 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
     try:
         yield
     except psycopg.Error as error:
-        raise _NotRebuiltExactly(_first_line(error)) from error
-
-
-def _first_line(error: psycopg.Error) -> str:
-    """The error's message line, and where it was raised when a function raised it (its own text is withheld)."""
-    lines = withhold_row_data(str(error)).splitlines()
-    raised_in = next((line for line in lines if line.startswith("CONTEXT:  ") and " at RAISE" in line), None)
-    return f"{type(error).__name__}: {lines[0]}" + (f" ({raised_in.removeprefix('CONTEXT:  ')})" if raised_in else "")
+        raise _NotRebuiltExactly(first_line_without_row_data(error)) from error
 
 
 def _drop(
@@ -319,6 +312,6 @@ def compact(conn: psycopg.Connection, info: TableInfo, swap_xid: str, log: Log) 
     try:
         conn.execute(sql.SQL("VACUUM FULL {}").format(info.ident))
     except psycopg.Error as error:
-        log(f"{info.qualified_name}: not compacted ({_first_line(error)})")
+        log(f"{info.qualified_name}: not compacted ({first_line_without_row_data(error)})")
         return
     log(f"{info.qualified_name}: compacted (VACUUM FULL) in {time.monotonic() - started:.1f} s")
