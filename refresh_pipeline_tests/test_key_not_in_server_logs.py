@@ -69,8 +69,10 @@ def test_a_refresh_logs_no_form_of_the_masking_key_with_every_statement_and_plan
 
     assert result.success, step_failure_messages(result)
     logged = server_log_of_verbose_server()
-    # The logging was on for the statements that use the key: masking, value maps, fingerprints, audit.
-    for statement in ("INSERT INTO refresh_pipeline.value_map", "original_fingerprints", "masked_rows_", "Query Text"):
+    # The logging was on for the statements that use the key: masking (block ranges, and the rewrite of bookings,
+    # which reads it from a setting), value maps, fingerprints, audit.
+    statements = ("INSERT INTO refresh_pipeline.value_map", "original_fingerprints", "masked_rows_", "Query Text")
+    for statement in (*statements, 'ALTER TABLE ONLY "public"."bookings"', "refresh_pipeline.masking_pads"):
         assert statement in logged, statement
     found = [name for name, form in _secret_forms(TEST_KEY).items() if form.lower() in logged.lower()]
     assert found == []

@@ -19,19 +19,39 @@ from refresh_pipeline.masking.policy import (
     TransformRule,
     describe_rule,
 )
-from refresh_pipeline.masking.session_key import key_column, key_relation
+from refresh_pipeline.masking.session_key import key_column, key_relation, rewrite_key_expression
 
 KEY = key_column(MASKING_PURPOSE)
 _KEEP = TransformRule("keep")
 
 
-def _text_call(transform: TransformRule, value: sql.Composable, mapped: sql.Composable | None = None) -> sql.Composable:
+@dataclass(frozen=True)
+class Refs:
+    """What a masked column's expression reads besides the row's own columns: the key, and the values of
+    single-value JSON paths. The masking query reads both from its source (the joined key, each path
+    extracted once per row); a table rewrite (rewrite.py) has only the row, so there they are spelled out."""
+
+    key: sql.Composable
+    extract_paths: bool  # each path value inline, instead of the source's column for it
+
+    def path_value(self, column: ColumnInfo, ordinal: int, index: int, steps: tuple[str, ...]) -> sql.Composable:
+        if self.extract_paths:
+            return _path_extraction(column, steps)
+        return _alias(ordinal, "path", index)
+
+
+SOURCE_REFS = Refs(KEY, extract_paths=False)
+
+
+def _text_call(
+    transform: TransformRule, value: sql.Composable, refs: Refs, mapped: sql.Composable | None = None
+) -> sql.Composable:
     if mapped is None:
         call = "refresh_pipeline.mask_text({key}, {transform}, {value}, {params}::jsonb)"
     else:
         call = "refresh_pipeline.mask_text_mapped({key}, {transform}, {value}, {params}::jsonb, {mapped})"
     return sql.SQL(call).format(
-        key=KEY,
+        key=refs.key,
         transform=sql.Literal(transform.transform),
         value=value,
         params=sql.Literal(json.dumps(transform.param_dict, sort_keys=True)),
@@ -39,10 +59,10 @@ def _text_call(transform: TransformRule, value: sql.Composable, mapped: sql.Comp
     )
 
 
-def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule) -> sql.Composable:
+def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule, refs: Refs) -> sql.Composable:
     params = rule.param_dict
     masked_day = sql.SQL("refresh_pipeline.mask_date({key}, {col}::date, {keep}, {band})").format(
-        key=KEY,
+        key=refs.key,
         col=ident,
         keep=sql.Literal(params.get("keep", "year")),
         band=sql.SQL("CAST({} AS int)").format(sql.Literal(params.get("band_years"))),
@@ -55,15 +75,15 @@ def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformR
     )
 
 
-def _numeric_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule) -> sql.Composable:
+def _numeric_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule, refs: Refs) -> sql.Composable:
     params = rule.param_dict
     if rule.transform == "geo":
         masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
-            key=KEY, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
+            key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
         )
     else:
         masked = sql.SQL("refresh_pipeline.mask_number({key}, {col}::numeric, {low}, {high}, {decimals})").format(
-            key=KEY,
+            key=refs.key,
             col=ident,
             low=sql.Literal(params["min"]),
             high=sql.Literal(params["max"]),
@@ -148,21 +168,26 @@ def _path_extractions(
     (passed inline, the #> extraction would run once per mention in the masking functions)."""
     if not isinstance(rule, JsonRule):
         return []
-    original = sql.SQL("{}::jsonb").format(sql.Identifier(column.name))
     return [
-        (_alias(ordinal, "path", index), sql.SQL("{} #> {}::text[]").format(original, sql.Literal(list(path.steps))))
+        (_alias(ordinal, "path", index), _path_extraction(column, path.steps))
         for index, path in enumerate(rule.paths)
         if _settable(path.steps)
     ]
 
 
-def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule, ordinal: int) -> sql.Composable:
+def _path_extraction(column: ColumnInfo, steps: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("{}::jsonb #> {}::text[]").format(sql.Identifier(column.name), sql.Literal(list(steps)))
+
+
+def _json_expression(
+    column: ColumnInfo, ident: sql.Identifier, rule: JsonRule, ordinal: int, refs: Refs
+) -> sql.Composable:
     """Each single-value path is set in place from the value the source read (jsonb_set_lax, no walk);
     wildcard paths go through the recursive mask_jsonb walk."""
     expression: sql.Composable = sql.SQL("{}::jsonb").format(ident)
     for index, path in enumerate(rule.paths):
         arguments = {
-            "key": KEY,
+            "key": refs.key,
             "steps": sql.Literal(list(path.steps)),
             "transform": sql.Literal(path.rule.transform),
             "params": sql.Literal(json.dumps(path.rule.param_dict, sort_keys=True)),
@@ -178,7 +203,7 @@ def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule, 
                 "jsonb_set_lax({doc}, {steps}::text[], " + masked + ", false, 'return_target')"
             ).format(
                 doc=expression,
-                value=_alias(ordinal, "path", index),
+                value=refs.path_value(column, ordinal, index, path.steps),
                 mapped=_lookup_alias(ordinal, index, "mapped"),
                 **arguments,
             )
@@ -189,14 +214,14 @@ def _json_expression(column: ColumnInfo, ident: sql.Identifier, rule: JsonRule, 
     return sql.SQL("{}::json").format(expression) if column.base_type == "json" else expression
 
 
-def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int) -> sql.Composable:
+def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: Refs = SOURCE_REFS) -> sql.Composable:
     """The SQL expression for the masked value of the column at `ordinal` (the column itself when kept),
-    over the plan's source (its path extractions and phone lookups)."""
+    over the plan's source (its path extractions and phone lookups) unless `refs` says otherwise."""
     ident = sql.Identifier(column.name)
     if isinstance(rule, JsonRule):
-        return _json_expression(column, ident, rule, ordinal)
+        return _json_expression(column, ident, rule, ordinal, refs)
     if isinstance(rule, ArrayRule):
-        element = _text_call(rule.element, sql.Identifier("element"))
+        element = _text_call(rule.element, sql.Identifier("element"), refs)
         return sql.SQL(
             "CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY(SELECT {element} FROM unnest({col}) "
             "WITH ORDINALITY AS u(element, position) ORDER BY position) END"
@@ -206,11 +231,11 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int) -> sql
     if rule.transform == "null":
         return sql.SQL("CAST(NULL AS {})").format(sql.SQL(column.type_name))
     if rule.transform == "date":
-        return _date_expression(column, ident, rule)
+        return _date_expression(column, ident, rule, refs)
     if rule.transform in ("geo", "number"):
-        return _numeric_expression(column, ident, rule)
+        return _numeric_expression(column, ident, rule, refs)
     lookups = _phone_lookups(column, rule, ordinal)
-    masked = _text_call(rule, sql.SQL("{}::text").format(ident), lookups[0].mapped if lookups else None)
+    masked = _text_call(rule, sql.SQL("{}::text").format(ident), refs, lookups[0].mapped if lookups else None)
     if column.is_text:
         return masked  # assignment casts back, and refuses values longer than the column
     return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
@@ -234,6 +259,9 @@ class TableMaskingPlan:
     table_ident: sql.Composed
     names: sql.Composed
     overriding: sql.Composable
+    # Each masked column's expression over the row alone (key from the transaction's setting), for a table
+    # rewrite; None when a masked column needs the masking query (a value-map join, an array subquery).
+    rewrite: list[tuple[ColumnInfo, sql.Composable]] | None = None
 
     @property
     def masked_columns(self) -> list[str]:
@@ -289,4 +317,18 @@ def plan_table_masking(table: TableInfo, table_policy: TablePolicy) -> TableMask
         table_ident=table_ident,
         names=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         overriding=sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""),
+        rewrite=_rewrite_expressions(columns, rules),
     )
+
+
+def _rewrite_expressions(
+    columns: list[ColumnInfo], rules: dict[str, ColumnRule]
+) -> list[tuple[ColumnInfo, sql.Composable]] | None:
+    masked = [(i, c) for i, c in enumerate(columns) if describe_rule(rules[c.name]) != "keep"]
+    needs_query = (
+        c.is_array or isinstance(rules[c.name], ArrayRule) or _phone_lookups(c, rules[c.name], i) for i, c in masked
+    )
+    if any(needs_query):
+        return None
+    refs = Refs(rewrite_key_expression(MASKING_PURPOSE), extract_paths=True)
+    return [(c, column_expression(c, rules[c.name], i, refs)) for i, c in masked]

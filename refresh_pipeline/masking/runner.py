@@ -25,6 +25,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.masking.rewrite import PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
 from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
@@ -95,17 +96,20 @@ def _staging_table() -> sql.Composed:
 
 
 def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
-    """Staging tables a killed masking step left behind (they hold masked rows only)."""
-    names = [
-        row[0]
-        for row in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'refresh_pipeline' AND tablename LIKE %s",
-            (STAGING_PREFIX.replace("_", "\\_") + "%",),
-        )
-    ]
-    for name in names:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS refresh_pipeline.{}").format(sql.Identifier(name)))
-    return names
+    """Staging tables (masked rows only) and rewrite progress sequences a killed masking step left behind."""
+    leftovers = conn.execute(
+        "SELECT c.relname, c.relkind = 'S' FROM pg_class c WHERE c.relnamespace = 'refresh_pipeline'::regnamespace"
+        " AND (c.relkind = 'r' AND c.relname LIKE %s OR c.relkind = 'S' AND c.relname LIKE %s)",
+        (_like_prefix(STAGING_PREFIX), _like_prefix(PROGRESS_PREFIX)),
+    ).fetchall()
+    for name, is_sequence in leftovers:
+        kind = sql.SQL("SEQUENCE" if is_sequence else "TABLE")
+        conn.execute(sql.SQL("DROP {} IF EXISTS refresh_pipeline.{}").format(kind, sql.Identifier(name)))
+    return [name for name, _ in leftovers]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("_", "\\_") + "%"
 
 
 def _marker(conn: psycopg.Connection, info: TableInfo) -> tuple[str, int] | None:
@@ -121,6 +125,31 @@ def _refuse_other_rules(info: TableInfo, marker: tuple[str, int], digest: str) -
             f"{info.qualified_name} was already masked under different rules on this database; masking it "
             "again would mask masked values. Re-run from restored_instance to start from a fresh copy."
         )
+
+
+def _masked_meanwhile(conn: psycopg.Connection, info: TableInfo, digest: str) -> int | None:
+    """In the masking transaction, once it holds the table locked: the rows of the marker another run
+    recorded meanwhile (refused if under other rules), or None."""
+    marker = _marker(conn, info)
+    if marker is None:
+        return None
+    _refuse_other_rules(info, marker, digest)
+    return int(marker[1])
+
+
+def _record_marker(conn: psycopg.Connection, info: TableInfo, digest: str, rows: int) -> None:
+    conn.execute(
+        "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
+        (info.qualified_name, digest, rows),
+    )
+
+
+def _claim(conn: psycopg.Connection, info: TableInfo, digest: str, rows: int) -> int | None:
+    """Record the marker in the rewrite's transaction, unless another run masked the table meanwhile."""
+    if (other_run := _masked_meanwhile(conn, info, digest)) is not None:
+        return other_run
+    _record_marker(conn, info, digest, rows)
+    return None
 
 
 def mask_table(
@@ -162,6 +191,16 @@ def mask_table(
         return TableMaskingResult(
             info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
         )
+
+    if rewrite_blocker(conn, info, plan) is None:
+        rewritten = rewrite_table(conn, info, plan, key, lambda rows: _claim(conn, info, digest, rows), log, connect)
+        if rewritten is not None:
+            seconds = time.monotonic() - started
+            if rewritten.status == "masked":
+                log(f"{info.qualified_name}: masked {rewritten.rows:,} rows in one rewrite in {seconds:.1f} s")
+            else:
+                log(f"{info.qualified_name}: already masked by another run meanwhile; nothing changed")
+            return TableMaskingResult(info.qualified_name, rewritten.status, rewritten.rows, plan.rules, seconds)
 
     ranges = block_ranges(conn, info, blocks_per_range)
     log(
@@ -209,10 +248,8 @@ def _swap_in(
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
-        marker = _marker(conn, info)
-        if marker is not None:
-            _refuse_other_rules(info, marker, digest)
-            return int(marker[1])
+        if (other_run := _masked_meanwhile(conn, info, digest)) is not None:
+            return other_run
         always_triggers = _disable_always_triggers(conn, info)
         replaced = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
         for table, trigger in always_triggers:
@@ -225,10 +262,7 @@ def _swap_in(
                 f"{replaced.removed}, inserted {replaced.inserted}); the table changed meanwhile, so nothing was "
                 "changed."
             )
-        conn.execute(
-            "INSERT INTO refresh_pipeline.masked_tables (table_name, policy_digest, rows_masked) VALUES (%s, %s, %s)",
-            (info.qualified_name, digest, replaced.inserted),
-        )
+        _record_marker(conn, info, digest, replaced.inserted)
         swap_xid = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
     log(f"{info.qualified_name}: swapped {replaced.inserted:,} masked rows in {time.monotonic() - swap_started:.1f} s")
     if replaced.compact:

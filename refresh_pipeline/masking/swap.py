@@ -8,6 +8,7 @@ INSERT and is left for the caller to compact (`Replaced.compact`): TRUNCATE woul
 of the tables pointing at it dropped, i.e. those tables locked, while other steps may be reading them
 (measured: the swap waited 5 s for payments while payments' audit queued behind it). So does whatever
 could not be rebuilt exactly (partitions, inheritance, other tablespaces, index statistics targets).
+Most tables other tables point at never get here: the runner masks them with one rewrite (rewrite.py).
 """
 
 from __future__ import annotations
