@@ -109,18 +109,21 @@ class _NotRewrittenExactly(Exception):
     """The rewrite would leave the table described differently: it is rolled back."""
 
 
+NOT_REFERENCED = "no other table's foreign key points at it"
+
+
 def rewrite_blocker(conn: psycopg.Connection, info: TableInfo, plan: TableMaskingPlan) -> str | None:
-    """Why the table is not masked by a rewrite, or None when it is."""
-    if plan.rewrite is None:
-        return "a masked column needs the masking query (a value-map join or an array)"
-    masked = [column.name for column, _ in plan.rewrite]
+    """Why the table is not masked by a rewrite (NOT_REFERENCED: it needs none), or None when it is."""
+    masked = [column.name for column, _ in plan.rewrite or []]
     plain, referenced, in_key = conn.execute(_SHAPE, {"table": info.ident.as_string(conn), "masked": masked}).fetchone()
+    if not referenced:
+        return NOT_REFERENCED
     if not plain:
         return "partitioned, a partition or part of an inheritance tree"
-    if not referenced:
-        return "no other table's foreign key points at it (rebuilt from block ranges instead)"
+    if plan.rewrite is None:
+        return "a masked column needs the masking query: a phone looked up in the value map, or an array"
     if in_key:
-        return "a masked column takes part in a foreign key"
+        return "a masked column is part of a foreign key"
     return None
 
 
@@ -137,7 +140,8 @@ def rewrite_table(
     row count of another run's marker instead, when the table was masked meanwhile). None when the database
     refused the rewrite or it would not leave the table exactly as it was: nothing changed, and the caller
     masks the table the other way."""
-    assert plan.rewrite is not None
+    if plan.rewrite is None:
+        raise ValueError(f"{info.qualified_name}: its masking needs the masking query, not a rewrite")
     params = {"table": info.ident.as_string(conn), "masked": [column.name for column, _ in plan.rewrite]}
     try:
         with _progress_sequence(conn, connect) as sequence, conn.transaction():

@@ -25,7 +25,7 @@ from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
-from refresh_pipeline.masking.rewrite import PROGRESS_PREFIX, rewrite_blocker, rewrite_table
+from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
 from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
@@ -192,7 +192,10 @@ def mask_table(
             info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
         )
 
-    if rewrite_blocker(conn, info, plan) is None:
+    blocker = rewrite_blocker(conn, info, plan)
+    if blocker not in (None, NOT_REFERENCED):
+        log(f"{info.qualified_name}: not rewritten ({blocker})")
+    if blocker is None:
         rewritten = rewrite_table(conn, info, plan, key, lambda rows: _claim(conn, info, digest, rows), log, connect)
         if rewritten is not None:
             seconds = time.monotonic() - started
