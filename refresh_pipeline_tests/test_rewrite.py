@@ -8,7 +8,7 @@ import pytest
 from refresh_pipeline.masking import rewrite
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline.masking.runner import drop_leftover_staging, install_functions, mask_table
 from refresh_pipeline_tests.test_swap import _compact_pages, _heap_pages
 
 KEY = MaskingKey("rewrite-test-key-0123456789")
@@ -170,3 +170,17 @@ def test_a_rewrite_refused_midway_leaves_the_table_and_its_marker_untouched(crea
     assert markers == 1, "one marker: the rolled-back rewrite left none behind"
     index_after = [line for line in after if line.startswith("index orders_contact:")]
     assert index_after == [line for line in before if line.startswith("index orders_contact:")]
+
+
+def test_what_a_killed_masking_step_left_behind_is_dropped(create_database):
+    conninfo = _orders(create_database, "rewrite_leftovers", referenced=True)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE refresh_pipeline.rewrite_progress_0123456789ab")
+        conn.execute("CREATE UNLOGGED TABLE refresh_pipeline.masked_rows_0123456789ab (id int)")
+        dropped = drop_leftover_staging(conn)
+        left = conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'refresh_pipeline'::regnamespace"
+            " AND relname IN ('rewrite_progress_0123456789ab', 'masked_rows_0123456789ab', 'value_map')"
+        ).fetchall()
+    assert sorted(dropped) == ["masked_rows_0123456789ab", "rewrite_progress_0123456789ab"]
+    assert left == [("value_map",)], "the pipeline's own tables stay"
