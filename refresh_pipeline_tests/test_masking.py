@@ -6,6 +6,7 @@ import hmac
 import psycopg
 import pytest
 
+from refresh_pipeline.audit.scan import scan_table
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
@@ -407,3 +408,25 @@ def test_phones_are_looked_up_in_the_value_map_by_one_join_with_the_same_result(
     assert masked[0][1] != phones[0] and masked[0][1].startswith("+919")
     # Only the phones inside an object the path selects (two rows) are looked up one by one, by mask_jsonb.
     assert looked_up == 2, looked_up
+
+
+def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_database):
+    """`CREATE DOMAIN email_address AS varchar(64)`: masked like varchar(64) (its CHECK still holds), and a
+    kept one holding PII is scanned by the audit like any text column."""
+    conninfo = create_database("domains")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE DOMAIN email_address AS varchar(64) CHECK (VALUE LIKE '%@%');"
+            "CREATE DOMAIN remark AS text;"
+            "CREATE TABLE members (id int PRIMARY KEY, email email_address, aliases email_address[], note remark);"
+            "INSERT INTO members VALUES (1, 'ravi.kumar@gmail.com', ARRAY['ravi@yahoo.in'], 'call 98765 43210'),"
+            " (2, 'asha@yahoo.co.in', NULL, NULL)"
+        )
+        install_functions(conn)
+        policy = parse_policy("tables:\n  members: {id: keep, email: email, aliases: {array: email}, note: keep}\n")
+        mask_table(conn, policy, "members", KEY)
+        masked = conn.execute("SELECT email, aliases::text[] FROM members ORDER BY id").fetchall()
+        audit = scan_table(conn, read_tables(conn)[("public", "members")], KEY, kept_columns={"id", "note"})
+    assert all(email.endswith("@example.com") for email, _ in masked)
+    assert masked[0][1][0].endswith("@example.com")
+    assert [(f.column, f.patterns) for f in audit.findings] == [("note", {"phone": 1})]

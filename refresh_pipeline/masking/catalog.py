@@ -79,16 +79,21 @@ WHERE c.relkind = ANY(%s) AND NOT c.relispartition
 ORDER BY 1, 2
 """
 
+# A column of a domain is described by the type under the domain (`CREATE DOMAIN email AS text` is text to
+# the masking and the audit), with the domain's length limit; so is an array's element.
 _COLUMNS_SQL = """
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
-       format_type(coalesce(nullif(t.typelem, 0), a.atttypid), NULL), t.typcategory = 'A',
-       NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
-       CASE WHEN a.atttypmod > 4 AND format_type(a.atttypid, NULL) IN ('character varying', 'character')
-            THEN a.atttypmod - 4 END
+       format_type(CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE coalesce(e.oid, t.oid) END, NULL),
+       t.typcategory = 'A', NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
+       CASE WHEN m.typmod > 4 AND format_type(t.oid, NULL) IN ('character varying', 'character')
+            THEN m.typmod - 4 END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type declared ON declared.oid = a.atttypid
+JOIN pg_type t ON t.oid = CASE WHEN declared.typtype = 'd' THEN declared.typbasetype ELSE declared.oid END
+LEFT JOIN pg_type e ON e.oid = CASE WHEN t.typcategory = 'A' THEN t.typelem END
+CROSS JOIN LATERAL (SELECT CASE WHEN declared.typtype = 'd' THEN declared.typtypmod ELSE a.atttypmod END AS typmod) m
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind = ANY(%s) AND NOT c.relispartition
   AND n.nspname <> ALL(%s)
 ORDER BY n.nspname, c.relname, a.attnum

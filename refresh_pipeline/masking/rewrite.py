@@ -76,7 +76,8 @@ UNION ALL
 SELECT 'statistics ' || s.stxname || ': ' || pg_get_statisticsobjdef(s.oid)
   FROM pg_statistic_ext s WHERE s.stxrelid = %(table)s::regclass
 UNION ALL
-SELECT 'table: replica identity ' || c.relreplident::text || ' tablespace ' || c.reltablespace
+SELECT 'table: replica identity ' || c.relreplident::text || ' persistence ' || c.relpersistence::text
+       || ' tablespace ' || c.reltablespace
        || ' options ' || coalesce(c.reloptions::text, '-') || ' row security ' || c.relrowsecurity
        || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '-')
   FROM pg_class c WHERE c.oid = %(table)s::regclass
