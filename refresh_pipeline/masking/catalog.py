@@ -14,6 +14,8 @@ USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspna
 TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 DATE_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with time zone"})
 JSON_TYPES = frozenset({"json", "jsonb"})
+# Other types whose values are text inside: no transform applies to them, but the audit reads them.
+OTHER_TEXT_TYPES = frozenset({"xml", "hstore", "tsvector"})
 FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
 NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
 # Non-text types some text transforms also accept (cast to text and back).
@@ -30,6 +32,7 @@ class ColumnInfo:
     generated: bool
     identity_always: bool
     max_length: int | None
+    composite: bool = False  # a row type (or an array of one): its fields print as text
 
     @property
     def is_text(self) -> bool:
@@ -45,8 +48,9 @@ class ColumnInfo:
 
     @property
     def holds_text(self) -> bool:
-        """Could hold PII as text: text-like, JSON, or an array of those."""
-        return self.base_type in TEXT_TYPES | JSON_TYPES
+        """Could hold PII as text: text-like, JSON, XML, hstore, a row type, or an array of those."""
+        unqualified = self.base_type.rsplit(".", 1)[-1]
+        return self.composite or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        format_type(CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE coalesce(e.oid, t.oid) END, NULL),
        t.typcategory = 'A', NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
        CASE WHEN m.typmod > 4 AND format_type(t.oid, NULL) IN ('character varying', 'character')
-            THEN m.typmod - 4 END
+            THEN m.typmod - 4 END,
+       coalesce(e.typtype, t.typtype) = 'c'
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
