@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ import dagster as dg
 import pytest
 
 from refresh_pipeline.assets.keys import NO_PII_CHECK, POLICY_COVERAGE_CHECK
+from refresh_pipeline.assets.masked_tables import build_masked_table_assets
 from refresh_pipeline.config import load_config
 from refresh_pipeline.definitions import build_definitions
-from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.masking.policy import load_policy, parse_policy
 from refresh_pipeline.schedules import WEEKLY_REFRESH_JOB, multiprocess_run_config
 
 
@@ -108,3 +110,16 @@ def test_step_processes_start_with_dagster_storage_already_imported(tmp_path):
     ).stdout  # fmt: skip
     for heavy in ("sqlalchemy", "alembic", "rich"):
         assert f"'{heavy}'" not in imported, imported
+
+
+def test_every_table_name_gets_an_asset_name_dagster_takes_and_no_two_tables_share_one():
+    long_name = "passenger_feedback_responses_collected_by_the_mobile_app_v2"  # 60 characters
+    policy = parse_policy(
+        f"tables:\n  customers: keep\n  Sales.Customer Accounts: keep\n  Sales.Customer-Accounts: keep\n"
+        f"  Sales.Customer_Accounts: keep\n  {long_name}: keep\n  {long_name[:-1]}3: keep\n"
+    )
+    assets = build_masked_table_assets(policy)  # Dagster refuses a bad name right here
+    names = [key.path[-1] for asset in assets for key in asset.keys]
+    assert len(set(names)) == len(names) == 6
+    assert all(re.fullmatch(r"[A-Za-z0-9_]{1,50}", name) for name in names), names
+    assert {"customers", "Sales__Customer_Accounts"} <= set(names), "names Dagster takes stay as they are"

@@ -274,3 +274,54 @@ def test_service_file_keeps_other_entries_and_holds_no_password(demo_source, wri
     assert services["analytics"]["dbname"] == "warehouse"
     assert services["staging"]["dbname"] == platform.promoted()
     assert "password" not in services["staging"]
+
+
+QUOTED_SCHEMA = """
+CREATE SCHEMA "Sales";
+CREATE DOMAIN "Sales".email_address AS varchar(80) CHECK (VALUE LIKE '%@%');
+CREATE TYPE "Sales".contact AS (label text, email text);
+CREATE TABLE "Sales"."Customer Accounts" (
+    "Account ID" int PRIMARY KEY, "E-mail" "Sales".email_address NOT NULL, "Full Name" text, extra "Sales".contact
+);
+CREATE TABLE "Sales"."Orders" (id int PRIMARY KEY, "Account ID" int REFERENCES "Sales"."Customer Accounts",
+                               "Contact's Email" text);
+INSERT INTO "Sales"."Customer Accounts"
+    SELECT g, 'user' || g || '@gmail.com', 'User ' || g, ROW('home', 'h' || g || '@home.in')::"Sales".contact
+    FROM generate_series(1, 300) g;
+INSERT INTO "Sales"."Orders"
+    SELECT g, 1 + g % 300, 'user' || (1 + g % 300) || '@gmail.com' FROM generate_series(1, 900) g;
+"""
+QUOTED_POLICY = """
+tables:
+  Sales.Customer Accounts: {Account ID: keep, E-mail: email, Full Name: name, extra: keep}
+  Sales.Orders: {id: keep, Account ID: keep, Contact's Email: email}
+"""
+
+
+def test_tables_named_in_any_way_are_refreshed_and_a_row_type_left_with_pii_stops_promotion(
+    create_database, write_config, tmp_path
+):
+    """Spaces, hyphens and quotes in names (Dagster takes none of them: the assets get safe names), a domain,
+    and a row type the policy wrongly keeps: its emails are found and staging is not promoted."""
+    source = create_database("quoted_names")
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(QUOTED_SCHEMA)
+    policy = tmp_path / "quoted.yaml"
+    policy.write_text(QUOTED_POLICY)
+    config = write_config(source, policy=policy)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(QUOTED_POLICY.replace("extra: keep", "extra: null"))
+    fixed_result = materialize(write_config(source, policy=fixed), dg.DagsterInstance.ephemeral())
+
+    assert failed_check_names(result) == {"masked/Sales__Customer_Accounts_c7a9db26:no_pii_left"}
+    assert "masked/Sales__Orders" in materialized_keys(result)
+    assert fixed_result.success, step_failure_messages(fixed_result)
+    staging = _platform(config).promoted()
+    with psycopg.connect(_platform(config).conninfo(staging)) as conn:
+        left = conn.execute(
+            'SELECT count(*) FROM "Sales"."Customer Accounts" a JOIN "Sales"."Orders" o USING ("Account ID")'
+            ' WHERE a."E-mail" LIKE \'%@gmail.com\' OR o."Contact\'s Email" <> a."E-mail" OR a.extra IS NOT NULL'
+        ).fetchone()[0]
+    assert left == 0, "masked, still joining on the masked email, and the row type nulled"

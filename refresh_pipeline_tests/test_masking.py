@@ -423,6 +423,7 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
             " (2, 'asha@yahoo.co.in', NULL, NULL)"
         )
         install_functions(conn)
+        snippet = describe_uncovered(find_uncovered(parse_policy("tables: {}"), read_tables(conn)), "p.yaml")
         policy = parse_policy("tables:\n  members: {id: keep, email: email, aliases: {array: email}, note: keep}\n")
         mask_table(conn, policy, "members", KEY)
         masked = conn.execute("SELECT email, aliases::text[] FROM members ORDER BY id").fetchall()
@@ -430,3 +431,4 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
     assert all(email.endswith("@example.com") for email, _ in masked)
     assert masked[0][1][0].endswith("@example.com")
     assert [(f.column, f.patterns) for f in audit.findings] == [("note", {"phone": 1})]
+    assert "    email: redact  # REVIEW: email_address" in snippet and "    note: redact  # REVIEW: remark" in snippet

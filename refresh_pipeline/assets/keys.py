@@ -1,5 +1,8 @@
 """Asset and check keys, shared by assets, checks and the promotion guard."""
 
+import hashlib
+import re
+
 import dagster as dg
 
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
@@ -19,10 +22,24 @@ INTEGRITY_CHECK = "integrity_intact"
 VIEWS_CHECK = "no_pii_in_materialized_views"
 
 
-def masked_table_key(table: TablePolicy) -> dg.AssetKey:
-    """`masked/<table>` for tables in `public`, `masked/<schema>__<table>` otherwise."""
+# What Dagster takes in an asset name (its step and op names are made of them) and a tag value.
+_DAGSTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
+
+
+def table_asset_name(table: TablePolicy) -> str:
+    """`<table>` for tables in `public`, `<schema>__<table>` otherwise. A name Dagster would refuse (a space, a
+    hyphen, a quote, more than 50 characters) has those characters as `_` and ends in a hash of the exact
+    name, so that no two tables share one: `Customer Accounts` -> `Customer_Accounts_4c1f20a9`."""
     name = table.table if table.schema == "public" else f"{table.schema}__{table.table}"
-    return dg.AssetKey([MASKED_PREFIX, name])
+    if _DAGSTER_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(table.qualified_name.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', name)[:41]}_{digest}"
+
+
+def masked_table_key(table: TablePolicy) -> dg.AssetKey:
+    """`masked/<table asset name>`."""
+    return dg.AssetKey([MASKED_PREFIX, table_asset_name(table)])
 
 
 def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from refresh_pipeline.assets.keys import MASKING_GROUP, RESTORED_INSTANCE, masked_table_key
+from refresh_pipeline.assets.keys import MASKING_GROUP, RESTORED_INSTANCE, masked_table_key, table_asset_name
 from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.runner import mask_table
@@ -28,7 +28,7 @@ def _masked_table_asset(table: TablePolicy) -> dg.AssetsDefinition:
         pool=MASKING_POOL,
         op_tags=priority_tags(table),
         kinds={"postgres"},
-        tags={"refresh_pipeline/table": table.qualified_name.replace(".", "__")},
+        tags={"refresh_pipeline/table": table_asset_name(table)},
     )
     @without_row_data_in_errors
     def masked_table(context: dg.AssetExecutionContext, refresh: RefreshResource) -> dg.MaterializeResult:

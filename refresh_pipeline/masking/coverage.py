@@ -14,6 +14,7 @@ class UncoveredColumn:
     table: str
     column: str
     type_name: str
+    is_text: bool  # text-like, also under a domain: the snippet starts it as `redact`
 
     @property
     def qualified_name(self) -> str:
@@ -29,15 +30,11 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
             continue
         covered = set(table_policy.columns) if table_policy else set()
         uncovered.extend(
-            UncoveredColumn(info.schema, info.name, column.name, column.type_name)
+            UncoveredColumn(info.schema, info.name, column.name, column.type_name, column.is_text)
             for column in info.columns
             if column.name not in covered
         )
     return uncovered
-
-
-def _is_text_type(type_name: str) -> bool:
-    return type_name == "text" or type_name.startswith(("character", "citext"))
 
 
 def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
@@ -49,7 +46,7 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
             current = (column.schema, column.table)
             name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
             lines.append(f"  {name}:")
-        rule = "redact" if _is_text_type(column.type_name) else "keep"
+        rule = "redact" if column.is_text else "keep"
         lines.append(f"    {column.column}: {rule}  # REVIEW: {column.type_name}")
     return "\n".join(lines)
 
