@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -192,18 +193,9 @@ def mask_table(
             info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
         )
 
-    blocker = rewrite_blocker(conn, info, plan)
-    if blocker not in (None, NOT_REFERENCED):
-        log(f"{info.qualified_name}: not rewritten ({blocker})")
-    if blocker is None:
-        rewritten = rewrite_table(conn, info, plan, key, lambda rows: _claim(conn, info, digest, rows), log, connect)
-        if rewritten is not None:
-            seconds = time.monotonic() - started
-            if rewritten.status == "masked":
-                log(f"{info.qualified_name}: masked {rewritten.rows:,} rows in one rewrite in {seconds:.1f} s")
-            else:
-                log(f"{info.qualified_name}: already masked by another run meanwhile; nothing changed")
-            return TableMaskingResult(info.qualified_name, rewritten.status, rewritten.rows, plan.rules, seconds)
+    rewritten = _mask_by_rewrite(conn, info, plan, key, digest, log, connect)
+    if rewritten is not None:
+        return dataclasses.replace(rewritten, seconds=time.monotonic() - started)
 
     ranges = block_ranges(conn, info, blocks_per_range)
     log(
@@ -234,6 +226,33 @@ def mask_table(
         return TableMaskingResult(info.qualified_name, "already_masked", result, plan.rules, seconds)
     log(f"{info.qualified_name}: masked {copied:,} rows in {seconds:.1f} s ({copied / max(seconds, 1e-6):,.0f} rows/s)")
     return TableMaskingResult(info.qualified_name, "masked", copied, plan.rules, seconds)
+
+
+def _mask_by_rewrite(
+    conn: psycopg.Connection,
+    info: TableInfo,
+    plan: TableMaskingPlan,
+    key: MaskingKey,
+    digest: str,
+    log: Log,
+    connect: Connect | None,
+) -> TableMaskingResult | None:
+    """A table other tables point at, masked with one rewrite (rewrite.py); None when it is not."""
+    blocker = rewrite_blocker(conn, info, plan)
+    if blocker is not None:
+        if blocker != NOT_REFERENCED:
+            log(f"{info.qualified_name}: not rewritten ({blocker})")
+        return None
+    started = time.monotonic()
+    rewritten = rewrite_table(conn, info, plan, key, lambda rows: _claim(conn, info, digest, rows), log, connect)
+    if rewritten is None:
+        return None
+    if rewritten.status == "masked":
+        seconds = time.monotonic() - started
+        log(f"{info.qualified_name}: masked {rewritten.rows:,} rows in one rewrite in {seconds:.1f} s")
+    else:
+        log(f"{info.qualified_name}: already masked by another run meanwhile; nothing changed")
+    return TableMaskingResult(info.qualified_name, rewritten.status, rewritten.rows, plan.rules)
 
 
 def _swap_in(
