@@ -29,7 +29,7 @@ _DAGSTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
 def table_asset_name(table: TablePolicy) -> str:
     """`<table>` for tables in `public`, `<schema>__<table>` otherwise. A name Dagster would refuse (a space, a
     hyphen, a quote, more than 50 characters) has those characters as `_` and ends in a hash of the exact
-    name, so that no two tables share one: `Customer Accounts` -> `Customer_Accounts_4c1f20a9`."""
+    name, so that no two tables share one: `Customer Accounts` -> `Customer_Accounts_a1674eec`."""
     name = table.table if table.schema == "public" else f"{table.schema}__{table.table}"
     if _DAGSTER_NAME.fullmatch(name):
         return name
