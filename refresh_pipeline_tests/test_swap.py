@@ -322,3 +322,23 @@ def test_a_plain_unique_index_another_table_relies_on_is_kept_up_to_date_instead
         after = _catalog(conn)
     assert any("accounts: indexes kept up to date row by row" in m for m in messages), messages
     assert after == before
+
+
+def test_a_partitioned_table_pointing_at_a_table_is_named_once(create_database):
+    conninfo = _database(
+        create_database,
+        "swap_partitioned_referrer",
+        "CREATE TABLE accounts (phone text PRIMARY KEY);"
+        "CREATE TABLE calls (id int, phone text REFERENCES accounts) PARTITION BY RANGE (id);"
+        "CREATE TABLE calls_1 PARTITION OF calls FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE calls_2 PARTITION OF calls FOR VALUES FROM (100) TO (200);"
+        "INSERT INTO accounts SELECT '98765' || lpad(g::text, 5, '0') FROM generate_series(1, 50) g;"
+        "INSERT INTO calls SELECT g, '98765' || lpad((g % 50 + 1)::text, 5, '0') FROM generate_series(1, 150) g;",
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        messages: list[str] = []
+        mask_table(conn, parse_policy("tables:\n  accounts: {phone: phone}\n"), "accounts", KEY, log=messages.append)
+    assert any(
+        m.endswith("rows replaced with DELETE + INSERT (referenced by foreign key calls_phone_fkey on calls)")
+        for m in messages
+    ), messages

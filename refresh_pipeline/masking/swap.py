@@ -52,6 +52,7 @@ SELECT reason FROM (
     SELECT %(referenced)s || con.conname || ' on ' || con.conrelid::regclass::text
       FROM pg_constraint con
      WHERE con.contype = 'f' AND con.confrelid = %(table)s::regclass AND con.conrelid <> con.confrelid
+       AND con.conparentid = 0  -- a partitioned table's key once, not once more per partition
 ) AS blockers
 """
 
