@@ -13,8 +13,33 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.masking.runner import install_functions
+
 EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 PHONE = re.compile(r"(?<![0-9])(?:\+91[ -]?|0)?([6-9][0-9]{4})[ -]?([0-9]{5})(?![0-9])")
+
+
+def database_with(create_database, prefix: str, schema: str) -> str:
+    """A new database (from the `create_database` fixture) holding `schema` and the masking functions."""
+    conninfo = create_database(prefix)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(schema)
+        install_functions(conn)
+    return conninfo
+
+
+def heap_pages(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", (table,)
+    ).fetchone()[0]
+
+
+def compact_pages(conn: psycopg.Connection, table: str) -> int:
+    """Heap pages a freshly written copy of the table's rows takes: what the table takes without dead rows."""
+    conn.execute(sql.SQL("CREATE TEMP TABLE fresh_copy AS SELECT * FROM {}").format(sql.Identifier(table)))
+    pages = heap_pages(conn, "fresh_copy")
+    conn.execute("DROP TABLE fresh_copy")
+    return pages
 
 
 def table_fingerprint(conninfo: str, table: str) -> str:

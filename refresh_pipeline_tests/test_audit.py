@@ -9,6 +9,7 @@ from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline_tests.helpers import database_with
 
 KEY = MaskingKey("audit-test-key-0123456789")
 POLICY = parse_policy(
@@ -261,15 +262,15 @@ def test_an_original_left_in_several_columns_is_counted_in_each_of_them(db):
 
 def test_pii_inside_xml_row_type_and_text_search_columns_is_found(create_database):
     """No transform applies to these types, so a policy keeps them; the audit still reads them as text."""
-    conninfo = create_database("other_text")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TYPE contact AS (label text, email text);"
-            "CREATE TABLE profiles (id int PRIMARY KEY, card xml, main contact, others contact[], search tsvector);"
-            "INSERT INTO profiles VALUES (1, '<c><phone>+91 98765 43210</phone></c>', ROW('me', 'ravi@gmail.com'),"
-            " ARRAY[ROW('work', 'asha@corp.in')::contact], to_tsvector('simple', 'mail kiran@yahoo.co.in'))"
-        )
-        install_functions(conn)
+    conninfo = database_with(
+        create_database,
+        "other_text",
+        "CREATE TYPE contact AS (label text, email text);"
+        "CREATE TABLE profiles (id int PRIMARY KEY, card xml, main contact, others contact[], search tsvector);"
+        "INSERT INTO profiles VALUES (1, '<c><phone>+91 98765 43210</phone></c>', ROW('me', 'ravi@gmail.com'),"
+        " ARRAY[ROW('work', 'asha@corp.in')::contact], to_tsvector('simple', 'mail kiran@yahoo.co.in'))",
+    )
+    with psycopg.connect(conninfo) as conn:
         table = read_tables(conn)[("public", "profiles")]
         audit = scan_table(conn, table, KEY, kept_columns={"id", "card", "main", "others", "search"})
     found = {f.column: f.patterns for f in audit.findings}

@@ -13,6 +13,7 @@ from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline_tests.helpers import database_with
 
 KEY = MaskingKey("unit-test-key-0123456789")
 OTHER_KEY = MaskingKey("another-key-9876543210")
@@ -413,16 +414,16 @@ def test_phones_are_looked_up_in_the_value_map_by_one_join_with_the_same_result(
 def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_database):
     """`CREATE DOMAIN email_address AS varchar(64)`: masked like varchar(64) (its CHECK still holds), and a
     kept one holding PII is scanned by the audit like any text column."""
-    conninfo = create_database("domains")
+    conninfo = database_with(
+        create_database,
+        "domains",
+        "CREATE DOMAIN email_address AS varchar(64) CHECK (VALUE LIKE '%@%');"
+        "CREATE DOMAIN remark AS text;"
+        "CREATE TABLE members (id int PRIMARY KEY, email email_address, aliases email_address[], note remark);"
+        "INSERT INTO members VALUES (1, 'ravi.kumar@gmail.com', ARRAY['ravi@yahoo.in'], 'call 98765 43210'),"
+        " (2, 'asha@yahoo.co.in', NULL, NULL)",
+    )
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "CREATE DOMAIN email_address AS varchar(64) CHECK (VALUE LIKE '%@%');"
-            "CREATE DOMAIN remark AS text;"
-            "CREATE TABLE members (id int PRIMARY KEY, email email_address, aliases email_address[], note remark);"
-            "INSERT INTO members VALUES (1, 'ravi.kumar@gmail.com', ARRAY['ravi@yahoo.in'], 'call 98765 43210'),"
-            " (2, 'asha@yahoo.co.in', NULL, NULL)"
-        )
-        install_functions(conn)
         snippet = describe_uncovered(find_uncovered(parse_policy("tables: {}"), read_tables(conn)), "p.yaml")
         policy = parse_policy("tables:\n  members: {id: keep, email: email, aliases: {array: email}, note: keep}\n")
         mask_table(conn, policy, "members", KEY)

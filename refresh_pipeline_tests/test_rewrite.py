@@ -8,8 +8,8 @@ import pytest
 from refresh_pipeline.masking import rewrite
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline.masking.runner import drop_leftover_staging, install_functions, mask_table
-from refresh_pipeline_tests.test_swap import _compact_pages, _heap_pages
+from refresh_pipeline.masking.runner import drop_leftover_staging, mask_table
+from refresh_pipeline_tests.helpers import compact_pages, database_with, heap_pages
 
 KEY = MaskingKey("rewrite-test-key-0123456789")
 
@@ -51,11 +51,9 @@ tables:
 
 
 def _orders(create_database, prefix: str, referenced: bool, extra: str = "") -> str:
-    conninfo = create_database(prefix)
+    conninfo = database_with(create_database, prefix, ORDERS + (REFERENCING if referenced else "") + extra)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(ORDERS + (REFERENCING if referenced else "") + extra)
         conn.execute("VACUUM ANALYZE")
-        install_functions(conn)
     return conninfo
 
 
@@ -84,7 +82,7 @@ def test_a_referenced_table_is_rewritten_once_with_the_values_block_ranges_give(
         other_messages: list[str] = []
         mask_table(other, parse_policy(POLICY), "orders", KEY, log=other_messages.append, blocks_per_range=10)
         after, masked, expected = _description(conn), _masked(conn), _masked(other)
-        pages, compact = _heap_pages(conn, "orders"), _compact_pages(conn, "orders")
+        pages, compact = heap_pages(conn, "orders"), compact_pages(conn, "orders")
         dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'orders'").fetchone()[0]
         leftovers = conn.execute(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'rewrite\\_progress\\_%'"

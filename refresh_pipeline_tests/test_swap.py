@@ -6,11 +6,11 @@ import threading
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline.masking.runner import mask_table
+from refresh_pipeline_tests.helpers import compact_pages, database_with, heap_pages
 
 KEY = MaskingKey("swap-test-key-0123456789")
 
@@ -68,36 +68,11 @@ def _catalog(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute(_CATALOG).fetchall()]
 
 
-def _compact_pages(conn: psycopg.Connection, table: str) -> int:
-    """Heap pages a freshly written copy of the table's rows takes: what the table takes without dead rows."""
-    conn.execute(sql.SQL("CREATE TEMP TABLE fresh_copy AS SELECT * FROM {}").format(sql.Identifier(table)))
-    pages = _heap_pages(conn, "fresh_copy")
-    conn.execute("DROP TABLE fresh_copy")
-    return pages
-
-
-def _heap_pages(conn: psycopg.Connection, table: str) -> int:
-    return conn.execute(
-        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", (table,)
-    ).fetchone()[0]
-
-
-def _database(create_database, prefix: str, schema: str) -> str:
-    """A new database holding `schema` and the masking functions."""
-    conninfo = create_database(prefix)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(schema)
-        install_functions(conn)
-    return conninfo
-
-
 @pytest.fixture
 def members(create_database):
-    conninfo = create_database("swap")
+    conninfo = database_with(create_database, "swap", SCHEMA)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(SCHEMA)
         conn.execute("VACUUM ANALYZE")
-        install_functions(conn)
     return conninfo
 
 
@@ -105,7 +80,7 @@ def test_a_rebuilt_table_has_no_dead_rows(members):
     with psycopg.connect(members, autocommit=True) as conn:
         messages: list[str] = []
         mask_table(conn, parse_policy(POLICY), "members", KEY, log=messages.append)
-        pages, compact = _heap_pages(conn, "members"), _compact_pages(conn, "members")
+        pages, compact = heap_pages(conn, "members"), compact_pages(conn, "members")
         dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'members'").fetchone()[0]
     assert any("TRUNCATE + INSERT" in m for m in messages), messages
     assert pages <= compact, f"{pages} pages after masking, {compact} for its rows: the originals are still there"
@@ -132,7 +107,7 @@ def test_indexes_constraints_comments_and_flags_come_back_exactly(members):
 
 
 def test_a_self_reference_the_masking_breaks_stays_not_valid_for_the_integrity_check(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_self",
         "CREATE TABLE people (email text PRIMARY KEY, referrer text REFERENCES people);"
@@ -151,7 +126,7 @@ def test_a_self_reference_the_masking_breaks_stays_not_valid_for_the_integrity_c
 
 
 def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_referenced",
         "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
@@ -170,7 +145,7 @@ def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_
             conn.execute("SET lock_timeout = '3s'")
             messages: list[str] = []
             mask_table(conn, policy, "accounts", KEY, log=messages.append)
-        after, pages, compact = _catalog(conn), _heap_pages(conn, "accounts"), _compact_pages(conn, "accounts")
+        after, pages, compact = _catalog(conn), heap_pages(conn, "accounts"), compact_pages(conn, "accounts")
     assert any(
         "DELETE + INSERT (referenced by foreign key calls_phone_fkey on calls), 1 plain index(es) rebuilt" in m
         for m in messages
@@ -180,7 +155,7 @@ def test_a_table_other_tables_point_at_is_compacted_without_locking_them(create_
 
 
 def test_tables_that_cannot_be_rebuilt_exactly_keep_delete_and_insert(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_fallback",
         "CREATE TABLE tagged (id int PRIMARY KEY, email text);"
@@ -209,7 +184,7 @@ def test_tables_that_cannot_be_rebuilt_exactly_keep_delete_and_insert(create_dat
 
 
 def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_mutual",
         "CREATE TABLE left_side (id int PRIMARY KEY, other int, email text);"
@@ -245,7 +220,7 @@ def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
 
 
 def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_refused",
         "CREATE TABLE frozen (id int PRIMARY KEY, email text UNIQUE);"
@@ -277,7 +252,7 @@ def test_a_rebuild_the_database_refuses_falls_back_to_delete_and_insert(create_d
 def test_compaction_waits_for_sessions_that_still_see_the_originals(create_database):
     """A statement older than the swap keeps the deleted originals alive: VACUUM FULL then copies them
     along (seen in the pipeline: bookings compacted while payments' audit ran, and stayed twice its size)."""
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_snapshot",
         "CREATE TABLE accounts (phone text PRIMARY KEY, owner text);"
@@ -300,13 +275,13 @@ def test_compaction_waits_for_sessions_that_still_see_the_originals(create_datab
             mask_table(conn, policy, "accounts", KEY, log=log)
         finally:
             older.close()
-        pages, compact = _heap_pages(conn, "accounts"), _compact_pages(conn, "accounts")
+        pages, compact = heap_pages(conn, "accounts"), compact_pages(conn, "accounts")
     assert any("accounts: compacted (VACUUM FULL)" in m for m in messages), messages
     assert pages <= compact, f"{pages} pages after compaction, {compact} for its rows"
 
 
 def test_a_plain_unique_index_another_table_relies_on_is_kept_up_to_date_instead(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_unique_index",
         "CREATE TABLE accounts (id int PRIMARY KEY, phone text);"
@@ -325,7 +300,7 @@ def test_a_plain_unique_index_another_table_relies_on_is_kept_up_to_date_instead
 
 
 def test_a_partitioned_table_pointing_at_a_table_is_named_once(create_database):
-    conninfo = _database(
+    conninfo = database_with(
         create_database,
         "swap_partitioned_referrer",
         "CREATE TABLE accounts (phone text PRIMARY KEY);"
