@@ -13,7 +13,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import TableInfo
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -37,6 +37,10 @@ class BlockRange:
     start: int
     end: int | None
     blocks: int  # for progress: this range's share of the table
+
+    @property
+    def work(self) -> float:
+        return self.blocks
 
     def condition(self) -> sql.Composable:
         """A TID range scan reads only these blocks."""
@@ -67,85 +71,37 @@ def block_ranges(
 class Progress:
     """Thread-safe progress of one long operation, logged at most every `interval` seconds and at the end."""
 
-    def __init__(self, label: str, total_blocks: int, log: Log, interval: float = 3.0, unit: str = "rows") -> None:
+    def __init__(self, label: str, total: float, log: Log, interval: float = 3.0, unit: str = "rows") -> None:
+        """`total`: the work to do, in the units items report it in (blocks, estimated cost, rows)."""
         self.label = label
         self.unit = unit
-        self.total_blocks = max(1, total_blocks)
+        self.total = max(1.0, total)
         self.log = log
         self.interval = interval
         self.rows = 0
-        self.blocks = 0
+        self.done = 0.0
         self.started = time.monotonic()
         self._last_log = self.started
         self._lock = threading.Lock()
 
-    def add(self, rows: int, blocks: int) -> None:
+    def add(self, rows: int, work: float) -> None:
         with self._lock:
             self.rows += rows
-            self.blocks += blocks
+            self.done += work
             now = time.monotonic()
-            if self.blocks < self.total_blocks and now - self._last_log < self.interval:
+            if self.done < self.total and now - self._last_log < self.interval:
                 return
             self._last_log = now
             self.log(self.describe(now))
 
     def describe(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-6)
-        done = min(1.0, self.blocks / self.total_blocks)
+        done = min(1.0, self.done / self.total)
         eta = elapsed * (1 - done) / done if done else float("nan")
         return (
             f"{self.label}: {self.rows:,} {self.unit} ({done:.0%}), {self.rows / elapsed:,.0f} {self.unit}/s, "
             f"{elapsed:.1f} s elapsed, ETA {eta:.0f} s"
         )
-
-
-@dataclass(frozen=True)
-class ColumnRange:
-    """One column of one table, over one block range."""
-
-    table: TableInfo
-    column: ColumnInfo
-    block_range: BlockRange
-
-    @property
-    def blocks(self) -> int:
-        return self.block_range.blocks
-
-
-# A plain column whose values are mostly distinct gains nothing from being handled whole (few repeats to
-# fold), and as one statement it was the longest item of payments' audit (upi_handle: 8.5 s at S=1).
-MOSTLY_DISTINCT = 0.5
-_DISTINCT_SHARES = """
-SELECT s.attname FROM pg_stats s JOIN pg_class c ON c.oid = %(table)s::regclass
-WHERE s.schemaname = %(schema)s AND s.tablename = %(name)s AND NOT s.inherited
-  AND CASE WHEN s.n_distinct < 0 THEN -s.n_distinct ELSE s.n_distinct / greatest(c.reltuples, 1) END > %(share)s
-"""
-
-
-def _mostly_distinct_columns(conn: psycopg.Connection, table: TableInfo) -> set[str]:
-    """Plain columns whose values are mostly distinct, by the planner's statistics (none: none)."""
-    ident = table.ident.as_string(conn)
-    params = {"table": ident, "schema": table.schema, "name": table.name, "share": MOSTLY_DISTINCT}
-    return {row[0] for row in conn.execute(_DISTINCT_SHARES, params).fetchall()}
-
-
-def text_column_work(
-    conn: psycopg.Connection, table: TableInfo, blocks_per_range: int = BLOCKS_PER_RANGE
-) -> list[ColumnRange]:
-    """Every text, JSON and array column of the table as work items: plain columns whole (so that each
-    repeated value is handled once) unless their values are mostly distinct; those and JSON columns (rarely
-    repeated, the most expensive to tokenise) in block ranges. Biggest first, so a pool working through them
-    ends about together."""
-    ranges = block_ranges(conn, table, blocks_per_range)
-    whole = BlockRange(0, None, sum(r.blocks for r in ranges))
-    distinct = _mostly_distinct_columns(conn, table) if len(ranges) > 1 else set()
-    work = [
-        ColumnRange(table, column, block_range)
-        for column in table.columns
-        if column.holds_text
-        for block_range in (ranges if column.is_json or column.name in distinct else [whole])
-    ]
-    return sorted(work, key=lambda item: -item.blocks)
 
 
 def pooled_sessions(connect: Connect | None, workers: int) -> int:
@@ -163,7 +119,7 @@ def run_ranges(
 ) -> int:
     """Run `work` (returning rows handled) on every item: on up to `workers` sessions of their own from
     `connect`, or one after the other on `conn` when there is no pool to use. With `progress`, items
-    must say how many heap `blocks` they cover. Returns the rows handled.
+    must say how much `work` they are. Returns the rows handled.
 
     The first failure stops the pool from starting more items and is raised once running ones end.
     """
@@ -172,7 +128,7 @@ def run_ranges(
         for item in items:
             rows = work(conn, item)
             if progress is not None:
-                progress.add(rows, item.blocks)
+                progress.add(rows, item.work)
             total += rows
         return total
     local = threading.local()
@@ -198,7 +154,7 @@ def run_ranges(
             failed.set()
             raise
         if progress is not None:
-            progress.add(rows, item.blocks)
+            progress.add(rows, item.work)
         return rows
 
     try:

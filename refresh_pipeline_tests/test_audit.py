@@ -205,7 +205,7 @@ def test_pooled_audit_in_block_ranges_counts_every_row_like_one_session(create_d
 
 
 def test_a_mostly_distinct_plain_column_is_audited_in_block_ranges_with_the_same_findings(create_database):
-    from refresh_pipeline.chunked import text_column_work
+    from refresh_pipeline.column_work import text_column_work
 
     conninfo = create_database("audit_distinct")
     with psycopg.connect(conninfo, autocommit=True) as conn:

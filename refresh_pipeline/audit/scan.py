@@ -19,15 +19,14 @@ from refresh_pipeline.audit.fingerprints import (
 )
 from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
-    ColumnRange,
     Connect,
     Progress,
     pooled_sessions,
     raise_work_mem,
     run_ranges,
-    text_column_work,
     token_share_column,
 )
+from refresh_pipeline.column_work import ColumnRange, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
@@ -300,7 +299,7 @@ def scan_table(
         return 0
 
     label = f"{table.qualified_name}: auditing {len(columns)} column(s)"
-    progress = Progress(label, sum(item.blocks for item in work), log, unit="values")
+    progress = Progress(label, sum(item.cost for item in work), log, unit="values")
     if known:
         conn.execute(
             sql.SQL(

@@ -20,15 +20,14 @@ from refresh_pipeline.audit.fingerprints import (
 )
 from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
-    ColumnRange,
     Connect,
     Progress,
     pooled_sessions,
     raise_work_mem,
     run_ranges,
-    text_column_work,
     token_share_column,
 )
+from refresh_pipeline.column_work import ColumnRange, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy
@@ -85,9 +84,9 @@ def record_originals(
     try:
         work = sorted(
             (item for table in tables for item in text_column_work(conn, table, blocks_per_range)),
-            key=lambda item: -item.blocks,
+            key=lambda item: -item.cost,
         )
-        reading = Progress("reading production PII", sum(item.blocks for item in work), log, unit="tokens")
+        reading = Progress("reading production PII", sum(item.cost for item in work), log, unit="tokens")
 
         def read(session: psycopg.Connection, item: ColumnRange) -> int:
             condition = item.block_range.condition()

@@ -261,7 +261,7 @@ def _watching(connect: Connect | None, sequence: sql.Composed | None, progress: 
             with connect() as watcher:
                 query = sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}").format(sequence)
                 while not done.wait(progress.interval):
-                    rows = min(progress.total_blocks, watcher.execute(query).fetchone()[0] * PROGRESS_SAMPLE)
+                    rows = min(int(progress.total), watcher.execute(query).fetchone()[0] * PROGRESS_SAMPLE)
                     if rows > seen:
                         progress.add(rows - seen, rows - seen)
                         seen = rows
