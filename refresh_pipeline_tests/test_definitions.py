@@ -117,9 +117,11 @@ def test_every_table_name_gets_an_asset_name_dagster_takes_and_no_two_tables_sha
     policy = parse_policy(
         f"tables:\n  customers: keep\n  Sales.Customer Accounts: keep\n  Sales.Customer-Accounts: keep\n"
         f"  Sales.Customer_Accounts: keep\n  {long_name}: keep\n  {long_name[:-1]}3: keep\n"
+        "  a__b: keep\n  a.b: keep\n  x__y.z: keep\n  x.y__z: keep\n"
     )
     assets = build_masked_table_assets(policy)  # Dagster refuses a bad name right here
     names = [key.path[-1] for asset in assets for key in asset.keys]
-    assert len(set(names)) == len(names) == 6
+    assert len(set(names)) == len(names) == 10
     assert all(re.fullmatch(r"[A-Za-z0-9_]{1,50}", name) for name in names), names
-    assert {"customers", "Sales__Customer_Accounts"} <= set(names), "names Dagster takes stay as they are"
+    assert {"customers", "Sales__Customer_Accounts", "a__b"} <= set(names), "names Dagster takes stay as they are"
+    assert sum(name.startswith("a__b_") for name in names) == 1, "public.a__b is told apart from a.b"

@@ -27,11 +27,14 @@ _DAGSTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
 
 
 def table_asset_name(table: TablePolicy) -> str:
-    """`<table>` for tables in `public`, `<schema>__<table>` otherwise. A name Dagster would refuse (a space, a
-    hyphen, a quote, more than 50 characters) has those characters as `_` and ends in a hash of the exact
-    name, so that no two tables share one: `Customer Accounts` -> `Customer_Accounts_a1674eec`."""
-    name = table.table if table.schema == "public" else f"{table.schema}__{table.table}"
-    if _DAGSTER_NAME.fullmatch(name):
+    """`<table>` for tables in `public`, `<schema>__<table>` otherwise. A name that would be ambiguous (`__`
+    in a schema or table name: `public.a__b` and `a.b`) or that Dagster would refuse (a space, a hyphen, a
+    quote, more than 50 characters) has the refused characters as `_` and ends in a hash of the exact name,
+    so that no two tables share one: `Customer Accounts` -> `Customer_Accounts_a1674eec`."""
+    public = table.schema == "public"
+    name = table.table if public else f"{table.schema}__{table.table}"
+    ambiguous = "__" in table.table or (not public and "__" in table.schema)
+    if not ambiguous and _DAGSTER_NAME.fullmatch(name):
         return name
     digest = hashlib.sha256(table.qualified_name.encode()).hexdigest()[:8]
     return f"{re.sub(r'[^A-Za-z0-9_]', '_', name)[:41]}_{digest}"
