@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.platforms.local import LocalPlatform
@@ -102,6 +103,30 @@ def test_second_refresh_promotes_a_new_database_and_drops_the_previous(demo_sour
     assert second != first
     assert [db.name for db in platform.list_managed()] == [second]
     assert len(platform.list_snapshots()) == 1
+
+
+def test_a_previous_staging_the_pipeline_did_not_create_is_left_in_place_and_named(
+    demo_source, write_config, pg_server
+):
+    config = write_config(demo_source)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(config, instance).success
+    platform = _platform(config)
+    hand_made = platform.promoted()
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:  # as if made by hand: no marker
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(hand_made)))
+
+    result = materialize(config, instance)
+
+    assert result.success, step_failure_messages(result)
+    assert platform.promoted() != hand_made
+    with psycopg.connect(platform.conninfo(hand_made)) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == hand_made, "still there"
+    (retired,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["retired_staging"]]
+    metadata = retired.materialization.metadata
+    assert metadata["left_in_place"].value == [hand_made] and metadata["retired_databases"].value == []
+    warnings = [r.user_message for r in instance.all_logs(result.run_id) if r.step_key == "retired_staging"]
+    assert any(f"previous staging database {hand_made} was not created by refresh_pipeline" in m for m in warnings)
 
 
 def test_uncovered_production_column_blocks_promotion(demo_source, create_database, write_config, pg_server):
