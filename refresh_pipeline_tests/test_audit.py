@@ -201,6 +201,8 @@ def test_pooled_audit_in_block_ranges_counts_every_row_like_one_session(create_d
         assert len(found["body"].locations) == len(found["meta"].locations) == 5
     assert one.findings == many.findings
     assert any("ETA" in m and "values/s" in m for m in messages)
+    comparing = [i for i, m in enumerate(messages) if "with production's fingerprints" in m or "tokens compared" in m]
+    assert len(comparing) == 2 and comparing[1] == comparing[0] + 1, "the last phase says when it starts and ends"
     assert scratch == 0, "the audit's token scratch tables are dropped"
 
 

@@ -69,6 +69,8 @@ def test_pool_of_sessions_records_what_one_session_records(create_database):
     assert _recorded(single) == _recorded(pooled)
     assert leftovers == 0, "the plaintext token tables are gone"
     assert any("(100%)" in m and "ETA" in m and "tokens/s" in m for m in messages)
+    assert any(m.startswith("fingerprinting and mapping each distinct token once") for m in messages)
+    assert any(m.endswith("s") and "3,000 emails mapped, 3,000 phones mapped" in m for m in messages), messages
 
 
 def test_values_only_a_partitioned_table_holds_are_read_too(create_database):

@@ -310,7 +310,10 @@ def scan_table(
         run_ranges(work, scan, conn, connect, workers, progress)
         if known:
             conn.execute(sql.SQL("ANALYZE {}").format(scratch))
+            checking = time.monotonic()
+            log(f"{table.qualified_name}: comparing the tokens found with production's fingerprints")
             run_ranges(list(range(shares)), check_tokens, conn, connect, workers)
+            log(f"{table.qualified_name}: tokens compared in {time.monotonic() - checking:.1f} s")
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))

@@ -115,6 +115,7 @@ def record_originals(
         run_ranges(work, read, conn, connect, workers, reading)
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
         started = time.monotonic()
+        log(f"fingerprinting and mapping each distinct token once, on {shares} session(s)")
         run_ranges(list(range(shares)), digest, conn, connect, workers)
         log(f"each distinct token fingerprinted and mapped once in {time.monotonic() - started:.1f} s")
     finally:
@@ -131,5 +132,12 @@ def record_originals(
             values_mapped.append(resolve_value_maps(session, key, connect, workers))
         return 0
 
+    started = time.monotonic()
+    log("indexing the fingerprints and resolving value-map conflicts")
     run_ranges(["value maps", "fingerprints"], finish, conn, connect, workers)
+    log(
+        f"{fingerprints[0]:,} distinct fingerprints indexed and "
+        + ", ".join(f"{count:,} {kind}s mapped" for kind, count in values_mapped[0].items())
+        + f" in {time.monotonic() - started:.1f} s"
+    )
     return OriginalsRecorded(fingerprints[0], values_mapped[0])
