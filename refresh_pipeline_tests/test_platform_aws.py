@@ -8,11 +8,14 @@ import boto3
 import dagster as dg
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.platforms.aws import MANAGED_TAG, AwsPlatform
+from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
+from refresh_pipeline.platforms.aws import ACCESS_TAG, MANAGED_TAG, AwsPlatform
 from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE, STAGING_PASSWORD, STAGING_RECORD
+from refresh_pipeline_tests.conftest import TEST_KEY
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
 from refresh_pipeline_tests.helpers import data_dump, leaked_identifiers, production_identifiers
 
@@ -34,6 +37,21 @@ def aws_config(aws_world, write_config, demo_source, pg_server):
 
 def _rds():
     return boto3.client("rds", region_name=REGION)
+
+
+def _platform(config) -> AwsPlatform:
+    return AwsPlatform(load_config(config), key=lambda: MaskingKey(TEST_KEY))
+
+
+def _password_changes(world, **matching: str) -> list[tuple[int, str]]:
+    """(position among all recorded calls, new password) of every master password change."""
+    return [
+        (i, params["MasterUserPassword"])
+        for i, (name, params) in enumerate(world.calls)
+        if name in ("ModifyDBInstance", "ModifyDBCluster")
+        and "MasterUserPassword" in params
+        and all(params.get(key) == value for key, value in matching.items())
+    ]
 
 
 def _cname(world) -> str | None:
@@ -76,7 +94,24 @@ def test_whole_graph_on_aws_promotes_the_new_instance_and_deletes_the_previous(a
     source_calls = [name for name, _ in aws_world.mutating_calls(DBInstanceIdentifier=SOURCE_INSTANCE)]
     assert set(source_calls) == {"CreateDBSnapshot"}, "production is only ever snapshotted"
     resets = aws_world.mutating_calls(DBInstanceIdentifier=second_name)
-    assert any(n == "ModifyDBInstance" and p.get("MasterUserPassword") == STAGING_PASSWORD for n, p in resets)
+    # Production's master password is replaced at once by one only the key's holder can derive; the staging
+    # password comes with promotion, after every check passed and before the staging name points at it.
+    (restored_at, restored_password), (staging_at, staging_password) = _password_changes(
+        aws_world, DBInstanceIdentifier=second_name
+    )
+    assert restored_password == restored_instance_password(MaskingKey(TEST_KEY), second_name) != STAGING_PASSWORD
+    assert staging_password == STAGING_PASSWORD
+    restored = next(
+        i for i, (n, p) in enumerate(aws_world.calls)
+        if n == "RestoreDBInstanceFromDBSnapshot" and p["DBInstanceIdentifier"] == second_name
+    )  # fmt: skip
+    repointed = [
+        i for i, (n, p) in enumerate(aws_world.calls)
+        if n == "ChangeResourceRecordSets" and second_name in p["ChangeBatch"]["Comment"]
+    ]  # fmt: skip
+    assert restored < restored_at < staging_at < repointed[0]
+    tagged = [p for n, p in aws_world.calls if n == "AddTagsToResource" and second_name in p["ResourceName"]]
+    assert tagged == [{"ResourceName": tagged[0]["ResourceName"], "Tags": [{"Key": ACCESS_TAG, "Value": "staging"}]}]
     restore = next(p for n, p in resets if n == "RestoreDBInstanceFromDBSnapshot")
     assert restore["PubliclyAccessible"] is False
     assert {"Key": MANAGED_TAG, "Value": "true"} in restore["Tags"]
@@ -96,7 +131,7 @@ def test_whole_graph_on_aws_promotes_the_new_instance_and_deletes_the_previous(a
 
 
 def test_deletion_is_refused_for_production_untagged_and_promoted_instances(aws_world, aws_config):
-    platform = AwsPlatform(load_config(aws_config()))
+    platform = _platform(aws_config())
     _rds().create_db_instance(
         DBInstanceIdentifier=f"{platform.aws.instance_prefix}-by-hand", Engine="postgres",
         DBInstanceClass="db.t4g.micro", MasterUsername="app", MasterUserPassword="whatever123", AllocatedStorage=20,
@@ -116,7 +151,7 @@ def test_deletion_is_refused_for_production_untagged_and_promoted_instances(aws_
 
 
 def test_snapshots_past_retention_and_orphans_are_removed(aws_world, aws_config):
-    platform = AwsPlatform(load_config(aws_config(orphan_days=0, data_plane_dsn=None)))
+    platform = _platform(aws_config(orphan_days=0, data_plane_dsn=None))
     first = platform.snapshot()
     _rds().create_db_snapshot(DBSnapshotIdentifier="someone-elses", DBInstanceIdentifier=SOURCE_INSTANCE)
     orphan = platform.new_database_name()
@@ -144,9 +179,7 @@ def test_aurora_cluster_is_snapshotted_and_restored_as_a_cluster(aws_world, aws_
         DBClusterIdentifier="prod-aurora", Engine="aurora-postgresql", MasterUsername="app",
         MasterUserPassword="production-password",
     )  # fmt: skip
-    platform = AwsPlatform(
-        load_config(aws_config(source_instance=None, source_cluster="prod-aurora", data_plane_dsn=None))
-    )
+    platform = _platform(aws_config(source_instance=None, source_cluster="prod-aurora", data_plane_dsn=None))
     name = platform.new_database_name()
     platform.restore(platform.snapshot(), name)
     platform.promote(name)
@@ -154,7 +187,8 @@ def test_aurora_cluster_is_snapshotted_and_restored_as_a_cluster(aws_world, aws_
     cluster = _rds().describe_db_clusters(DBClusterIdentifier=name)["DBClusters"][0]
     assert _cname(aws_world) == cluster["Endpoint"]
     assert [m["DBInstanceIdentifier"] for m in cluster["DBClusterMembers"]] == [f"{name}-1"]
-    assert any(n == "ModifyDBCluster" and p.get("MasterUserPassword") == STAGING_PASSWORD for n, p in aws_world.calls)
+    passwords = [password for _, password in _password_changes(aws_world, DBClusterIdentifier=name)]
+    assert passwords == [restored_instance_password(MaskingKey(TEST_KEY), name), STAGING_PASSWORD]
     assert [db.name for db in platform.list_managed()] == [name]
     assert platform.promoted() == name
 
@@ -172,8 +206,33 @@ def test_masking_key_can_come_from_secrets_manager(aws_world, aws_config):
     assert "GetSecretValue" in [n for n, _ in aws_world.calls]
 
 
-def test_unreadable_staging_password_is_a_clear_error(aws_world, aws_config):
-    platform = AwsPlatform(load_config(aws_config(staging_password_secret="does/not/exist", data_plane_dsn=None)))
+def test_unreadable_staging_password_is_a_clear_error_and_nothing_is_promoted(aws_world, aws_config):
+    platform = _platform(aws_config(staging_password_secret="does/not/exist", data_plane_dsn=None))
+    name = platform.new_database_name()
+    platform.restore(platform.snapshot(), name)
     with pytest.raises(RefreshError, match="cannot read the staging password secret does/not/exist"):
+        platform.promote(name)
+    assert platform.promoted() is None and _cname(aws_world) is None
+    assert len(_password_changes(aws_world, DBInstanceIdentifier=name)) == 1, "still only the pipeline's password"
+
+
+def test_without_the_masking_key_nothing_is_restored(aws_world, aws_config):
+    platform = AwsPlatform(load_config(aws_config(data_plane_dsn=None)))  # as `status` and `sweep` build it
+    with pytest.raises(RefreshError, match="needs the masking key"):
         platform.restore(platform.snapshot(), platform.new_database_name())
-    assert platform.list_managed() == [], "a failed restore leaves no instance behind"
+    assert platform.list_managed() == [], "nothing was created that nobody could reach"
+
+
+def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_users_can(aws_world, aws_config):
+    platform = _platform(aws_config(data_plane_dsn=None))
+    name = platform.new_database_name()
+    platform.restore(platform.snapshot(), name)
+    restored = conninfo_to_dict(platform.conninfo(name))
+    platform.promote(name)
+    promoted = conninfo_to_dict(platform.conninfo(name))
+
+    assert restored["password"] == restored_instance_password(MaskingKey(TEST_KEY), name)
+    assert restored["password"] != restored_instance_password(MaskingKey(TEST_KEY), name + "-other")
+    assert restored_instance_password(MaskingKey(TEST_KEY + "x"), name) != restored["password"]
+    assert promoted["password"] == STAGING_PASSWORD
+    assert restored["host"] == promoted["host"] and restored["user"] == promoted["user"] == "app"

@@ -51,3 +51,10 @@ class MaskingKey:
 
 MASKING_PURPOSE = "masking"
 AUDIT_PURPOSE = "audit"
+RESTORED_PASSWORD_PURPOSE = "restored-instance-password"
+
+
+def restored_instance_password(key: MaskingKey, instance: str) -> str:
+    """The master password of a restored instance until it is promoted: only holders of the masking key
+    (the worker's step processes) can derive it, and each instance has its own."""
+    return hmac.new(key.derive(RESTORED_PASSWORD_PURPOSE), instance.encode(), hashlib.sha256).hexdigest()

@@ -1,7 +1,7 @@
 """The AWS platform: RDS (or Aurora) snapshots and restores, Secrets Manager, Route 53 promotion."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,11 +13,16 @@ from psycopg.conninfo import make_conninfo
 
 from refresh_pipeline.config import AwsPlatformConfig, LocalPlatformConfig, RefreshConfig
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
 from refresh_pipeline.platforms.base import ManagedDatabase, Snapshot
 from refresh_pipeline.platforms.local import LocalPlatform
 
 MANAGED_TAG = "refresh-pipeline:managed"
 REFRESH_TAG = "refresh-pipeline:refresh-id"
+# Set on an instance once promotion gave it the staging password; until then its master password is
+# derived from the masking key (restored_instance_password), so staging users cannot reach production rows.
+ACCESS_TAG = "refresh-pipeline:access"
+STAGING_ACCESS = "staging"
 _NAME_TIME_FORMAT = "%Y%m%d-%H%M%S"
 
 
@@ -27,6 +32,10 @@ def _tags(refresh_id: str) -> list[dict[str, str]]:
 
 def _is_managed(tag_list: list[dict[str, str]] | None) -> bool:
     return any(t.get("Key") == MANAGED_TAG and t.get("Value") == "true" for t in tag_list or [])
+
+
+def _has_staging_access(tag_list: list[dict[str, str]] | None) -> bool:
+    return any(t.get("Key") == ACCESS_TAG and t.get("Value") == STAGING_ACCESS for t in tag_list or [])
 
 
 def _now() -> datetime:
@@ -39,7 +48,8 @@ class AwsPlatform:
 
     poll_seconds = 15
 
-    def __init__(self, config: RefreshConfig) -> None:
+    def __init__(self, config: RefreshConfig, key: Callable[[], MaskingKey] | None = None) -> None:
+        """`key`: the masking key, needed to reach (and to restore) an instance that is not promoted yet."""
         if config.aws is None:
             raise RefreshError("platform aws needs an `aws:` section in the config.")
         self.config = config
@@ -48,6 +58,7 @@ class AwsPlatform:
         self.route53 = boto3.client("route53", region_name=self.aws.region)
         self.secrets = boto3.client("secretsmanager", region_name=self.aws.region)
         self.data_plane = self._data_plane(config) if self.aws.data_plane_dsn else None
+        self._key = key
 
     @staticmethod
     def _data_plane(config: RefreshConfig) -> LocalPlatform:
@@ -177,6 +188,20 @@ class AwsPlatform:
             return secret
         return str(parsed["password"]) if isinstance(parsed, dict) and "password" in parsed else secret
 
+    def _restored_password(self, name: str) -> str:
+        if self._key is None:
+            raise RefreshError(f"reaching {name!r} before it is promoted needs the masking key.")
+        return restored_instance_password(self._key(), name)
+
+    def _set_master_password(self, name: str, password: str) -> None:
+        if self._cluster_mode:
+            self.rds.modify_db_cluster(DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
+            for member in self._find(name).get("DBClusterMembers", []):
+                self._wait("db_instance_available", DBInstanceIdentifier=member["DBInstanceIdentifier"])
+        else:
+            self.rds.modify_db_instance(DBInstanceIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
+            self._wait("db_instance_available", DBInstanceIdentifier=name)
+
     def _restore_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"PubliclyAccessible": False, "DBInstanceClass": self.aws.instance_class}
         if self.aws.subnet_group:
@@ -190,10 +215,13 @@ class AwsPlatform:
         return options
 
     def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
-        """A new, tagged, private instance from the snapshot; its inherited production master password is
-        replaced by the staging one before anyone connects. On failure what was created is deleted."""
+        """A new, tagged, private instance from the snapshot. Before anyone connects, its inherited
+        production master password is replaced by one derived from the masking key for this instance:
+        while it holds production's rows, only the pipeline can log in as its master user (the staging
+        password works only once promotion set it). On failure what was created is deleted."""
         if not name.startswith(self.aws.instance_prefix):
             raise RefreshError(f"restore target {name!r} must start with {self.aws.instance_prefix!r}.")
+        self._restored_password(name)  # no key, no restore: nothing could reach the instance afterwards
         try:
             if self._cluster_mode:
                 self._restore_cluster(snapshot, name)
@@ -214,10 +242,7 @@ class AwsPlatform:
             **self._restore_options(),
         )
         self._wait("db_instance_available", DBInstanceIdentifier=name)
-        self.rds.modify_db_instance(
-            DBInstanceIdentifier=name, MasterUserPassword=self._staging_password(), ApplyImmediately=True
-        )
-        self._wait("db_instance_available", DBInstanceIdentifier=name)
+        self._set_master_password(name, self._restored_password(name))
 
     def _restore_cluster(self, snapshot: Snapshot, name: str) -> None:
         source = self.rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=snapshot.snapshot_id)
@@ -230,7 +255,7 @@ class AwsPlatform:
             Tags=_tags(snapshot.snapshot_id), **options,
         )  # fmt: skip
         self.rds.modify_db_cluster(
-            DBClusterIdentifier=name, MasterUserPassword=self._staging_password(), ApplyImmediately=True
+            DBClusterIdentifier=name, MasterUserPassword=self._restored_password(name), ApplyImmediately=True
         )
         self.rds.create_db_instance(
             DBInstanceIdentifier=f"{name}-1", DBClusterIdentifier=name, Engine=engine,
@@ -325,10 +350,12 @@ class AwsPlatform:
     def conninfo(self, name: str) -> str:
         if self.data_plane is not None:
             return self.data_plane.conninfo(name)
-        host, port = self._endpoint(self._find(name))
+        raw = self._find(name)
+        host, port = self._endpoint(raw)
+        promoted = _has_staging_access(raw.get("TagList"))
         return make_conninfo(
             host=host, port=port, dbname=self.aws.database_name, user=self.aws.master_username,
-            password=self._staging_password(), sslmode="require",
+            password=self._staging_password() if promoted else self._restored_password(name), sslmode="require",
         )  # fmt: skip
 
     def staging_conninfo(self) -> str:
@@ -341,9 +368,15 @@ class AwsPlatform:
         return self.aws.staging_record.rstrip(".") + "."
 
     def promote(self, name: str) -> None:
-        """UPSERT the staging CNAME to the instance's endpoint and wait until Route 53 reports INSYNC."""
+        """Give the instance the staging password (tagged, so connections use it from then on), then UPSERT
+        the staging CNAME to its endpoint and wait until Route 53 reports INSYNC."""
         self._require_managed(name, "promote")
-        endpoint, _ = self._endpoint(self._find(name))
+        raw = self._find(name)
+        if not _has_staging_access(raw.get("TagList")):
+            self._set_master_password(name, self._staging_password())
+            arn = raw.get("DBClusterArn") or raw["DBInstanceArn"]
+            self.rds.add_tags_to_resource(ResourceName=arn, Tags=[{"Key": ACCESS_TAG, "Value": STAGING_ACCESS}])
+        endpoint, _ = self._endpoint(raw)
         change = self.route53.change_resource_record_sets(
             HostedZoneId=self.aws.hosted_zone_id,
             ChangeBatch={

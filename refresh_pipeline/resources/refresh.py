@@ -25,7 +25,7 @@ class RefreshResource(dg.ConfigurableResource):
         return load_config(self.config_path)
 
     def platform(self) -> Platform:
-        return platform_for(self.config())
+        return platform_for(self.config(), self.key)
 
     def policy(self) -> MaskingPolicy:
         return load_policy(self.config().policy_path)
