@@ -38,7 +38,8 @@ def _report(outcome: object) -> int:
     for check in outcome.failed_checks:
         print(f"  failed check: {check}", file=sys.stderr)
     for step in outcome.failed_steps:
-        print(f"  failed step: {step}", file=sys.stderr)
+        error = outcome.step_errors.get(step)
+        print(f"  failed step: {step}" + (f": {error}" if error else ""), file=sys.stderr)
     if outcome.skipped_steps:
         print(
             f"  not run because of the above: {', '.join(sorted(set(outcome.skipped_steps)))}",

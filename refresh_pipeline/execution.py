@@ -1,6 +1,7 @@
 """Runs the weekly refresh job once, outside `dagster dev`: the CLI's `run` and `demo` use this."""
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ class RefreshOutcome:
     success: bool
     run_id: str
     failed_steps: list[str] = field(default_factory=list)
+    step_errors: dict[str, str] = field(default_factory=dict)  # failed step -> the first line of its error
     failed_checks: list[str] = field(default_factory=list)
     skipped_steps: list[str] = field(default_factory=list)
     audit_report: Path | None = None
@@ -42,6 +44,19 @@ def prepare_dagster_home(config_path: str | Path) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
     return home
+
+
+def _first_line_of_cause(failure: dg.DagsterEvent) -> str:
+    """What went wrong in the step's own code (Dagster wraps it), as the UI shows it: our assets and checks
+    raise with row data already withheld."""
+    error = failure.step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines() if error is not None else []
+    if not lines:
+        return ""
+    # 'refresh_pipeline.errors.RefreshError: <our message>' -> '<our message>'; other types keep their name.
+    return re.sub(r"^(?:[\w.]+\.)?(?:RefreshError: |(\w+): )", lambda m: f"{m[1]}: " if m[1] else "", lines[0])
 
 
 def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOutcome:
@@ -66,6 +81,7 @@ def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOut
         for event in result.all_events:
             if event.is_step_failure and event.step_key:
                 outcome.failed_steps.append(event.step_key)
+                outcome.step_errors[event.step_key] = _first_line_of_cause(event)
             elif event.is_step_skipped and event.step_key:
                 outcome.skipped_steps.append(event.step_key)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION":

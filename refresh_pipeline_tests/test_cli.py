@@ -44,6 +44,20 @@ def test_failed_refresh_exits_non_zero_and_names_the_failed_check(demo_source, w
     assert "staging was not changed" in err
 
 
+def test_failed_step_is_printed_with_its_reason(demo_source, write_config, tmp_path, capsys):
+    too_long = tmp_path / "too_long.yaml"
+    too_long.write_text(
+        DEMO_POLICY.read_text().replace('card_last4: {transform: redact, value: "XXXX"}', "card_last4: upi")
+    )
+    config = write_config(demo_source, policy=too_long)
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 1
+
+    err = capsys.readouterr().err
+    assert "failed step: masked__payments: masked values do not fit their columns" in err
+    assert "public.payments.card_last4:" in err and "longer than its 4 characters (up to 10)" in err
+
+
 def test_user_errors_print_a_message_not_a_traceback(tmp_path):
     result = subprocess.run([*CLI, "run", "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert result.returncode == 2

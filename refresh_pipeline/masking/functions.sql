@@ -359,6 +359,17 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
         || refresh_pipeline.pick(key, 'area:' || lower(v), '{"Andheri East","Bandra West","Powai","Thane West","Vashi","Borivali","Dadar","Chembur","Goregaon","Malad","Kurla","Mulund"}'::text[])
 $$;
 
+-- A name or address cut to a column's length by whole trailing words ("Lakshmi Srinivasan" -> "Lakshmi"),
+-- then by characters if one word is still too long.
+CREATE OR REPLACE FUNCTION refresh_pipeline.fit_words(v text, max_length int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+    WHILE length(v) > max_length AND strpos(v, ' ') > 0 LOOP
+        v := regexp_replace(v, ',? +[^ ]*$', '');
+    END LOOP;
+    RETURN left(v, max_length);
+END $$;
+
 -- A date in the same year (or month, or band of years); the day is chosen by the key.
 
 -- The key's pick of a day in [first_day, next_first).

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MASKING_PURPOSE
+from refresh_pipeline.masking.lengths import fitted
 from refresh_pipeline.masking.policy import (
     ArrayRule,
     ColumnRule,
@@ -236,6 +237,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
         return _numeric_expression(column, ident, rule, refs)
     lookups = _phone_lookups(column, rule, ordinal)
     masked = _text_call(rule, sql.SQL("{}::text").format(ident), refs, lookups[0].mapped if lookups else None)
+    masked = fitted(column, rule, masked)
     if column.is_text:
         return masked  # assignment casts back, and refuses values longer than the column
     return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))

@@ -180,6 +180,8 @@ def _refused(error: psycopg.Error) -> bool:
     """The database will not rewrite the table this way (a view, rule, policy or generated column on a masked
     column; not its owner; an event trigger): not a problem of the masked values, which would fail either way."""
     state = error.sqlstate or ""
+    if state == "22001":
+        return True  # a masked value too long for its column: the block-range path says which column
     return state[:2] in ("0A", "2B", "42", "55", "P0") and state != "55P03"  # a lock timeout is not a refusal
 
 

@@ -24,6 +24,7 @@ from refresh_pipeline.chunked import (
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
+from refresh_pipeline.masking.lengths import too_long_for_their_columns
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
@@ -217,7 +218,16 @@ def mask_table(
                 return session.execute(plan.fill_staging(staging, block_range.condition())).rowcount
 
         copied = run_ranges(ranges, fill, conn, connect, workers, progress)
-        result = _swap_in(conn, info, plan, staging, copied, digest, log)
+        try:
+            result = _swap_in(conn, info, plan, staging, copied, digest, log)
+        except psycopg.errors.StringDataRightTruncation:
+            if too_long := too_long_for_their_columns(conn, info, plan.masked_columns, staging):
+                raise RefreshError(
+                    "masked values do not fit their columns, so nothing was changed: "
+                    + "; ".join(too_long)
+                    + ". Use a transform whose values fit (`hash` with a `length`, `redact`), or widen the column."
+                ) from None
+            raise
     finally:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
     seconds = time.monotonic() - started

@@ -1,0 +1,103 @@
+"""Masked values in columns with a length limit, on real PostgreSQL: names and addresses are cut by whole
+words to fit; any other overflow fails before anything changes, naming the column without quoting a value."""
+
+import re
+from importlib import resources
+
+import psycopg
+import pytest
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.keys import MaskingKey
+from refresh_pipeline.masking.lengths import FITTED_MAX_LENGTHS
+from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.runner import mask_table
+from refresh_pipeline_tests.helpers import database_with
+
+KEY = MaskingKey("lengths-test-key-0123456789")
+
+# The same originals in columns wide enough and in short ones; `refs` points at `people` so that the
+# masking goes through the rewrite as well as through block ranges (`people_short` nobody points at).
+PEOPLE = """
+CREATE TABLE people (id int PRIMARY KEY, full_name text, first text, address text);
+CREATE TABLE people_short (id int PRIMARY KEY, full_name varchar(14), first char(5), address varchar(24));
+CREATE TABLE refs (id int PRIMARY KEY, person int REFERENCES people);
+INSERT INTO people SELECT g, 'Ravi Kumar ' || g, 'Ravi' || g, g || ' Linking Road, Bandra West, Mumbai'
+FROM generate_series(1, 3000) g;
+INSERT INTO people_short SELECT id, left(full_name, 14), left(first, 5), left(address, 24) FROM people;
+"""
+POLICY = """
+tables:
+  people: {id: keep, full_name: name, first: first_name, address: address}
+  people_short: {id: keep, full_name: name, first: first_name, address: address}
+  refs: keep
+"""
+
+
+def _masked(conninfo: str, table: str) -> dict[int, tuple[str, str, str]]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(f"SELECT id, full_name, rtrim(first), address FROM {table} ORDER BY id").fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_names_and_addresses_are_cut_by_whole_words_to_fit_a_short_column(create_database):
+    conninfo = database_with(create_database, "lengths_fit", PEOPLE)
+    policy = parse_policy(POLICY)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        wide = mask_table(conn, policy, "people", KEY)
+        short = mask_table(conn, policy, "people_short", KEY)
+    assert wide.status == short.status == "masked"
+
+    wide_values = _masked(conninfo, "people").values()
+    short_values = list(_masked(conninfo, "people_short").values())
+    assert max(len(name) for name, _, _ in wide_values) > 14 and max(len(a) for _, _, a in wide_values) > 24
+    for name, first, address in short_values:
+        assert len(name) <= 14 and len(first) <= 5 and len(address) <= 24, (name, first, address)
+        assert re.fullmatch(r"[A-Z][a-z]+( [A-Z][a-z]+)?", name), "whole words of the name lists"
+        assert re.fullmatch(r"[A-Z][a-z]{1,4}", first), "one word, cut by characters when still too long"
+        assert re.fullmatch(r"\d+, [A-Za-z ]+(, [A-Za-z ]+)?", address), "trailing words dropped, no comma left"
+    assert sum(" " not in name for name, _, _ in short_values) > 100, "long full names became first names"
+    assert sum(address.count(",") == 1 for _, _, address in short_values) > 100, "long addresses lost their area"
+
+
+def test_the_longest_values_are_what_the_functions_can_produce():
+    functions = resources.files("refresh_pipeline.masking").joinpath("functions.sql").read_text()
+
+    def longest(function: str) -> int:
+        body = functions[functions.index(f"FUNCTION refresh_pipeline.{function}(") :]
+        return max(len(name) for name in re.search(r"'\{(.*?)\}'::text\[\]", body).group(1).replace('"', "").split(","))
+
+    first, last = longest("mask_first_name"), longest("mask_last_name")
+    address_body = functions[functions.index("FUNCTION refresh_pipeline.mask_address(") :]
+    lists = re.findall(r"'\{(.*?)\}'::text\[\]", address_body)[:2]
+    streets, areas = (max(len(v) for v in items.replace('"', "").split(",")) for items in lists)
+    expected = {
+        "first_name": first,
+        "last_name": last,
+        "name": first + 1 + last,
+        "address": len("400, ") + streets + len(", ") + areas,
+    }
+    assert expected == FITTED_MAX_LENGTHS
+
+
+def test_a_masked_value_too_long_for_its_column_changes_nothing_and_names_the_column(create_database):
+    conninfo = database_with(
+        create_database,
+        "lengths_overflow",
+        "CREATE TABLE payers (id int PRIMARY KEY, upi varchar(12), note varchar(200));"
+        "CREATE TABLE payments (id int PRIMARY KEY, payer int REFERENCES payers);"
+        "INSERT INTO payers SELECT g, 'p' || g || '@ybl', 'paid' FROM generate_series(1, 500) g;",
+    )
+    policy = parse_policy("tables:\n  payers: {id: keep, upi: upi, note: keep}\n  payments: keep\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute("SELECT array_agg(upi ORDER BY id) FROM payers").fetchone()[0]
+        messages: list[str] = []
+        with pytest.raises(RefreshError) as raised:
+            mask_table(conn, policy, "payers", KEY, log=messages.append)
+        after = conn.execute("SELECT array_agg(upi ORDER BY id) FROM payers").fetchone()[0]
+        marker = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
+    message = str(raised.value)
+    assert "public.payers.upi: 500 masked value(s) longer than its 12 characters (up to 14)" in message
+    assert "note" not in message and "@ybl" not in message, "names the column, quotes no value"
+    assert after == before and marker == 0, "nothing changed"
+    assert any("not rewritten" in m for m in messages), "the rewrite gave way to the path that can say which column"
