@@ -224,10 +224,12 @@ def test_without_the_masking_key_nothing_is_restored(aws_world, aws_config):
 
 
 def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_users_can(aws_world, aws_config):
-    platform = _platform(aws_config(data_plane_dsn=None))
+    config = aws_config(data_plane_dsn=None)
+    platform = _platform(config)
     name = platform.new_database_name()
     platform.restore(platform.snapshot(), name)
     restored = conninfo_to_dict(platform.conninfo(name))
+    keyless = conninfo_to_dict(AwsPlatform(load_config(config)).conninfo(name))  # as `status` asks
     platform.promote(name)
     promoted = conninfo_to_dict(platform.conninfo(name))
 
@@ -235,4 +237,5 @@ def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_user
     assert restored["password"] != restored_instance_password(MaskingKey(TEST_KEY), name + "-other")
     assert restored_instance_password(MaskingKey(TEST_KEY + "x"), name) != restored["password"]
     assert promoted["password"] == STAGING_PASSWORD
+    assert keyless["password"] == STAGING_PASSWORD, "without the key, only the staging password is offered"
     assert restored["host"] == promoted["host"] and restored["user"] == promoted["user"] == "app"

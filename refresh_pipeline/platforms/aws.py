@@ -352,7 +352,9 @@ class AwsPlatform:
             return self.data_plane.conninfo(name)
         raw = self._find(name)
         host, port = self._endpoint(raw)
-        promoted = _has_staging_access(raw.get("TagList"))
+        # Without the key (`status`) only the promoted instance is asked for: by the staging password, also
+        # one promoted by a version that did not tag it yet.
+        promoted = _has_staging_access(raw.get("TagList")) or self._key is None
         return make_conninfo(
             host=host, port=port, dbname=self.aws.database_name, user=self.aws.master_username,
             password=self._staging_password() if promoted else self._restored_password(name), sslmode="require",
