@@ -236,7 +236,7 @@ def test_uncovered_columns_are_named_with_a_snippet_that_covers_them(db):
     ]
     message = describe_uncovered(uncovered, "p.yaml")
     snippet = message.split("review each line):\n", 1)[1]
-    assert "    passenger_email: redact" in snippet and "    id: keep" in snippet
+    assert "    passenger_email: email  # REVIEW: text; named like email" in snippet and "    id: keep" in snippet
     assert find_uncovered(parse_policy(customers_only + snippet), tables) == []
 
 
@@ -432,4 +432,5 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
     assert all(email.endswith("@example.com") for email, _ in masked)
     assert masked[0][1][0].endswith("@example.com")
     assert [(f.column, f.patterns) for f in audit.findings] == [("note", {"phone": 1})]
-    assert "    email: redact  # REVIEW: email_address" in snippet and "    note: redact  # REVIEW: remark" in snippet
+    assert "    email: email  # REVIEW: email_address; named like email" in snippet
+    assert "    note: scrub  # REVIEW: remark; named like free text" in snippet

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from refresh_pipeline.masking.catalog import TableInfo
 from refresh_pipeline.masking.policy import MaskingPolicy
+from refresh_pipeline.masking.suggestions import suggested_rule
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,8 @@ class UncoveredColumn:
     table: str
     column: str
     type_name: str
-    is_text: bool  # text-like, also under a domain: the snippet starts it as `redact`
+    is_text: bool  # text-like, also under a domain
+    is_date: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -30,7 +34,7 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
             continue
         covered = set(table_policy.columns) if table_policy else set()
         uncovered.extend(
-            UncoveredColumn(info.schema, info.name, column.name, column.type_name, column.is_text)
+            UncoveredColumn(info.schema, info.name, column.name, column.type_name, column.is_text, column.is_date)
             for column in info.columns
             if column.name not in covered
         )
@@ -38,17 +42,23 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
 
 
 def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
-    """YAML to paste under `tables:`: text columns start as `redact`, others as `keep`; review each."""
+    """YAML to paste under `tables:`, one suggested rule per column (suggestions.py); review each."""
     lines: list[str] = []
     current: tuple[str, str] | None = None
     for column in uncovered:
         if (column.schema, column.table) != current:
             current = (column.schema, column.table)
             name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
-            lines.append(f"  {name}:")
-        rule = "redact" if column.is_text else "keep"
-        lines.append(f"    {column.column}: {rule}  # REVIEW: {column.type_name}")
+            lines.append(f"  {_yaml_key(name)}:")
+        rule, why = suggested_rule(column.column, column.is_text, column.is_date)
+        note = f"{column.type_name}; {why}" if why else column.type_name
+        lines.append(f"    {_yaml_key(column.column)}: {rule}  # REVIEW: {note}")
     return "\n".join(lines)
+
+
+def _yaml_key(name: str) -> str:
+    """The name as a YAML key: quoted when YAML would read it otherwise (`#`, `: `, a leading `-`, ...)."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .$-]*", name) and not name.endswith(" ") else json.dumps(name)
 
 
 def describe_uncovered(uncovered: list[UncoveredColumn], policy_source: str) -> str:
