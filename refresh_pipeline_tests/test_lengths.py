@@ -8,10 +8,12 @@ import psycopg
 import pytest
 
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.lengths import FITTED_MAX_LENGTHS
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
+from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline_tests.helpers import database_with
 
 KEY = MaskingKey("lengths-test-key-0123456789")
@@ -101,3 +103,37 @@ def test_a_masked_value_too_long_for_its_column_changes_nothing_and_names_the_co
     assert "note" not in message and "@ybl" not in message, "names the column, quotes no value"
     assert after == before and marker == 0, "nothing changed"
     assert any("not rewritten" in m for m in messages), "the rewrite gave way to the path that can say which column"
+
+
+def test_arrays_and_domains_of_short_text_fit_or_fail_naming_the_column(create_database):
+    conninfo = database_with(
+        create_database,
+        "lengths_arrays",
+        "CREATE DOMAIN short_handle AS varchar(12);"
+        "CREATE TABLE contacts (id int PRIMARY KEY, names varchar(12)[], handles varchar(12)[], upi short_handle);"
+        "INSERT INTO contacts SELECT g, ARRAY['Ravi K' || g, 'Asha'], ARRAY['p' || g || '@ybl'], 'q' || g || '@ybl'"
+        " FROM generate_series(1, 300) g;"
+        "CREATE TABLE payers AS SELECT * FROM contacts;",
+    )
+    fits, too_short, overflows = (
+        parse_policy(f"tables:\n  {rule}\n  {other}: keep\n")
+        for rule, other in [
+            ("contacts: {id: keep, names: {array: name}, handles: keep, upi: keep}", "payers"),
+            ("contacts: {id: keep, names: {array: email}, handles: keep, upi: keep}", "payers"),
+            ("payers: {id: keep, names: keep, handles: {array: upi}, upi: upi}", "contacts"),
+        ]
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        (problem,) = find_policy_problems(too_short, read_tables(conn))
+        assert mask_table(conn, fits, "contacts", KEY).status == "masked"
+        names = conn.execute("SELECT array_agg(n) FROM contacts, unnest(names) AS n").fetchone()[0]
+        with pytest.raises(RefreshError) as raised:
+            mask_table(conn, overflows, "payers", KEY)
+        unchanged = conn.execute("SELECT count(*) FROM payers WHERE handles[1] LIKE 'p%@ybl'").fetchone()[0]
+    assert problem.endswith(
+        "names (character varying(12)[]): `email` produces up to 28 characters; the column holds 12"
+    )
+    assert all(len(name) <= 12 and re.fullmatch(r"[A-Z][a-z]+( [A-Z][a-z]+)?", name) for name in names)
+    assert "public.payers.handles: 300 masked value(s) longer than its 12 characters (up to 14)" in str(raised.value)
+    assert "public.payers.upi: 300 masked value(s) longer than its 12 characters (up to 14)" in str(raised.value)
+    assert unchanged == 300, "nothing changed"

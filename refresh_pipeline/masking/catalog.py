@@ -84,12 +84,13 @@ ORDER BY 1, 2
 """
 
 # A column of a domain is described by the type under the domain (`CREATE DOMAIN email AS text` is text to
-# the masking and the audit), with the domain's length limit; so is an array's element.
+# the masking and the audit), with the domain's length limit; so is an array's element (an array of varchar(n)
+# has its elements' limit).
 _COLUMNS_SQL = """
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        format_type(CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE coalesce(e.oid, t.oid) END, NULL),
        t.typcategory = 'A', NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
-       CASE WHEN m.typmod > 4 AND format_type(t.oid, NULL) IN ('character varying', 'character')
+       CASE WHEN m.typmod > 4 AND format_type(coalesce(e.oid, t.oid), NULL) IN ('character varying', 'character')
             THEN m.typmod - 4 END,
        coalesce(e.typtype, t.typtype) = 'c'
 FROM pg_attribute a

@@ -26,20 +26,25 @@ def too_long_for_their_columns(
     conn: psycopg.Connection, table: TableInfo, masked: list[str], staging: sql.Composable
 ) -> list[str]:
     """For masked rows computed into `staging` (text columns), which masked columns hold values longer than
-    the table's column allows: how many and how long, never the values."""
-    limited = [c for c in table.columns if c.name in masked and c.max_length is not None and not c.is_array]
+    the table's column allows (for arrays: an element longer than the elements' limit): how many rows and
+    how long, never the values."""
+    limited = [c for c in table.columns if c.name in masked and c.max_length is not None]
     if not limited:
         return []
+
+    def longest(column: ColumnInfo) -> sql.Composable:
+        if column.is_array:  # the longest element of each row's array
+            return sql.SQL("(SELECT max(length(e)) FROM unnest({}::text[]) AS e)").format(sql.Identifier(column.name))
+        return sql.SQL("length({}::text)").format(sql.Identifier(column.name))
+
     measures = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE length({c}::text) > {n}), max(length({c}::text))").format(
-            c=sql.Identifier(c.name), n=sql.Literal(c.max_length)
-        )
+        sql.SQL("count(*) FILTER (WHERE {v} > {n}), max({v})").format(v=longest(c), n=sql.Literal(c.max_length))
         for c in limited
     )
     row = conn.execute(sql.SQL("SELECT {} FROM {}").format(measures, staging)).fetchone()
     return [
         f"{table.qualified_name}.{column.name}: {too_long:,} masked value(s) longer than its {column.max_length} "
-        f"characters (up to {longest})"
-        for column, too_long, longest in zip(limited, row[0::2], row[1::2], strict=True)
+        f"characters (up to {length})"
+        for column, too_long, length in zip(limited, row[0::2], row[1::2], strict=True)
         if too_long
     ]

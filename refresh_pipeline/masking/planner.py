@@ -222,7 +222,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     if isinstance(rule, JsonRule):
         return _json_expression(column, ident, rule, ordinal, refs)
     if isinstance(rule, ArrayRule):
-        element = _text_call(rule.element, sql.Identifier("element"), refs)
+        element = fitted(column, rule.element, _text_call(rule.element, sql.Identifier("element"), refs))
         return sql.SQL(
             "CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY(SELECT {element} FROM unnest({col}) "
             "WITH ORDINALITY AS u(element, position) ORDER BY position) END"
