@@ -22,10 +22,7 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("ip", re.compile(r"(^|_)ip(_addr|_address)?(_|$)|remote_addr")),
     ("first_name", re.compile(r"(^|_)(first_name|given_name|fname|forename)(_|$)")),
     ("last_name", re.compile(r"(^|_)(last_name|surname|family_name|lname)(_|$)")),
-    (
-        "name",
-        re.compile(r"^(full_)?name$|(^|_)(customer|passenger|user|contact|holder|owner|person|member)_(full_)?name$"),
-    ),
+    ("name", _PERSON_NAME),
     ("address", re.compile(r"(^|_)(address|addr|street)(_line_?\d)?(_|$)")),
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
