@@ -8,10 +8,27 @@ from psycopg import sql
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import TransformRule
 
+# Transforms whose every value is this long (email) or as long as asked (hash): a shorter column is refused
+# by the policy check before any work.
+EMAIL_LENGTH = 28
 # The longest value these transforms produce (from their lists in functions.sql; a test holds them to it).
 # In a shorter column their trailing words are dropped until the value fits: `Lakshmi Srinivasan` is
 # `Lakshmi` in a varchar(14), `12, Gandhi Nagar Lane, Andheri East` `12, Gandhi Nagar Lane` in a varchar(24).
 FITTED_MAX_LENGTHS = {"first_name": 7, "last_name": 10, "name": 18, "address": 36}
+
+
+def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
+    """A transform whose values never fit the column (or an array's elements): refused before any work."""
+    if column.max_length is None:
+        return None
+    minimum = {"email": EMAIL_LENGTH, "hash": rule.param_dict.get("length", 64)}.get(rule.transform)
+    if minimum and column.max_length < minimum:
+        return f"`{rule.transform}` produces up to {minimum} characters; the column holds {column.max_length}"
+    if rule.transform == "redact":
+        value = rule.param_dict.get("value", "REDACTED")
+        if len(value) > column.max_length:
+            return f"the redact value is {len(value)} characters; the column holds {column.max_length}"
+    return None
 
 
 def fitted(column: ColumnInfo, rule: TransformRule, expression: sql.Composable) -> sql.Composable:

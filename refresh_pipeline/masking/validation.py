@@ -6,6 +6,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import FRACTIONAL_TYPES, NUMBER_TYPES, TEXT_CASTABLE, ColumnInfo, TableInfo
+from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
 
@@ -14,7 +15,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
         return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
     if isinstance(rule, ArrayRule):
         if column.is_array and column.base_type in {"text", "character varying", "character", "citext"}:
-            return _length_problem(column, rule.element)
+            return length_problem(column, rule.element)
         return f"an array rule needs a text array column, not {column.type_name}"
     transform = rule.transform
     if transform == "keep":
@@ -35,21 +36,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
         return None
     if not column.is_text:
         return f"`{transform}` needs a text column, not {column.type_name}"
-    return _length_problem(column, rule)
-
-
-def _length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
-    """A transform whose values never fit the column (or an array's elements): refused before any work."""
-    if column.max_length is None:
-        return None
-    minimum = {"email": 28, "hash": rule.param_dict.get("length", 64)}.get(rule.transform)
-    if minimum and column.max_length < minimum:
-        return f"`{rule.transform}` produces up to {minimum} characters; the column holds {column.max_length}"
-    if rule.transform == "redact":
-        value = rule.param_dict.get("value", "REDACTED")
-        if len(value) > column.max_length:
-            return f"the redact value is {len(value)} characters; the column holds {column.max_length}"
-    return None
+    return length_problem(column, rule)
 
 
 def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[str]:
