@@ -221,12 +221,12 @@ class AwsPlatform:
         password works only once promotion set it). On failure what was created is deleted."""
         if not name.startswith(self.aws.instance_prefix):
             raise RefreshError(f"restore target {name!r} must start with {self.aws.instance_prefix!r}.")
-        self._restored_password(name)  # no key, no restore: nothing could reach the instance afterwards
+        password = self._restored_password(name)  # no key, no restore: nothing could reach the instance
         try:
             if self._cluster_mode:
-                self._restore_cluster(snapshot, name)
+                self._restore_cluster(snapshot, name, password)
             else:
-                self._restore_instance(snapshot, name)
+                self._restore_instance(snapshot, name, password)
             if self.data_plane is not None:
                 self.data_plane.restore(snapshot, name)
         except Exception:
@@ -234,7 +234,7 @@ class AwsPlatform:
             raise
         return ManagedDatabase(name=name, created_at=_now(), snapshot_id=snapshot.snapshot_id)
 
-    def _restore_instance(self, snapshot: Snapshot, name: str) -> None:
+    def _restore_instance(self, snapshot: Snapshot, name: str, password: str) -> None:
         self.rds.restore_db_instance_from_db_snapshot(
             DBInstanceIdentifier=name,
             DBSnapshotIdentifier=snapshot.snapshot_id,
@@ -242,9 +242,9 @@ class AwsPlatform:
             **self._restore_options(),
         )
         self._wait("db_instance_available", DBInstanceIdentifier=name)
-        self._set_master_password(name, self._restored_password(name))
+        self._set_master_password(name, password)
 
-    def _restore_cluster(self, snapshot: Snapshot, name: str) -> None:
+    def _restore_cluster(self, snapshot: Snapshot, name: str, password: str) -> None:
         source = self.rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=snapshot.snapshot_id)
         engine = source["DBClusterSnapshots"][0]["Engine"]
         options = {
@@ -254,9 +254,7 @@ class AwsPlatform:
             DBClusterIdentifier=name, SnapshotIdentifier=snapshot.snapshot_id, Engine=engine,
             Tags=_tags(snapshot.snapshot_id), **options,
         )  # fmt: skip
-        self.rds.modify_db_cluster(
-            DBClusterIdentifier=name, MasterUserPassword=self._restored_password(name), ApplyImmediately=True
-        )
+        self.rds.modify_db_cluster(DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
         self.rds.create_db_instance(
             DBInstanceIdentifier=f"{name}-1", DBClusterIdentifier=name, Engine=engine,
             DBInstanceClass=self.aws.instance_class, PubliclyAccessible=False, Tags=_tags(snapshot.snapshot_id),
