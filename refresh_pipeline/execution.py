@@ -46,13 +46,17 @@ def prepare_dagster_home(config_path: str | Path) -> Path:
     return home
 
 
-def _first_line_of_cause(failure: dg.DagsterEvent) -> str:
-    """What went wrong in the step's own code (Dagster wraps it), as the UI shows it: our assets and checks
-    raise with row data already withheld."""
+def step_failure_cause(failure: dg.DagsterEvent) -> str:
+    """The message of what went wrong in a failed step's own code (Dagster wraps it in errors of its own)."""
     error = failure.step_failure_data.error
     while error is not None and error.cause is not None:
         error = error.cause
-    lines = error.message.strip().splitlines() if error is not None else []
+    return error.message if error is not None else ""
+
+
+def _first_line_of_cause(failure: dg.DagsterEvent) -> str:
+    """The cause's first line, as the UI shows it: our assets and checks raise with row data withheld."""
+    lines = step_failure_cause(failure).strip().splitlines()
     if not lines:
         return ""
     # 'refresh_pipeline.errors.RefreshError: <our message>' -> '<our message>'; other types keep their name.

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.execution import step_failure_cause
 
 
 def materialize(
@@ -27,14 +28,7 @@ def failed_check_names(result: dg.ExecuteInProcessResult) -> set[str]:
 
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
-    messages = {}
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error.cause is not None:
-                error = error.cause
-            messages[event.step_key] = error.message
-    return messages
+    return {event.step_key: step_failure_cause(event) for event in result.all_events if event.is_step_failure}
 
 
 def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
