@@ -26,7 +26,7 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("address", re.compile(r"(^|_)(address|addr|street)(_line_?\d)?(_|$)")),
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
-_BIRTH_DATE = re.compile(r"(^|_)(dob|birth|birthday|birth_date|date_of_birth)(_|$)")
+_BIRTH_DATE = re.compile(r"(^|_)(dob|birth|birthday)(_|$)")  # birth_date, date_of_birth too
 
 
 def _words(column: str) -> str:
