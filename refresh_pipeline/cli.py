@@ -102,11 +102,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from refresh_pipeline.validate import validate_against_source
 
-    problems = validate_against_source(load_config(args.config))
-    if not problems:
+    validation = validate_against_source(load_config(args.config))
+    for warning in validation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not validation.problems:
         print("the policy covers every column of production and every rule applies")
         return 0
-    for problem in problems:
+    for problem in validation.problems:
         print(problem, file=sys.stderr)
     return 1
 

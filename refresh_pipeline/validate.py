@@ -1,7 +1,10 @@
 """`refresh-pipeline validate`: the policy checked against production's schema, through a read-only session."""
 
+from dataclasses import dataclass
+
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
@@ -9,14 +12,20 @@ from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.factory import platform_for
 
 
-def validate_against_source(config: RefreshConfig) -> list[str]:
-    """Problems that would stop a refresh (uncovered columns, rules that cannot apply); empty when fine."""
+@dataclass(frozen=True)
+class Validation:
+    problems: list[str]  # would stop a refresh: uncovered columns, rules that cannot apply
+    warnings: list[str]  # may stop one, depending on the data: unique indexes masking can break
+
+
+def validate_against_source(config: RefreshConfig) -> Validation:
     policy = load_policy(config.policy_path)
     platform_for(config).ensure_ready()
     with connect(config.source_dsn, read_only=True) as conn:
         tables = read_tables(conn)
+        unique_indexes = read_unique_indexes(conn)
     problems = find_policy_problems(policy, tables)
     uncovered = find_uncovered(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))
-    return problems
+    return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes))

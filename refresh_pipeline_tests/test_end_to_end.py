@@ -134,6 +134,7 @@ def test_uncovered_production_column_blocks_promotion(demo_source, create_databa
     subprocess.run(f"pg_dump -d '{demo_source}' | psql -q -d '{source}'", shell=True, check=True)
     with psycopg.connect(source) as conn:
         conn.execute("ALTER TABLE customers ADD COLUMN passport_number text DEFAULT 'P1234567'")
+        conn.execute("CREATE UNIQUE INDEX customers_name_id ON customers (full_name, customer_id)")
     config = write_config(source)
 
     result = materialize(config, dg.DagsterInstance.ephemeral())
@@ -148,6 +149,8 @@ def test_uncovered_production_column_blocks_promotion(demo_source, create_databa
     evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
     assert evaluation.metadata["uncovered_columns"].value == ["public.customers.passport_number"]
     assert "passport_number: redact" in evaluation.metadata["policy_snippet"].value
+    (warning,) = evaluation.metadata["unique_index_warnings"].value
+    assert warning.startswith("public.customers: unique index customers_name_id on (full_name, customer_id)")
 
 
 @pytest.fixture

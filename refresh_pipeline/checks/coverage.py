@@ -6,6 +6,7 @@ import dagster as dg
 
 from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
 from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 from refresh_pipeline.resources import RefreshResource
@@ -26,6 +27,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
     with refresh.connect_managed(restored.database) as conn:
         tables = read_tables(conn)
         problems = find_policy_problems(policy, tables) + find_unmatched_json_paths(conn, policy, tables)
+        unique_index_warnings = find_unique_index_risks(policy, tables, read_unique_indexes(conn))
     uncovered = find_uncovered(policy, tables)
     metadata: dict[str, object] = {
         "database": restored.database,
@@ -33,6 +35,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         "columns": sum(len(t.columns) for t in tables.values()),
         "uncovered_columns": dg.MetadataValue.json([c.qualified_name for c in uncovered]),
         "policy_problems": dg.MetadataValue.json(problems),
+        "unique_index_warnings": dg.MetadataValue.json(unique_index_warnings),
         "seconds": round(time.monotonic() - started, 2),
     }
     if uncovered:
@@ -40,6 +43,8 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         metadata["policy_snippet"] = dg.MetadataValue.md(f"```yaml\ntables:\n{policy_snippet(uncovered)}\n```")
     for problem in problems:
         context.log.error(problem)
+    for warning in unique_index_warnings:
+        context.log.warning(warning)
     passed = not uncovered and not problems
     description = (
         "every column is covered by the policy"

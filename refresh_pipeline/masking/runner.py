@@ -23,6 +23,7 @@ from refresh_pipeline.chunked import (
 )
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
+from refresh_pipeline.masking.constraints import constraint_violations_explained
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.lengths import too_long_for_their_columns
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
@@ -194,7 +195,8 @@ def mask_table(
             info.qualified_name, "already_masked", int(marker[1]), plan.rules, time.monotonic() - started
         )
 
-    rewritten = _mask_by_rewrite(conn, info, plan, key, digest, log, connect)
+    with constraint_violations_explained(conn, info, table_policy):
+        rewritten = _mask_by_rewrite(conn, info, plan, key, digest, log, connect)
     if rewritten is not None:
         return dataclasses.replace(rewritten, seconds=time.monotonic() - started)
 
@@ -219,7 +221,8 @@ def mask_table(
 
         copied = run_ranges(ranges, fill, conn, connect, workers, progress)
         try:
-            result = _swap_in(conn, info, plan, staging, copied, digest, log)
+            with constraint_violations_explained(conn, info, table_policy):
+                result = _swap_in(conn, info, plan, staging, copied, digest, log)
         except psycopg.errors.StringDataRightTruncation:
             if too_long := too_long_for_their_columns(conn, info, plan.masked_columns, staging):
                 raise RefreshError(

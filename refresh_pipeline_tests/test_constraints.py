@@ -1,0 +1,176 @@
+"""Constraints masked rows can break, on real PostgreSQL: unique indexes a transform can break are warned
+about before masking, and a broken unique, check or exclusion constraint fails the table at once, naming
+the constraint and the transforms to blame, with nothing changed and no value quoted."""
+
+import psycopg
+import pytest
+
+from refresh_pipeline.cli import main
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.constraints import collision_reason, find_unique_index_risks, read_unique_indexes
+from refresh_pipeline.masking.keys import MaskingKey
+from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.runner import mask_table
+from refresh_pipeline_tests.helpers import database_with
+
+KEY = MaskingKey("constraints-test-key-0123456789")
+
+
+def _rule(yaml_rule: str):
+    return parse_policy(f"tables:\n  t: {{c: {yaml_rule}}}\n").table("t").columns["c"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "collides"),
+    [
+        ("keep", False),
+        ("email", False),
+        ("phone", False),
+        ("fpe", False),
+        ("pan", False),
+        ("aadhaar", False),
+        ("hash", False),
+        ("{transform: hash, length: 16}", True),
+        ("name", True),
+        ("address", True),
+        ("date", True),
+        ("upi", True),
+        ("ip", True),
+        ("redact", True),
+        ("scrub", True),
+        ("{array: email}", False),
+        ("{array: first_name}", True),
+        ('{json: {"$.email": email, "$.phone": phone}}', False),
+        ('{json: {"$.email": email, "$.name": name}}', True),
+    ],
+)
+def test_which_transforms_can_give_two_values_one_masked_value(rule, collides):
+    assert (collision_reason(_rule(rule)) is not None) is collides
+
+
+def test_null_collides_only_where_the_index_counts_nulls_as_equal():
+    assert collision_reason(_rule("'null'")) is None
+    assert "NULL" in collision_reason(_rule("'null'"), nulls_not_distinct=True)
+
+
+SCHEMA = """
+CREATE TABLE members (
+    id int PRIMARY KEY,
+    username text NOT NULL UNIQUE,
+    email text NOT NULL,
+    full_name text,
+    dob date,
+    city text,
+    UNIQUE (full_name, dob)
+);
+CREATE UNIQUE INDEX members_lower_email ON members (lower(email));
+CREATE UNIQUE INDEX members_city_name ON members (city) INCLUDE (full_name) WHERE city <> '';
+CREATE TABLE events (id int, at date, who text, PRIMARY KEY (id, at), UNIQUE (who, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE tags (id int PRIMARY KEY, label text UNIQUE NULLS NOT DISTINCT);
+"""
+POLICY = """
+tables:
+  members: {id: keep, username: name, email: email, full_name: name, dob: date, city: keep}
+  events: {id: keep, at: keep, who: email}
+  tags: {id: keep, label: 'null'}
+"""
+
+
+def test_unique_indexes_are_read_with_their_columns_in_index_order(create_database):
+    conninfo = database_with(create_database, "constraints_read", SCHEMA)
+    with psycopg.connect(conninfo) as conn:
+        indexes = read_unique_indexes(conn)
+    columns = {(i.table, i.name): (i.columns, i.nulls_not_distinct) for found in indexes.values() for i in found}
+    assert columns == {
+        ("members", "members_pkey"): (("id",), False),
+        ("members", "members_username_key"): (("username",), False),
+        ("members", "members_full_name_dob_key"): (("full_name", "dob"), False),
+        ("members", "members_lower_email"): (("email",), False),
+        ("members", "members_city_name"): (("city",), False),  # INCLUDE columns do not make rows unique
+        ("events", "events_pkey"): (("id", "at"), False),
+        ("events", "events_who_at_key"): (("who", "at"), False),
+        ("tags", "tags_pkey"): (("id",), False),
+        ("tags", "tags_label_key"): (("label",), True),
+    }, "partitions' own copies of the parent's indexes are not listed"
+
+
+def test_validate_warns_about_each_unique_index_masking_can_break(create_database, write_config, tmp_path, capsys):
+    conninfo = database_with(create_database, "constraints_warn", SCHEMA)
+    with psycopg.connect(conninfo) as conn:
+        warnings = find_unique_index_risks(parse_policy(POLICY), read_tables(conn), read_unique_indexes(conn))
+    assert len(warnings) == 3, warnings
+    username, full_name_dob, label = sorted(warnings, key=lambda w: ("username" not in w, "dob" not in w))
+    assert username.startswith("public.members: unique index members_username_key on (username)")
+    assert "username (`name` picks names from a list)" in username
+    assert "full_name (`name` picks names from a list); dob (`date` moves dates" in full_name_dob
+    assert "tags_label_key on (label)" in label and "NULL" in label
+
+    policy_path = tmp_path / "constraints_policy.yaml"
+    policy_path.write_text(POLICY)
+    assert main(["validate", "--config", str(write_config(conninfo, policy=policy_path))]) == 0, "warnings only"
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 3 and "members_username_key" in err
+
+
+def _members(conninfo: str, rows: int = 2000, referenced: bool = False) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO members SELECT g, 'user' || g, 'user' || g || '@gmail.com', 'Ravi Kumar ' || g,"
+            " DATE '1990-01-01' + g, 'city' || g FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        if referenced:
+            conn.execute("CREATE TABLE logins (id int PRIMARY KEY, member int REFERENCES members)")
+
+
+@pytest.mark.parametrize("referenced", [False, True], ids=["block ranges", "rewrite"])
+def test_masked_rows_breaking_a_unique_index_fail_at_once_naming_it(create_database, referenced):
+    conninfo = database_with(create_database, "constraints_unique", SCHEMA)
+    _members(conninfo, referenced=referenced)
+    policy = parse_policy(POLICY.replace("  tags:", "  logins: keep\n  tags:") if referenced else POLICY)
+    messages: list[str] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute("SELECT md5(string_agg(m::text, ',' ORDER BY id)) FROM members m").fetchone()[0]
+        with pytest.raises(RefreshError) as raised:
+            mask_table(conn, policy, "members", KEY, log=messages.append)
+        after = conn.execute("SELECT md5(string_agg(m::text, ',' ORDER BY id)) FROM members m").fetchone()[0]
+        marker = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
+    message = str(raised.value)
+    assert message.startswith("public.members: masking gives two rows the same values for unique index members_")
+    assert "nothing was changed" in message and "(`name` picks names from a list)" in message
+    assert "Ravi Kumar" not in message and "@gmail" not in message and "user1" not in message, "no value quoted"
+    assert after == before and marker == 0, "nothing changed"
+    assert not any("DELETE + INSERT" in m for m in messages), "no second attempt that must fail the same way"
+
+
+def test_distinct_transforms_keep_unique_indexes_intact(create_database):
+    conninfo = database_with(create_database, "constraints_distinct", SCHEMA)
+    _members(conninfo)
+    policy = parse_policy(
+        POLICY.replace("username: name", "username: fpe").replace("full_name: name", "full_name: hash")
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert mask_table(conn, policy, "members", KEY).status == "masked"
+        distinct = conn.execute(
+            "SELECT count(DISTINCT username), count(DISTINCT lower(email)), count(*) FROM members"
+        ).fetchone()
+    assert distinct == (2000, 2000, 2000)
+
+
+def test_masked_values_failing_a_check_constraint_name_it(create_database):
+    conninfo = database_with(
+        create_database,
+        "constraints_check",
+        "CREATE TABLE staff (id int PRIMARY KEY, email text CONSTRAINT corporate CHECK (email LIKE '%@corp.in'));"
+        "INSERT INTO staff SELECT g, 'staff' || g || '@corp.in' FROM generate_series(1, 300) g;",
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        with pytest.raises(RefreshError) as raised:
+            mask_table(conn, parse_policy("tables:\n  staff: {id: keep, email: email}\n"), "staff", KEY)
+        unchanged = conn.execute("SELECT count(*) FROM staff WHERE email LIKE 'staff%'").fetchone()[0]
+    message = str(raised.value)
+    assert message.startswith("public.staff: masked values fail check constraint corporate CHECK")
+    assert "masked columns it checks: email (`email`)" in message and "staff1@" not in message
+    assert unchanged == 300
