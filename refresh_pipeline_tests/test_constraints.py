@@ -174,3 +174,18 @@ def test_masked_values_failing_a_check_constraint_name_it(create_database):
     assert message.startswith("public.staff: masked values fail check constraint corporate CHECK")
     assert "masked columns it checks: email (`email`)" in message and "staff1@" not in message
     assert unchanged == 300
+
+
+def test_masked_values_failing_a_domain_check_name_the_domain_and_column(create_database):
+    conninfo = database_with(
+        create_database,
+        "constraints_domain",
+        "CREATE DOMAIN corporate_email AS text CONSTRAINT corporate CHECK (VALUE LIKE '%@corp.in');"
+        "CREATE TABLE staff (id int PRIMARY KEY, email corporate_email, note text);"
+        "INSERT INTO staff SELECT g, 'staff' || g || '@corp.in', 'x' FROM generate_series(1, 300) g;",
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn, pytest.raises(RefreshError) as raised:
+        mask_table(conn, parse_policy("tables:\n  staff: {id: keep, email: email, note: keep}\n"), "staff", KEY)
+    message = str(raised.value)
+    assert "fail check constraint corporate CHECK ((VALUE ~~ '%@corp.in'::text)) of domain corporate_email" in message
+    assert "masked columns it checks: email (`email`)" in message

@@ -152,11 +152,19 @@ def find_unique_index_risks(
     return warnings
 
 
+# A CHECK of the table, or of a domain one of its columns has (for domains: the columns of that type).
 _CHECK_CONSTRAINT = """
 SELECT pg_get_constraintdef(c.oid),
        array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
              ORDER BY a.attnum)
 FROM pg_constraint c WHERE c.conrelid = %(table)s::regclass AND c.conname = %(name)s AND c.contype = 'c'
+UNION ALL
+SELECT format('%%s of domain %%s', pg_get_constraintdef(c.oid), c.contypid::regtype),
+       array(SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.atttypid = c.contypid OR a.atttypid = (SELECT t.typarray FROM pg_type t WHERE t.oid = c.contypid))
+             ORDER BY a.attnum)
+FROM pg_constraint c WHERE c.contypid <> 0 AND c.conname = %(name)s AND c.contype = 'c'
 """
 
 
