@@ -27,6 +27,7 @@ import yaml
 from psycopg import sql
 
 from refresh_pipeline.demo.dataset import load_demo_database
+from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.policy import ArrayRule, JsonRule, load_policy
 from refresh_pipeline.platforms.connections import libpq_env
 from refresh_pipeline.platforms.local_server import LocalServer
@@ -148,8 +149,12 @@ def clone_baseline(
     return Measurement("(a) plain clone: pg_dump + pg_restore", statistics.median(times), note=note), median
 
 
-def _naive_expression(column: str, rule: object) -> sql.Composable:
+def _naive_expression(column: str, rule: object, type_name: str) -> sql.Composable:
     col = sql.Identifier(column)
+    if type_name in ("bigint", "numeric") or type_name.startswith("numeric("):  # a phone kept as a number
+        return sql.SQL("CAST(6000000000 + abs(hashtextextended({}::text, 0)) % 4000000000 AS {})").format(
+            col, sql.SQL(type_name)
+        )
     if isinstance(rule, JsonRule):
         expression: sql.Composable = col
         for path in rule.paths:
@@ -176,11 +181,15 @@ def naive_update(server: LocalServer, dump_dir: Path, jobs: int) -> Measurement:
     started = time.monotonic()
     rows = 0
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = read_tables(conn)
         for table in policy.tables.values():
             if table.keep_all or not table.masked_columns:
                 continue
+            info = tables[(table.schema, table.table)]
             assignments = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(name), _naive_expression(name, rule))
+                sql.SQL("{} = {}").format(
+                    sql.Identifier(name), _naive_expression(name, rule, info.column(name).type_name)
+                )
                 for name, rule in table.masked_columns.items()
                 if not (hasattr(rule, "transform") and rule.transform in ("null", "geo", "date"))
             )

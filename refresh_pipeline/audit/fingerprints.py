@@ -3,7 +3,7 @@
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import TableInfo, with_pii_numbers
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -62,8 +62,8 @@ def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
         for name, rule in table_policy.columns.items()
         if isinstance(rule, TransformRule)
         and rule.transform in WHOLE_VALUE_TRANSFORMS
-        and (column := table.column(name)) is not None
-        and column.is_text
+        and (column := with_pii_numbers(table, policy).column(name)) is not None
+        and column.scalar_text
     ]
 
 
@@ -129,7 +129,7 @@ def fingerprint_whole_values(
                 sql.SQL(
                     "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
                     "SELECT {fingerprint}, 'whole' FROM (SELECT DISTINCT {normalised} AS v FROM {target} "
-                    "WHERE length(btrim({column})) >= %(min_length)s AND {condition}) AS distinct_values "
+                    "WHERE length(btrim({column}::text)) >= %(min_length)s AND {condition}) AS distinct_values "
                     "CROSS JOIN {key}"
                 ).format(
                     key=key_relation(AUDIT_PURPOSE),

@@ -261,7 +261,7 @@ def scan_table(
             target=target,
             column=sql.Identifier(column.name),
             condition=item.block_range.condition(),
-            known=_known_values_query(known, column.is_text),
+            known=_known_values_query(known, column.scalar_text),
             save_tokens=sql.SQL(_SAVE_TOKENS if known else _NO_SAVE).format(
                 scratch=scratch, column_name=sql.Literal(column.name)
             ),

@@ -268,6 +268,7 @@ class _Generator:
                 f"Complaint from {email}",
                 body,
                 [email, spelled],
+                int(phone[-10:]) if ticket_id % 3 else None,
                 self.epoch + timedelta(hours=ticket_id),
             )
 

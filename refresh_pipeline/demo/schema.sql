@@ -83,5 +83,6 @@ CREATE TABLE support_tickets (
     subject text NOT NULL,
     body text NOT NULL,
     contact_points text[] NOT NULL DEFAULT '{}',
+    callback_number bigint,  -- a legacy column: the customer's mobile as a number
     created_at timestamptz NOT NULL
 );

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+
+from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 
 # Schemas the pipeline itself creates on the restored database; never part of the policy.
 OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
@@ -18,8 +21,17 @@ JSON_TYPES = frozenset({"json", "jsonb"})
 OTHER_TEXT_TYPES = frozenset({"xml", "hstore", "tsvector"})
 FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
 NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
-# Non-text types some text transforms also accept (cast to text and back).
-TEXT_CASTABLE = {"ip": frozenset({"inet", "cidr"}), "fpe": frozenset({"uuid"})}
+WHOLE_NUMBER_TYPES = frozenset({"bigint", "numeric"})
+# Non-text types some text transforms also accept (cast to text and back): a phone or an Aadhaar number is
+# often stored as a bigint (integer is too small for either).
+TEXT_CASTABLE = {
+    "ip": frozenset({"inet", "cidr"}),
+    "fpe": frozenset({"uuid"}),
+    "phone": WHOLE_NUMBER_TYPES,
+    "aadhaar": WHOLE_NUMBER_TYPES,
+}
+# Whole-number columns masked with these are PII kept as numbers: collected at restore and audited as text.
+NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class ColumnInfo:
     identity_always: bool
     max_length: int | None
     composite: bool = False  # a row type (or an array of one): its fields print as text
+    pii_number: bool = False  # a whole number the policy masks as a phone or an Aadhaar number (with_pii_numbers)
 
     @property
     def is_text(self) -> bool:
@@ -50,7 +63,12 @@ class ColumnInfo:
     def holds_text(self) -> bool:
         """Could hold PII as text: text-like, JSON, XML, hstore, a row type, or an array of those."""
         unqualified = self.base_type.rsplit(".", 1)[-1]
-        return self.composite or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
+        return self.pii_number or self.composite or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
+
+    @property
+    def scalar_text(self) -> bool:
+        """One text value per row (not JSON, an array or a row type): its whole value can be PII."""
+        return self.is_text or self.pii_number
 
 
 @dataclass(frozen=True)
@@ -127,3 +145,23 @@ def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
 def read_materialized_views(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
     """Every user materialized view; they hold copies of table data, so they need refreshing and auditing."""
     return _read_relations(conn, ["m"])
+
+
+def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
+    """The table with its whole-number columns the policy masks as phones or Aadhaar numbers marked
+    `pii_number`, so that collecting production's PII and the audit read them as text like text columns."""
+    table_policy = policy.tables.get((table.schema, table.name))
+    if table_policy is None:
+        return table
+
+    def pii_number(column: ColumnInfo) -> bool:
+        rule = table_policy.columns.get(column.name)
+        return (
+            isinstance(rule, TransformRule)
+            and rule.transform in NUMBER_PII_TRANSFORMS
+            and not column.is_array
+            and column.base_type in WHOLE_NUMBER_TYPES
+        )
+
+    columns = tuple(dataclasses.replace(c, pii_number=True) if pii_number(c) else c for c in table.columns)
+    return dataclasses.replace(table, columns=columns)

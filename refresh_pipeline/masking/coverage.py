@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import WHOLE_NUMBER_TYPES, TableInfo
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.suggestions import suggested_rule
 
@@ -19,6 +19,7 @@ class UncoveredColumn:
     type_name: str
     is_text: bool  # text-like, also under a domain
     is_date: bool = False
+    is_whole_number: bool = False  # bigint or numeric: may hold a phone or an Aadhaar number
 
     @property
     def qualified_name(self) -> str:
@@ -34,7 +35,15 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
             continue
         covered = set(table_policy.columns) if table_policy else set()
         uncovered.extend(
-            UncoveredColumn(info.schema, info.name, column.name, column.type_name, column.is_text, column.is_date)
+            UncoveredColumn(
+                info.schema,
+                info.name,
+                column.name,
+                column.type_name,
+                column.is_text,
+                column.is_date,
+                not column.is_array and column.base_type in WHOLE_NUMBER_TYPES,
+            )
             for column in info.columns
             if column.name not in covered
         )
@@ -50,7 +59,7 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
             current = (column.schema, column.table)
             name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
             lines.append(f"  {_yaml_key(name)}:")
-        rule, why = suggested_rule(column.column, column.is_text, column.is_date)
+        rule, why = suggested_rule(column.column, column.is_text, column.is_date, column.is_whole_number)
         note = f"{column.type_name}; {why}" if why else column.type_name
         lines.append(f"    {_yaml_key(column.column)}: {rule}  # REVIEW: {note}")
     return "\n".join(lines)

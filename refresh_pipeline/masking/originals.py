@@ -28,7 +28,7 @@ from refresh_pipeline.chunked import (
     token_share_column,
 )
 from refresh_pipeline.column_work import ColumnRange, text_column_work
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import TableInfo, with_pii_numbers
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.value_map import (
@@ -72,6 +72,7 @@ def record_originals(
 ) -> OriginalsRecorded:
     """Record fingerprints and value-map candidates of every production token; sessions from `connect`
     (up to `workers`) share the work, or `conn` does it alone."""
+    tables = [with_pii_numbers(table, policy) for table in tables]
     start_fingerprints(conn)
     start_value_maps(conn)
     drop_scratch_tokens(conn)

@@ -35,9 +35,17 @@ def _words(column: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", snake.lower()).strip("_")
 
 
-def suggested_rule(column: str, is_text: bool, is_date: bool) -> tuple[str, str]:
+# Number columns named like these hold the same PII as text ones (a phone as a bigint).
+_NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
+
+
+def suggested_rule(column: str, is_text: bool, is_date: bool, is_whole_number: bool = False) -> tuple[str, str]:
     """(rule, why) for the snippet line of an unclassified column."""
     words = _words(column)
+    if is_whole_number:
+        for transform, pattern in _NUMBER_BY_NAME:
+            if pattern.search(words):
+                return transform, f"named like {transform}"
     if is_text:
         for transform, pattern in _TEXT_BY_NAME:
             if pattern.search(words):

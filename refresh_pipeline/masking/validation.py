@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import FRACTIONAL_TYPES, NUMBER_TYPES, TEXT_CASTABLE, ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import (
+    FRACTIONAL_TYPES,
+    NUMBER_PII_TRANSFORMS,
+    NUMBER_TYPES,
+    TEXT_CASTABLE,
+    ColumnInfo,
+    TableInfo,
+)
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
@@ -33,6 +42,8 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
         fits = not column.is_array and column.base_type in NUMBER_TYPES
         return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"
     if not column.is_array and column.base_type in TEXT_CASTABLE.get(transform, ()):
+        if transform in NUMBER_PII_TRANSFORMS and re.search(r",\s*[1-9]", column.type_name):
+            return f"`{transform}` needs whole numbers, not {column.type_name}"
         return None
     if not column.is_text:
         return f"`{transform}` needs a text column, not {column.type_name}"

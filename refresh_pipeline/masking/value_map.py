@@ -6,7 +6,7 @@ from psycopg import sql
 
 from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, with_pii_numbers
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -71,14 +71,14 @@ def collect_original_tokens(
     tokens = into if into is not None else sql.Identifier(ORIGINAL_TOKENS)
     added = 0
     raise_work_mem(conn)
-    for table in tables:
+    for table in (with_pii_numbers(t, policy) for t in tables):
         rules = policy.tables.get((table.schema, table.name))
         for column in table.columns:
             if not column.holds_text or (columns is not None and column.name not in columns):
                 continue
             found = [sql.SQL("SELECT tok.kind, tok.token FROM src, LATERAL refresh_pipeline.pii_tokens(src.v) AS tok")]
             rule = rules.columns.get(column.name) if rules else None
-            if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.is_text:
+            if isinstance(rule, TransformRule) and rule.transform in _WHOLE_VALUE and column.scalar_text:
                 value = sql.SQL(_WHOLE_VALUE[rule.transform]).format(col=sql.Identifier("v"))
                 found.append(
                     sql.SQL("SELECT {kind}, {value} FROM src WHERE {value} <> ''").format(

@@ -1,0 +1,108 @@
+"""Phones and Aadhaar numbers stored as numbers (bigint, numeric), on real PostgreSQL: masked like their
+text spellings and consistently with them, collected into the value map and the fingerprints at restore,
+and audited."""
+
+import psycopg
+import pytest
+
+from refresh_pipeline.audit.scan import scan_table
+from refresh_pipeline.masking.catalog import read_tables, with_pii_numbers
+from refresh_pipeline.masking.coverage import find_uncovered, policy_snippet
+from refresh_pipeline.masking.keys import MaskingKey
+from refresh_pipeline.masking.originals import record_originals
+from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline_tests.helpers import database_with
+
+KEY = MaskingKey("number-pii-test-key-0123456789")
+# Rows 1-2000 share their phone with a customer (as text); rows 2001-2500 exist only as numbers.
+SCHEMA = """
+CREATE TABLE customers (id int PRIMARY KEY, phone text);
+INSERT INTO customers SELECT g, '+91 98' || lpad(g::text, 3, '0') || ' ' || lpad(g::text, 5, '0')
+FROM generate_series(1, 2000) g;
+CREATE TABLE legacy_contacts (id int PRIMARY KEY, mobile bigint, mobile_cc numeric(12,0), aadhaar bigint);
+INSERT INTO legacy_contacts
+SELECT g, ('98' || lpad(g::text, 3, '0') || lpad(g::text, 5, '0'))::bigint,
+       ('9198' || lpad(g::text, 3, '0') || lpad(g::text, 5, '0'))::numeric, 234500000000 + g
+FROM generate_series(1, 2500) g;
+"""
+POLICY = parse_policy(
+    "tables:\n  customers: {id: keep, phone: phone}\n"
+    "  legacy_contacts: {id: keep, mobile: phone, mobile_cc: phone, aadhaar: aadhaar}\n"
+)
+
+
+@pytest.fixture
+def restored(create_database) -> str:
+    conninfo = database_with(create_database, "number_pii", SCHEMA)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        record_originals(conn, list(read_tables(conn).values()), POLICY, KEY)
+    return conninfo
+
+
+def test_numbers_mask_like_their_text_spelling_and_never_to_a_production_phone(restored):
+    with psycopg.connect(restored, autocommit=True) as conn:
+        before = dict(conn.execute("SELECT id, mobile FROM legacy_contacts").fetchall())
+        mapped = conn.execute("SELECT count(*) FROM refresh_pipeline.value_map WHERE kind = 'phone'").fetchone()[0]
+        mask_table(conn, POLICY, "customers", KEY)
+        mask_table(conn, POLICY, "legacy_contacts", KEY)
+        rows = conn.execute(
+            "SELECT l.id, l.mobile, l.mobile_cc::text, l.aadhaar, right(regexp_replace(c.phone, '[^0-9]', '', 'g'), 10)"
+            " FROM legacy_contacts l LEFT JOIN customers c USING (id) ORDER BY l.id"
+        ).fetchall()
+    assert mapped == 2500, "phones held only as numbers are in the value map too"
+    masked = {row[1] for row in rows}
+    assert len(masked) == 2500 and not masked & set(before.values()), "distinct, and never a production phone"
+    for row_id, mobile, mobile_cc, aadhaar, customer_phone in rows:
+        assert len(str(mobile)) == 10 and str(mobile)[0] == "9"
+        assert mobile_cc == f"91{mobile}", "the country code kept, the national number masked alike"
+        if row_id <= 2000:
+            assert str(mobile) == customer_phone, "consistent with the same phone stored as text"
+        assert len(str(aadhaar)) == 12 and str(aadhaar)[0] == "2" and aadhaar != 234500000000 + row_id
+
+
+def test_the_audit_reads_number_columns_masked_as_phones(restored):
+    with psycopg.connect(restored, autocommit=True) as conn:
+        original = conn.execute("SELECT mobile FROM legacy_contacts WHERE id = 2100").fetchone()[0]  # number only
+        mask_table(conn, POLICY, "legacy_contacts", KEY)
+        table = with_pii_numbers(read_tables(conn)[("public", "legacy_contacts")], POLICY)
+        assert scan_table(conn, table, KEY, kept_columns={"id"}).passed
+        conn.execute("UPDATE legacy_contacts SET mobile = %s WHERE id = 2100", (original,))
+        audit = scan_table(conn, table, KEY, kept_columns={"id"})
+    assert not audit.passed
+    (finding,) = audit.findings
+    assert finding.column == "mobile" and finding.known_values > 0, "found as a token and as a whole value"
+    assert len(finding.locations) == 1
+
+
+def test_phone_and_aadhaar_apply_to_whole_numbers_only(create_database):
+    conninfo = database_with(
+        create_database,
+        "number_pii_types",
+        "CREATE TABLE t (id int PRIMARY KEY, a bigint, b numeric(12,0), c numeric, d numeric(12,2), e integer);",
+    )
+    with psycopg.connect(conninfo) as conn:
+        tables = read_tables(conn)
+    policy = parse_policy("tables:\n  t: {id: keep, a: phone, b: aadhaar, c: phone, d: phone, e: aadhaar}\n")
+    problems = find_policy_problems(policy, tables)
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "public.t.d (numeric(12,2)): `phone` needs whole numbers, not numeric(12,2)",
+        "public.t.e (integer): `aadhaar` needs a text column, not integer",
+    ]
+    snippet = policy_snippet(find_uncovered(parse_policy("tables:\n  x: keep\n"), tables))
+    assert "    a: keep  # REVIEW: bigint" in snippet
+
+
+def test_number_columns_named_like_phones_are_suggested_as_phones(create_database):
+    conninfo = database_with(
+        create_database,
+        "number_pii_names",
+        "CREATE TABLE people (id bigint PRIMARY KEY, mobile_no bigint, aadhaar_number numeric(12,0), route_id int);",
+    )
+    with psycopg.connect(conninfo) as conn:
+        snippet = policy_snippet(find_uncovered(parse_policy("tables:\n  x: keep\n"), read_tables(conn)))
+    assert "    mobile_no: phone  # REVIEW: bigint; named like phone" in snippet
+    assert "    aadhaar_number: aadhaar  # REVIEW: numeric(12,0); named like aadhaar" in snippet
+    assert "    id: keep" in snippet and "    route_id: keep" in snippet
