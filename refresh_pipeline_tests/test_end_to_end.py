@@ -64,6 +64,12 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
     assert mapped == 0 and moved_listed is None, "nor the value map's fingerprints of production values"
     assert scratch is None, "no scratch table (plaintext tokens, staged rows) reaches the promoted database"
     assert _storage_options(staging_dsn) == _storage_options(demo_source), "autovacuum resumed as in production"
+    (tickets_audit,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "no_pii_left" and e.asset_key.path[-1] == "support_tickets"
+    ]
+    assert "callback_number" in tickets_audit.metadata["columns_scanned"].value, "a phone kept as bigint is audited"
 
 
 def _storage_options(conninfo: str) -> dict[str, list[str] | None]:
