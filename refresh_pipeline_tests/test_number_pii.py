@@ -106,3 +106,28 @@ def test_number_columns_named_like_phones_are_suggested_as_phones(create_databas
     assert "    mobile_no: phone  # REVIEW: bigint; named like phone" in snippet
     assert "    aadhaar_number: aadhaar  # REVIEW: numeric(12,0); named like aadhaar" in snippet
     assert "    id: keep" in snippet and "    route_id: keep" in snippet
+
+
+def test_production_phones_kept_in_number_columns_are_found_and_ids_are_not(create_database):
+    conninfo = database_with(
+        create_database,
+        "number_pii_kept",
+        SCHEMA + "CREATE TABLE referrals (id bigint PRIMARY KEY, referrer_mobile bigint, code numeric(12,0),"
+        " lat numeric(9,6), clicks int);"
+        # ids in the mobile range that are nobody's phone; ten referrers' real mobiles, once with 91 before
+        "INSERT INTO referrals SELECT 9800000000 + g, CASE WHEN g <= 10 THEN l.mobile END,"
+        " CASE WHEN g = 1 THEN 910000000000 + l.mobile ELSE g END, 19.07, g"
+        " FROM generate_series(1, 500) g JOIN legacy_contacts l ON l.id = g;",
+    )
+    policy = parse_policy(
+        "tables:\n  customers: {id: keep, phone: phone}\n  legacy_contacts: keep\n"
+        "  referrals: {id: keep, referrer_mobile: keep, code: keep, lat: keep, clicks: keep}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
+        table = read_tables(conn)[("public", "referrals")]
+        audit = scan_table(conn, table, KEY, kept_columns={"id", "referrer_mobile", "code", "lat", "clicks"})
+    found = {f.column: (f.known_values, len(f.locations)) for f in audit.findings}
+    assert found == {"referrer_mobile": (10, 5), "code": (1, 1)}, found
+    assert audit.columns_scanned == ["id", "referrer_mobile", "code"], "not columns too small for a mobile"

@@ -17,6 +17,7 @@ from refresh_pipeline.audit.fingerprints import (
     token_fingerprint,
     whole_value_fingerprint,
 )
+from refresh_pipeline.audit.numbers import kept_number_columns, phones_in_kept_numbers
 from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
     Connect,
@@ -33,7 +34,8 @@ from refresh_pipeline.masking.session_key import key_relation, share_key
 
 MASKED_EMAIL_DOMAIN = "example.com"
 DETECTOR_VERSIONS = {
-    "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1",
+    "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1; "
+    "production phones kept in bigint/numeric columns, v1",
     "email": "email outside @example.com, v1",
     "phone": "Indian mobile (+91/0 prefix, 5-5 or 10 digits), v1",
     "upi": "UPI handle <local>@<bank>, v1",
@@ -224,11 +226,12 @@ def scan_table(
     workers: int = 1,
     blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> TableAudit:
-    """Audit every text, JSON and array column of the table.
+    """Audit every text, JSON and array column of the table, and its kept bigint and numeric columns.
 
     Known values: any token (or whole value) whose fingerprint equals an original's fails, in any
-    column. Patterns: in `kept_columns` every detector applies; in masked columns only emails outside
-    the masked domain (masked phones are phone-shaped by design). Plain columns are scanned value by
+    column; so does a production phone in a kept bigint or numeric column (numbers.py). Patterns: in
+    `kept_columns` every detector applies; in masked columns only emails outside the masked domain
+    (masked phones are phone-shaped by design). Plain columns are scanned value by
     distinct value; JSON columns block range by block range, spread over `workers` sessions from
     `connect` when given.
     """
@@ -245,9 +248,10 @@ def scan_table(
         "max_locations": MAX_LOCATIONS,
     }
     columns = [column for column in table.columns if column.holds_text]
-    audit.columns_scanned = [column.name for column in columns]
+    numbers = kept_number_columns(table, kept_columns) if known else []
+    audit.columns_scanned = [column.name for column in columns + numbers]
     work = text_column_work(conn, table, blocks_per_range)
-    totals = {column.name: _ColumnTotals() for column in columns}
+    totals = {column.name: _ColumnTotals() for column in columns + numbers}
     totals_lock = threading.Lock()
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
@@ -314,10 +318,12 @@ def scan_table(
             log(f"{table.qualified_name}: comparing the tokens found with production's fingerprints")
             run_ranges(list(range(shares)), check_tokens, conn, connect, workers)
             log(f"{table.qualified_name}: tokens compared in {time.monotonic() - checking:.1f} s")
+        for found in phones_in_kept_numbers(conn, table, numbers, key, sample, MAX_LOCATIONS):
+            totals[found.column].add(found.rows, {}, found.locations)
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
-    for column in columns:
+    for column in columns + numbers:
         found = totals[column.name]
         if found.known or found.patterns:
             audit.findings.append(ColumnFindings(column.name, found.known, found.patterns, tuple(found.locations)))

@@ -1,0 +1,105 @@
+"""Production phones in kept number columns: a mobile stored as a bigint that the policy keeps is PII the
+text audit never reads.
+
+The text audit scans only text-like columns; scanning every ID and amount for phone-shaped numbers
+would flag ordinary keys. Instead, the values of kept whole-number columns that lie in the range of an
+Indian mobile (10 digits from 6000000000, or 12 with the 91 country code) are compared with production's
+phone fingerprints. Only a value equal to a real production phone counts. All such columns of a table are
+read in one scan, and the range test leaves ordinary IDs and amounts out before anything is hashed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.audit.fingerprints import token_fingerprint
+from refresh_pipeline.masking.catalog import WHOLE_NUMBER_TYPES, ColumnInfo, TableInfo
+from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
+from refresh_pipeline.masking.session_key import key_relation, share_key
+
+# Indian mobiles as numbers: national (6xxxxxxxxx-9xxxxxxxxx) and with the country code (91 6... - 91 9...).
+PHONE_NUMBER_RANGES = ((6_000_000_000, 9_999_999_999), (916_000_000_000, 919_999_999_999))
+
+_PROBE = """
+WITH candidates AS MATERIALIZED (
+    SELECT src.ctid AS location, v.column_name, right(v.n::bigint::text, 10) AS national
+    FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {any_in_range}) AS src,
+         LATERAL (VALUES {columns}) AS v (column_name, n)
+    WHERE ({in_range}) AND v.n = trunc(v.n)
+)
+SELECT c.column_name, count(*), (array_agg(c.location ORDER BY c.location))[1:%(max_locations)s]::text[]
+FROM candidates AS c CROSS JOIN {key}
+WHERE EXISTS (
+    SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {fingerprint})
+GROUP BY c.column_name
+"""
+
+
+@dataclass(frozen=True)
+class PhonesInNumbers:
+    column: str
+    rows: int
+    locations: list[str]  # ctids of the first rows; never the values
+
+
+def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[ColumnInfo]:
+    """Kept bigint and numeric columns that can hold ten digits before the point (integer cannot, nor a
+    numeric(9,6) latitude)."""
+    return [
+        column
+        for column in table.columns
+        if column.name in kept_columns
+        and not column.is_array
+        and not column.pii_number
+        and column.base_type in WHOLE_NUMBER_TYPES
+        and _integer_digits(column.type_name) >= 10
+    ]
+
+
+def _integer_digits(type_name: str) -> int:
+    """Digits before the point: numeric(p, s) holds p - s; bigint 19, unconstrained numeric any number."""
+    if match := re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)", type_name):
+        return int(match[1]) - int(match[2] or 0)
+    return 19
+
+
+def phones_in_kept_numbers(
+    conn: psycopg.Connection,
+    table: TableInfo,
+    columns: list[ColumnInfo],
+    key: MaskingKey,
+    sample: sql.Composable,
+    max_locations: int,
+) -> list[PhonesInNumbers]:
+    """Per column, the rows whose number equals a production phone (needs the fingerprints)."""
+    if not columns:
+        return []
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, src.{}::numeric)").format(sql.Literal(c.name), sql.Identifier(c.name)) for c in columns
+    )
+
+    def in_range(value: sql.Composable) -> sql.Composable:
+        return sql.SQL(" OR ").join(
+            sql.SQL("{} BETWEEN {} AND {}").format(value, sql.Literal(low), sql.Literal(high))
+            for low, high in PHONE_NUMBER_RANGES
+        )
+
+    # Filtered on the columns' own types first (bigint comparisons, no cast): most rows stop there.
+    any_in_range = sql.SQL(" OR ").join(in_range(sql.SQL("src.{}").format(sql.Identifier(c.name))) for c in columns)
+    query = sql.SQL(_PROBE).format(
+        target=table.ident,
+        sample=sample,
+        columns=values,
+        any_in_range=any_in_range,
+        in_range=in_range(sql.SQL("v.n")),
+        key=key_relation(AUDIT_PURPOSE),
+        fingerprint=token_fingerprint(sql.Literal("phone"), sql.SQL("c.national")),
+    )
+    with conn.transaction():
+        share_key(conn, key, AUDIT_PURPOSE)
+        rows = conn.execute(query, {"max_locations": max_locations}).fetchall()
+    return [PhonesInNumbers(name, count, list(locations)) for name, count, locations in rows]
