@@ -434,3 +434,24 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
     assert [(f.column, f.patterns) for f in audit.findings] == [("note", {"phone": 1})]
     assert "    email: email  # REVIEW: email_address; named like email" in snippet
     assert "    note: scrub  # REVIEW: remark; named like free text" in snippet
+
+
+def test_arrays_keep_their_dimensions_and_bounds(create_database):
+    conninfo = create_database("array_shapes")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE contacts (id int PRIMARY KEY, grid text[], shifted varchar(40)[]);"
+            """INSERT INTO contacts VALUES
+               (1, '{{ravi@gmail.com,"a, \\"quoted\\" {x}"},{NULL,"back\\\\slash"}}', '[0:1]={ravi@gmail.com,NULL}'),
+               (2, '{plain,ravi@gmail.com}', '{}'), (3, NULL, NULL)"""
+        )
+        policy = parse_policy("tables:\n  contacts: {id: keep, grid: {array: scrub}, shifted: {array: email}}\n")
+        mask_table(conn, policy, "contacts", KEY)
+        rows = conn.execute(
+            "SELECT id, array_dims(grid), grid[1][2], grid[2][1], grid[2][2], grid[1][1] LIKE '%@example.com',"
+            " array_dims(shifted), shifted[0] LIKE '%@example.com', shifted[1] IS NULL, grid[1], grid[2]"
+            " FROM contacts ORDER BY id"
+        ).fetchall()
+    assert rows[0][:9] == (1, "[1:2][1:2]", 'a, "quoted" {x}', None, "back\\slash", True, "[0:1]", True, True)
+    assert rows[1][1] == "[1:2]" and rows[1][9] == "plain" and rows[1][10].endswith("@example.com")
+    assert rows[1][6] is None and rows[2][1] is None, "empty and NULL arrays stay so"

@@ -521,6 +521,31 @@ BEGIN
     RETURN result;
 END $$;
 
+-- The masked elements of an array (masked element by element, in storage order) given the original's shape:
+-- its dimensions and lower bounds ({{a,b},{c,d}} stays 2 x 2, [0:1]={a,b} keeps index 0). The usual
+-- one-dimensional array from index 1 passes through untouched.
+CREATE OR REPLACE FUNCTION refresh_pipeline.array_shaped_like(masked text[], original anyarray) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    dims int := array_ndims(original);
+    items text[];
+    len int;
+BEGIN
+    IF masked IS NULL OR dims IS NULL OR (dims = 1 AND array_lower(original, 1) = 1) THEN
+        RETURN masked;
+    END IF;
+    -- Each element as it is written inside an array literal (quoted, escaped, or NULL).
+    SELECT array_agg(substr(one::text, 2, length(one::text) - 2) ORDER BY i) INTO items
+    FROM unnest(masked) WITH ORDINALITY AS u(element, i), LATERAL (SELECT ARRAY[u.element] AS one) AS quoted;
+    FOR d IN REVERSE dims..1 LOOP
+        len := array_length(original, d);
+        SELECT array_agg('{' || chunk || '}' ORDER BY g) INTO items FROM (
+            SELECT (i - 1) / len AS g, string_agg(item, ',' ORDER BY i) AS chunk
+            FROM unnest(items) WITH ORDINALITY AS u(item, i) GROUP BY 1) AS chunks;
+    END LOOP;
+    RETURN (array_dims(original) || '=' || items[1])::text[];
+END $$;
+
 CREATE OR REPLACE FUNCTION refresh_pipeline.unknown_transform(transform text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 BEGIN

@@ -224,8 +224,8 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     if isinstance(rule, ArrayRule):
         element = fitted(column, rule.element, _text_call(rule.element, sql.Identifier("element"), refs))
         return sql.SQL(
-            "CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY(SELECT {element} FROM unnest({col}) "
-            "WITH ORDINALITY AS u(element, position) ORDER BY position) END"
+            "CASE WHEN {col} IS NULL THEN NULL ELSE refresh_pipeline.array_shaped_like(ARRAY(SELECT {element} "
+            "FROM unnest({col}) WITH ORDINALITY AS u(element, position) ORDER BY position), {col}) END"
         ).format(col=ident, element=element)
     if rule.transform == "keep":
         return ident
