@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import re
 
 import psycopg
 import pytest
@@ -455,3 +456,30 @@ def test_arrays_keep_their_dimensions_and_bounds(create_database):
     assert rows[0][:9] == (1, "[1:2][1:2]", 'a, "quoted" {x}', None, "back\\slash", True, "[0:1]", True, True)
     assert rows[1][1] == "[1:2]" and rows[1][9] == "plain" and rows[1][10].endswith("@example.com")
     assert rows[1][6] is None and rows[2][1] is None, "empty and NULL arrays stay so"
+
+
+def test_whole_documents_are_scrubbed_and_stay_valid(create_database):
+    conninfo = create_database("scrub_documents")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE EXTENSION IF NOT EXISTS hstore;"
+            "CREATE TABLE webhooks (id int PRIMARY KEY, body jsonb, raw json, page xml, tags hstore);"
+            """INSERT INTO webhooks VALUES (1,
+                 '{"payer": {"contact": "Ravi <ravi@gmail.com>", "mobile": 9876543210}, "amount": 120, "ok": true}',
+                 '{"note": "call +91 98765 43210", "n": [1, 2]}',
+                 '<p>mail <b>ravi@gmail.com</b> or 9876543210@ybl</p>',
+                 'email=>ravi@gmail.com, plan=>gold'),
+               (2, NULL, NULL, NULL, NULL)"""
+        )
+        policy = parse_policy("tables:\n  webhooks: {id: keep, body: scrub, raw: scrub, page: scrub, tags: scrub}\n")
+        mask_table(conn, policy, "webhooks", KEY)
+        body, raw, page, tags, nulls = conn.execute(
+            "SELECT body, raw::text, page::text, tags -> 'email', (SELECT body IS NULL AND tags IS NULL FROM webhooks"
+            " WHERE id = 2) FROM webhooks WHERE id = 1"
+        ).fetchone()
+    assert body["amount"] == 120 and body["ok"] is True, "the rest of the document is kept"
+    assert re.fullmatch(r"Ravi <[a-p]{16}@example\.com>", body["payer"]["contact"])
+    assert isinstance(body["payer"]["mobile"], int) and body["payer"]["mobile"] != 9876543210
+    assert raw.startswith('{"note": "call +91 ') and "98765 43210" not in raw and '"n": [1, 2]' in raw
+    assert page.startswith("<p>mail <b>") and "ravi@gmail.com" not in page and "9876543210" not in page
+    assert tags.endswith("@example.com") and nulls

@@ -23,12 +23,15 @@ FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
 NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
 WHOLE_NUMBER_TYPES = frozenset({"bigint", "numeric"})
 # Non-text types some text transforms also accept (cast to text and back): a phone or an Aadhaar number is
-# often stored as a bigint (integer is too small for either).
+# often stored as a bigint (integer is too small for either). Names are unqualified (an extension's hstore).
 TEXT_CASTABLE = {
     "ip": frozenset({"inet", "cidr"}),
     "fpe": frozenset({"uuid"}),
     "phone": WHOLE_NUMBER_TYPES,
     "aadhaar": WHOLE_NUMBER_TYPES,
+    # A whole document or markup, scrubbed as its text: masked tokens are letters, digits and @, which keep
+    # it valid (an email inside a JSON string, a phone that is a JSON number).
+    "scrub": frozenset({"json", "jsonb", "xml", "hstore"}),
 }
 # Whole-number columns masked with these are PII kept as numbers: collected at restore and audited as text.
 NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
