@@ -37,7 +37,8 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
     conninfo = database_with(
         create_database,
         "snippet_names",
-        'CREATE TABLE "Passenger Notes" ("Contact: Email" text, "#tag" text, date_of_birth date, route_name text);',
+        'CREATE TABLE "Passenger Notes" ("Contact: Email" text, "#tag" text, date_of_birth date, route_name text,'
+        " payload jsonb, mobile bigint, trip_id bigint);",
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -48,5 +49,6 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
     assert find_uncovered(policy, tables) == []
     assert find_policy_problems(policy, tables) == []
     columns = policy.table("Passenger Notes").columns
-    suggested = [columns[name].transform for name in ("Contact: Email", "#tag", "date_of_birth")]
-    assert suggested == ["email", "redact", "date"]
+    names = ("Contact: Email", "#tag", "date_of_birth", "payload", "mobile", "trip_id")
+    suggested = [columns[name].transform for name in names]
+    assert suggested == ["email", "redact", "date", "scrub", "phone", "keep"], "each applies as pasted"

@@ -2,7 +2,7 @@
 
 Only a starting point a person reviews (every line says `# REVIEW`). A suggestion is never weaker than the
 old default: text starts as `redact` unless its name says which mask keeps it useful; a date named like a
-birth date is masked instead of kept."""
+birth date is masked instead of kept; a JSON, XML or hstore document is scrubbed instead of kept."""
 
 from __future__ import annotations
 
@@ -39,9 +39,13 @@ def _words(column: str) -> str:
 _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
 
 
-def suggested_rule(column: str, is_text: bool, is_date: bool, is_whole_number: bool = False) -> tuple[str, str]:
+def suggested_rule(
+    column: str, is_text: bool, is_date: bool, is_whole_number: bool = False, is_document: bool = False
+) -> tuple[str, str]:
     """(rule, why) for the snippet line of an unclassified column."""
     words = _words(column)
+    if is_document:
+        return "scrub", "a document: scrub masks every email, phone and UPI handle in it, or list JSON paths"
     if is_whole_number:
         for transform, pattern in _NUMBER_BY_NAME:
             if pattern.search(words):
