@@ -35,7 +35,7 @@ def _rule(yaml_rule: str):
         ("name", True),
         ("address", True),
         ("date", True),
-        ("upi", True),
+        ("upi", False),
         ("ip", True),
         ("redact", True),
         ("scrub", True),

@@ -12,6 +12,7 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
+from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
 from refresh_pipeline_tests.helpers import database_with
@@ -483,3 +484,38 @@ def test_whole_documents_are_scrubbed_and_stay_valid(create_database):
     assert raw.startswith('{"note": "call +91 ') and "98765 43210" not in raw and '"n": [1, 2]' in raw
     assert page.startswith("<p>mail <b>") and "ravi@gmail.com" not in page and "9876543210" not in page
     assert tags.endswith("@example.com") and nulls
+
+
+def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):
+    """A local part whose letters equal another handle's local part in production moves on; every other keeps
+    its first candidate with no lookup; the same local part masks alike with any bank, in a column, a JSON
+    document and free text; a phone-shaped one masks like that phone."""
+    conninfo = create_database("upi_value_map")
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        taken = conn.execute("SELECT refresh_pipeline.upi_candidate(%s, 'ravi.k')", (pads,)).fetchone()[0]
+        conn.execute("CREATE TABLE payers (id int PRIMARY KEY, upi text UNIQUE, doc jsonb, note text)")
+        conn.execute(
+            "INSERT INTO payers VALUES (1, 'ravi.k@okaxis', '{\"vpa\": \"ravi.k@ybl\"}', 'paid by Ravi.K@okaxis'),"
+            " (2, %(taken)s || '@ybl', NULL, NULL), (3, 'asha@oksbi', NULL, 'asha'),"
+            " (4, '9876543210@ybl', NULL, 'call 98765 43210'), (5, 'ravi.k', NULL, NULL)",
+            {"taken": taken},
+        )
+        policy = parse_policy("tables:\n  payers: {id: keep, upi: upi, doc: {json: {'$.vpa': upi}}, note: scrub}\n")
+        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
+        moved = conn.execute("SELECT cardinality(refresh_pipeline.moved_upis())").fetchone()[0]
+        asha_first = conn.execute("SELECT refresh_pipeline.upi_candidate(%s, 'asha')", (pads,)).fetchone()[0]
+        mask_table(conn, policy, "payers", KEY)
+        rows = dict(conn.execute("SELECT id, upi FROM payers").fetchall())
+        vpa, note, phone_note = conn.execute(
+            "SELECT (SELECT doc ->> 'vpa' FROM payers WHERE id = 1), (SELECT note FROM payers WHERE id = 1),"
+            " (SELECT note FROM payers WHERE id = 4)"
+        ).fetchone()
+    ravi = rows[1].split("@")[0]
+    assert moved == 1, "only ravi.k, whose first candidate is another handle's local part, moved"
+    assert ravi != taken and re.fullmatch(r"[a-p]{10}", ravi) and rows[1].endswith("@okaxis")
+    assert rows[3] == f"{asha_first}@oksbi", "a local part without conflict keeps its first candidate"
+    assert vpa == f"{ravi}@ybl" and note == f"paid by {ravi}@okaxis" and rows[5] == ravi, "alike everywhere"
+    assert rows[4] == f"{phone_note.split()[1]}{phone_note.split()[2]}@ybl", "a phone-shaped one masks as the phone"
+    assert len(set(rows.values())) == 5

@@ -23,9 +23,9 @@ from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA, TableInfo
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TablePolicy, TransformRule
 from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
-# Transforms that give different values different masked values: value maps (email, phone), keyed
+# Transforms that give different values different masked values: value maps (email, phone, upi), keyed
 # permutations (fpe, pan, aadhaar) and full-length keyed hashes.
-_KEEPS_DISTINCT = frozenset({"keep", "email", "phone", "fpe", "pan", "aadhaar"})
+_KEEPS_DISTINCT = frozenset({"keep", "email", "phone", "upi", "fpe", "pan", "aadhaar"})
 # A keyed hash this long (in hex characters, 128 bits) does not collide in practice.
 _DISTINCT_HASH_LENGTH = 32
 _WHY_NOT_DISTINCT = {
@@ -37,12 +37,11 @@ _WHY_NOT_DISTINCT = {
     "date": "moves dates within their year or month",
     "geo": "moves coordinates by a few hundred metres",
     "number": "picks numbers from a range",
-    "upi": "turns a handle's name into 10 random letters and ignores its case",
     "ip": "maps addresses into 10.0.0.0/8 or fd00::/8",
     "scrub": "masks what it finds inside a text, which can make two texts alike",
 }
 # Transforms the warning suggests instead.
-DISTINCT_TRANSFORMS = "email, phone, fpe, pan, aadhaar or hash"
+DISTINCT_TRANSFORMS = "email, phone, upi, fpe, pan, aadhaar or hash"
 
 _UNIQUE_INDEXES = f"""
 SELECT n.nspname, t.relname, ic.relname,

@@ -20,6 +20,19 @@ ALTER TABLE refresh_pipeline.value_map DROP CONSTRAINT IF EXISTS value_map_pkey;
 -- only those need a lookup; NULL means "look every email up". Rewritten by each refresh's value map.
 CREATE OR REPLACE FUNCTION refresh_pipeline.moved_emails() RETURNS bytea[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT NULL::bytea[] $$;
+-- The same for UPI local parts.
+CREATE OR REPLACE FUNCTION refresh_pipeline.moved_upis() RETURNS bytea[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT NULL::bytea[] $$;
+
+-- The local part of a UPI token as the value map knows it: lower-case, the handle's part before its last
+-- '@' (all of a value without one); NULL for a phone-shaped local part, which the phone map covers.
+CREATE OR REPLACE FUNCTION refresh_pipeline.upi_map_key(token text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(token, '@') = 0 THEN nullif(lower(token), '')
+                WHEN l ~ '^(\+?91|0)?[6-9][0-9]{9}$' THEN NULL
+                ELSE nullif(l, '') END
+    FROM (SELECT lower(substring(token FROM '^(.*)@')) AS l) AS t
+$$;
 
 -- Masking functions are LANGUAGE sql, STABLE (convert_to is) and free of constructs that stop the
 -- planner from inlining them (ARRAY[...] or CASE in a STRICT function, STABLE calls in an IMMUTABLE
@@ -309,11 +322,33 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- A UPI handle's local part: a phone-shaped one masks like that phone, anything else to letters.
+-- A UPI handle's local part (lower-case, not phone-shaped) as 10 keyed letters: its first candidate in the
+-- value map.
+CREATE OR REPLACE FUNCTION refresh_pipeline.upi_candidate(key bytea, normalised text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$ SELECT refresh_pipeline.hmac_letters(key, 'upi:' || normalised, 10) $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.looked_up_upi(key bytea, normalised text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(refresh_pipeline.mapped_value(key, 'upi', normalised), refresh_pipeline.upi_candidate(key, normalised))
+$$;
+
+-- As mapped_email: only the local parts a conflict moved are looked up.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mapped_upi(key bytea, normalised text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN refresh_pipeline.moved_upis() IS NULL THEN refresh_pipeline.looked_up_upi(key, normalised)
+                WHEN cardinality(refresh_pipeline.moved_upis()) > 0
+                 AND refresh_pipeline.map_fingerprint(key, 'upi', normalised) = ANY(refresh_pipeline.moved_upis())
+                THEN refresh_pipeline.looked_up_upi(key, normalised)
+                ELSE refresh_pipeline.upi_candidate(key, normalised) END
+$$;
+
+-- A UPI handle's local part: a phone-shaped one masks like that phone, anything else to its mapped letters
+-- (distinct local parts stay distinct; the case is ignored, as UPI ignores it).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi_local(key bytea, local_part text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN local_part ~ '^(\+?91|0)?[6-9][0-9]{9}$' THEN refresh_pipeline.mask_phone(key, local_part)
-                ELSE refresh_pipeline.hmac_letters(key, 'upi:' || lower(local_part), 10) END
+                ELSE refresh_pipeline.mapped_upi(key, lower(local_part)) END
 $$;
 
 -- '<name or phone>@<bank>': the bank stays.
@@ -321,7 +356,7 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.mask_upi(key bytea, v text) RETURNS 
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN v = '' THEN v
-        WHEN strpos(v, '@') = 0 THEN refresh_pipeline.hmac_letters(key, 'upi:' || lower(v), 10)
+        WHEN strpos(v, '@') = 0 THEN refresh_pipeline.mapped_upi(key, lower(v))
         WHEN strpos(substr(v, strpos(v, '@') + 1), '@') = 0
             THEN refresh_pipeline.mask_upi_local(key, split_part(v, '@', 1)) || '@' || split_part(v, '@', 2)
         ELSE refresh_pipeline.mask_upi_local(key, substring(v FROM '^(.*)@')) || substring(v FROM '(@[^@]*)$')

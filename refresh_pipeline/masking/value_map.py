@@ -1,5 +1,5 @@
-"""The per-refresh value map: every production email and phone, wherever it appears, gets one masked value
-that is unique and never equal to any production value of its kind."""
+"""The per-refresh value map: every production email, phone and UPI local part, wherever it appears, gets one
+masked value that is unique and never equal to any production value of its kind."""
 
 import psycopg
 from psycopg import sql
@@ -17,19 +17,29 @@ MAX_MOVED_LISTED = 10_000
 ALL_ROWS = sql.SQL("true")
 KEY = key_column(MASKING_PURPOSE)
 
+KINDS = ("email", "phone", "upi")
 _WHOLE_VALUE = {
     "email": "lower(btrim({col}))",
     "phone": "right(regexp_replace({col}, '[^0-9]', '', 'g'), 10)",
+    "upi": "lower(btrim({col}))",
+}
+# What the map is keyed by, from a collected token: the token itself, or a UPI handle's local part.
+_MAP_KEY = {
+    "email": "token",
+    "phone": "token",
+    "upi": "refresh_pipeline.upi_map_key(token)",
 }
 _FIRST_CANDIDATE = {
     "email": "refresh_pipeline.email_candidate({key}, token)",
     "phone": "refresh_pipeline.phone_candidate({key}, token)",
+    "upi": "refresh_pipeline.upi_candidate({key}, token)",
 }
 _NEXT_CANDIDATE = {
     # Not email_candidate(masked): a value moved because its candidate equals an original would then take
     # that original's own first candidate, and move it too.
     "email": "refresh_pipeline.hmac_letters({key}, 'email:retry:' || v.masked, 16) || '@example.com'",
     "phone": "left(v.masked, 1) || refresh_pipeline.fpe_digits({key}, substr(v.masked, 2), 'phone:retry')",
+    "upi": "refresh_pipeline.hmac_letters({key}, 'upi:retry:' || v.masked, 10)",
 }
 
 
@@ -122,7 +132,8 @@ def start_value_maps(conn: psycopg.Connection) -> None:
         )
     )
     conn.execute("TRUNCATE refresh_pipeline.value_map")
-    _define_moved_emails(conn, sql.SQL("NULL"))
+    for kind in _MOVED_LISTS:
+        _define_moved(conn, kind, sql.SQL("NULL"))
 
 
 def index_value_maps(conn: psycopg.Connection) -> None:
@@ -135,17 +146,19 @@ def add_value_map_candidates(conn: psycopg.Connection, key: MaskingKey, source: 
     other call adds (default: this session's temporary token table); several sessions may add at once."""
     share_key(conn, key, MASKING_PURPOSE)
     tokens = source if source is not None else sql.Identifier(ORIGINAL_TOKENS)
-    for kind in ("email", "phone"):
+    for kind in KINDS:
         fingerprint = sql.SQL("refresh_pipeline.map_fingerprint({key}, {kind}, token)").format(
             key=KEY, kind=sql.Literal(kind)
         )
         conn.execute(
             sql.SQL(
                 "INSERT INTO refresh_pipeline.value_map (kind, fingerprint, masked) "
-                "SELECT {kind}, {fingerprint}, {candidate} FROM {tokens} AS t CROSS JOIN {key_relation}"
-                " WHERE kind = {kind} AND length(token) >= 2"
+                "SELECT {kind}, {fingerprint}, {candidate} FROM"
+                " (SELECT DISTINCT {map_key} AS token FROM {tokens} WHERE kind = {kind}) AS t CROSS JOIN {key_relation}"
+                " WHERE length(token) >= 2"
             ).format(
                 kind=sql.Literal(kind),
+                map_key=sql.SQL(_MAP_KEY[kind]),
                 fingerprint=fingerprint,
                 candidate=sql.SQL(_FIRST_CANDIDATE[kind]).format(key=KEY),
                 tokens=tokens,
@@ -162,7 +175,7 @@ def resolve_value_maps(
     without conflict keep their candidate, so they mask the same way every week. Kinds never conflict
     with each other, so with a pool (`connect`, `workers`) they are resolved side by side. Returns how
     many values were mapped per kind."""
-    kinds = ("email", "phone")
+    kinds = KINDS
     index_value_maps(conn)
 
     def resolve(session: psycopg.Connection, kind: str) -> int:
@@ -173,7 +186,8 @@ def resolve_value_maps(
         return 0
 
     run_ranges(kinds, resolve, conn, connect, workers)
-    _publish_moved_emails(conn)
+    for kind in _MOVED_LISTS:
+        _publish_moved(conn, kind)
     if not conn.info.transaction_status:  # VACUUM cannot run inside a caller's transaction
         conn.execute("VACUUM (ANALYZE) refresh_pipeline.value_map")
     return {
@@ -182,28 +196,32 @@ def resolve_value_maps(
     }
 
 
-def _publish_moved_emails(conn: psycopg.Connection) -> None:
-    """Name the few emails a conflict moved in refresh_pipeline.moved_emails(); every other email masks to
-    its first candidate without a lookup. Past MAX_MOVED_LISTED, every email is looked up."""
+# Kinds whose masking function consults the map only for the values a conflict moved, listed in a function.
+_MOVED_LISTS = {"email": "moved_emails", "upi": "moved_upis"}
+
+
+def _publish_moved(conn: psycopg.Connection, kind: str) -> None:
+    """Name the few values of `kind` a conflict moved in refresh_pipeline.moved_emails() (moved_upis()); every
+    other value masks to its first candidate without a lookup. Past MAX_MOVED_LISTED, every one is looked up."""
     moved = (
         conn.execute(
             "SELECT array_agg(fingerprint ORDER BY fingerprint) FROM ("
-            " SELECT fingerprint FROM refresh_pipeline.value_map WHERE kind = 'email' AND moved_in_round > 0"
+            " SELECT fingerprint FROM refresh_pipeline.value_map WHERE kind = %s AND moved_in_round > 0"
             " LIMIT %s) AS m",
-            (MAX_MOVED_LISTED + 1,),
+            (kind, MAX_MOVED_LISTED + 1),
         ).fetchone()[0]
         or []
     )
     listed = sql.SQL("NULL") if len(moved) > MAX_MOVED_LISTED else sql.Literal(moved)
-    _define_moved_emails(conn, listed)
+    _define_moved(conn, kind, listed)
 
 
-def _define_moved_emails(conn: psycopg.Connection, value: sql.Composable) -> None:
+def _define_moved(conn: psycopg.Connection, kind: str, value: sql.Composable) -> None:
     conn.execute(
         sql.SQL(
-            "CREATE OR REPLACE FUNCTION refresh_pipeline.moved_emails() RETURNS bytea[] "
+            "CREATE OR REPLACE FUNCTION refresh_pipeline.{}() RETURNS bytea[] "
             "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT {}::bytea[] $fn$"
-        ).format(value)
+        ).format(sql.Identifier(_MOVED_LISTS[kind]), value)
     )
 
 
@@ -252,4 +270,5 @@ def _resolve_conflicts(conn: psycopg.Connection, kind: str) -> None:
 def clear_value_maps(conn: psycopg.Connection) -> None:
     """Empty the map before promotion: staging needs no fingerprints of production values."""
     conn.execute("TRUNCATE refresh_pipeline.value_map")
-    _define_moved_emails(conn, sql.SQL("NULL"))
+    for kind in _MOVED_LISTS:
+        _define_moved(conn, kind, sql.SQL("NULL"))
