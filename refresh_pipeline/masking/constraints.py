@@ -20,7 +20,15 @@ import psycopg
 
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA, TableInfo
-from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TablePolicy, TransformRule
+from refresh_pipeline.masking.policy import (
+    ArrayRule,
+    ColumnRule,
+    JsonRule,
+    MaskingPolicy,
+    TablePolicy,
+    TransformRule,
+    describe_rule,
+)
 from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
 # Transforms that give different values different masked values: value maps (email, phone, upi), keyed
@@ -118,16 +126,8 @@ def _culprits(index: UniqueIndex, table_policy: TablePolicy) -> list[str]:
     for column in index.columns:
         rule = table_policy.columns.get(column)
         if rule is not None and (reason := collision_reason(rule, index.nulls_not_distinct)):
-            culprits.append(f"{column} (`{_rule_name(rule)}` {reason})")
+            culprits.append(f"{column} (`{describe_rule(rule)}` {reason})")
     return culprits
-
-
-def _rule_name(rule: ColumnRule) -> str:
-    if isinstance(rule, ArrayRule):
-        return f"array: {rule.element.transform}"
-    if isinstance(rule, JsonRule):
-        return "json"
-    return rule.transform
 
 
 def find_unique_index_risks(
@@ -168,7 +168,7 @@ FROM pg_constraint c WHERE c.contypid <> 0 AND c.conname = %(name)s AND c.contyp
 
 
 def _masked_columns(columns: list[str], table_policy: TablePolicy) -> str:
-    masked = [f"{c} (`{_rule_name(r)}`)" for c in columns if (r := table_policy.masked_columns.get(c)) is not None]
+    masked = [f"{c} (`{describe_rule(r)}`)" for c in columns if (r := table_policy.masked_columns.get(c)) is not None]
     return ", ".join(masked) or "none of its columns is masked"
 
 
