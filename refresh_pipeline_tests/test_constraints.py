@@ -140,6 +140,7 @@ def test_masked_rows_breaking_a_unique_index_fail_at_once_naming_it(create_datab
     message = str(raised.value)
     assert message.startswith("public.members: masking gives two rows the same values for unique index members_")
     assert "nothing was changed" in message and "(`name` picks names from a list)" in message
+    assert "members_username_key" in message and "members_full_name_dob_key" in message, "the other one at risk too"
     assert "Ravi Kumar" not in message and "@gmail" not in message and "user1" not in message, "no value quoted"
     assert after == before and marker == 0, "nothing changed"
     assert not any("DELETE + INSERT" in m for m in messages), "no second attempt that must fail the same way"

@@ -186,17 +186,21 @@ def explain_violation(
             f"changed; masked columns it checks: {_masked_columns(columns, table_policy)}. Use transforms whose "
             "values pass it."
         )
-    index = next((i for i in read_unique_indexes(conn).get((info.schema, info.name), []) if i.name == name), None)
+    indexes = read_unique_indexes(conn).get((info.schema, info.name), [])
+    index = next((i for i in indexes if i.name == name), None)
     if index is None:  # an exclusion constraint, NOT NULL
         return (
             f"{info.qualified_name}: masked rows break a constraint ({first_line_without_row_data(error)}), "
             "so nothing was changed; its masked columns need transforms whose values it accepts."
         )
     culprits = _culprits(index, table_policy) or [f"masked: {_masked_columns(list(index.columns), table_policy)}"]
+    # The swap stops at the first broken index; naming the others at risk saves a refresh per fix.
+    others = [f"{i.name} on ({', '.join(i.columns)})" for i in indexes if i is not index and _culprits(i, table_policy)]
     return (
         f"{info.qualified_name}: masking gives two rows the same values for unique index {index.name} on "
         f"({', '.join(index.columns)}), so nothing was changed: {'; '.join(culprits)}. "
         f"Mask those columns with a transform that keeps values distinct ({DISTINCT_TRANSFORMS})."
+        + (f" Also at risk on this table: {', '.join(others)}." if others else "")
     )
 
 
