@@ -277,3 +277,20 @@ def test_pii_inside_xml_row_type_and_text_search_columns_is_found(create_databas
         audit = scan_table(conn, table, KEY, kept_columns={"id", "card", "main", "others", "search"})
     found = {f.column: f.patterns for f in audit.findings}
     assert found == {"card": {"phone": 1}, "main": {"email": 1}, "others": {"email": 1}, "search": {"email": 1}}
+
+
+def test_kept_bytes_are_read_for_pii_without_failing_on_binary_data(create_database):
+    conninfo = database_with(
+        create_database,
+        "audit_bytes",
+        "CREATE TABLE files (id int PRIMARY KEY, blob bytea, big bytea);"
+        "INSERT INTO files VALUES (1, convert_to('From: ravi@gmail.com, +91 98765 43210', 'UTF8'), NULL),"
+        " (2, '\\x00ff80fe0a'::bytea || convert_to('asha@yahoo.com', 'UTF8'), NULL),"
+        " (3, '\\x89504e470d0a1a0a'::bytea, NULL),"
+        " (4, NULL, convert_to(repeat('x', 70000) || 'late@gmail.com', 'UTF8'))",
+    )
+    with psycopg.connect(conninfo) as conn:
+        audit = scan_table(conn, read_tables(conn)[("public", "files")], KEY, kept_columns={"id", "blob", "big"})
+    assert audit.columns_scanned == ["blob", "big"]
+    assert [(f.column, f.patterns) for f in audit.findings] == [("blob", {"email": 2, "phone": 1})]
+    assert audit.findings[0].locations == ("(0,1)", "(0,2)"), "rows named, values not"

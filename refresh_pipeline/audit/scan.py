@@ -28,7 +28,7 @@ from refresh_pipeline.chunked import (
     token_share_column,
 )
 from refresh_pipeline.column_work import ColumnRange, text_column_work
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import TableInfo, with_kept_bytes
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
 
@@ -111,12 +111,12 @@ _NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS d
 # repeated: those are read row by row).
 _DISTINCT_VALUES = """
     SELECT min(s.ctid) AS location, count(*) AS n, s.v FROM (
-        SELECT src.ctid, src.{column}::text AS v FROM {target} AS src {sample}
+        SELECT src.ctid, {src_text} AS v FROM {target} AS src {sample}
         WHERE src.{column} IS NOT NULL AND {condition}) AS s
     GROUP BY s.v
 """
 _EVERY_VALUE = """
-    SELECT src.ctid AS location, 1::bigint AS n, src.{column}::text AS v FROM {target} AS src {sample}
+    SELECT src.ctid AS location, 1::bigint AS n, {src_text} AS v FROM {target} AS src {sample}
     WHERE src.{column} IS NOT NULL AND {condition}
 """
 
@@ -145,7 +145,7 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
        CASE WHEN EXISTS (SELECT 1 FROM offending) THEN (
            SELECT array_agg(l::text ORDER BY l) FROM (
                SELECT r.ctid AS l FROM {target} AS r
-               WHERE r.{column}::text IN (SELECT s.v FROM src AS s JOIN offending AS o ON o.location = s.location)
+               WHERE {r_text} IN (SELECT s.v FROM src AS s JOIN offending AS o ON o.location = s.location)
                  AND {condition}
                ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows)
        END
@@ -170,7 +170,7 @@ GROUP BY s.column_name
 _FIRST_ROWS = """
 SELECT array_agg(l::text ORDER BY l) FROM (
     SELECT r.ctid AS l FROM {target} AS r
-    WHERE r.{column}::text IN (SELECT o.{column}::text FROM {target} AS o WHERE o.ctid = ANY(%(rows)s::tid[]))
+    WHERE {r_text} IN (SELECT {o_text} FROM {target} AS o WHERE o.ctid = ANY(%(rows)s::tid[]))
     ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows
 """
 
@@ -226,7 +226,8 @@ def scan_table(
     workers: int = 1,
     blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> TableAudit:
-    """Audit every text, JSON and array column of the table, and its kept bigint and numeric columns.
+    """Audit every text, JSON and array column of the table, its kept bytea columns (the first AUDITED_BYTES
+    of each value, escaped) and its kept bigint and numeric columns.
 
     Known values: any token (or whole value) whose fingerprint equals an original's fails, in any
     column; so does a production phone in a kept bigint or numeric column (numbers.py). Patterns: in
@@ -236,6 +237,7 @@ def scan_table(
     `connect` when given.
     """
     started = time.monotonic()
+    table = with_kept_bytes(table, kept_columns)
     known = fingerprints_present(conn)
     target = table.ident
     sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
@@ -258,12 +260,17 @@ def scan_table(
     def scan(session: psycopg.Connection, item: ColumnRange) -> int:
         column = item.column
         values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
-            column=sql.Identifier(column.name), target=target, sample=sample, condition=item.block_range.condition()
+            column=sql.Identifier(column.name),
+            src_text=column.as_text("src"),
+            target=target,
+            sample=sample,
+            condition=item.block_range.condition(),
         )
         query = sql.SQL(_COLUMN_SCAN).format(
             values=values,
             target=target,
             column=sql.Identifier(column.name),
+            r_text=column.as_text("r"),
             condition=item.block_range.condition(),
             known=_known_values_query(known, column.scalar_text),
             save_tokens=sql.SQL(_SAVE_TOKENS if known else _NO_SAVE).format(
@@ -295,8 +302,10 @@ def scan_table(
             raise_work_mem(session)
             found = session.execute(query, params).fetchall()
         for name, known_count, rows in found:
-            column = sql.Identifier(name)
-            first_rows = sql.SQL(_FIRST_ROWS).format(target=target, column=column)
+            scanned = table.column(name)
+            first_rows = sql.SQL(_FIRST_ROWS).format(
+                target=target, r_text=scanned.as_text("r"), o_text=scanned.as_text("o")
+            )
             locations = session.execute(first_rows, {**params, "rows": rows}).fetchone()[0]
             with totals_lock:
                 totals[name].add(known_count, {}, locations)

@@ -34,6 +34,8 @@ TEXT_CASTABLE = {
     "scrub": frozenset({"json", "jsonb", "xml", "hstore"}),
 }
 # Whole-number columns masked with these are PII kept as numbers: collected at restore and audited as text.
+# How much of each value of a kept bytea column the audit reads (a file's text is usually near its start).
+AUDITED_BYTES = 65536
 NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
 
 
@@ -49,6 +51,7 @@ class ColumnInfo:
     max_length: int | None
     composite: bool = False  # a row type (or an array of one): its fields print as text
     pii_number: bool = False  # a whole number the policy masks as a phone or an Aadhaar number (with_pii_numbers)
+    audited_bytes: bool = False  # a kept bytea column the audit reads as text (with_kept_bytes)
 
     @property
     def is_text(self) -> bool:
@@ -66,7 +69,21 @@ class ColumnInfo:
     def holds_text(self) -> bool:
         """Could hold PII as text: text-like, JSON, XML, hstore, a row type, or an array of those."""
         unqualified = self.base_type.rsplit(".", 1)[-1]
-        return self.pii_number or self.composite or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
+        return (
+            self.pii_number
+            or self.audited_bytes
+            or self.composite
+            or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
+        )
+
+    def as_text(self, alias: str) -> sql.Composed:
+        """The column's value as the tokeniser reads it. Bytes: their first AUDITED_BYTES, printable ASCII as
+        is and every other byte escaped, so an email or phone stored as bytes shows and nothing fails to
+        decode."""
+        column = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(self.name))
+        if self.audited_bytes:
+            return sql.SQL("encode(substring({} FROM 1 FOR {}), 'escape')").format(column, sql.Literal(AUDITED_BYTES))
+        return sql.SQL("{}::text").format(column)
 
     @property
     def scalar_text(self) -> bool:
@@ -167,4 +184,15 @@ def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
         )
 
     columns = tuple(dataclasses.replace(c, pii_number=True) if pii_number(c) else c for c in table.columns)
+    return dataclasses.replace(table, columns=columns)
+
+
+def with_kept_bytes(table: TableInfo, kept_columns: set[str]) -> TableInfo:
+    """The table with its kept bytea columns marked `audited_bytes`: the audit reads them as text too."""
+    columns = tuple(
+        dataclasses.replace(c, audited_bytes=True)
+        if c.name in kept_columns and not c.is_array and c.base_type == "bytea"
+        else c
+        for c in table.columns
+    )
     return dataclasses.replace(table, columns=columns)
