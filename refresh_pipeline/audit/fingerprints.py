@@ -57,12 +57,13 @@ def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
     table_policy = policy.tables.get((table.schema, table.name))
     if table_policy is None:
         return []
+    marked = with_pii_numbers(table, policy)
     return [
         name
         for name, rule in table_policy.columns.items()
         if isinstance(rule, TransformRule)
         and rule.transform in WHOLE_VALUE_TRANSFORMS
-        and (column := with_pii_numbers(table, policy).column(name)) is not None
+        and (column := marked.column(name)) is not None
         and column.scalar_text
     ]
 

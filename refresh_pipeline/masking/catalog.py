@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -183,16 +184,16 @@ def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
             and column.base_type in WHOLE_NUMBER_TYPES
         )
 
-    columns = tuple(dataclasses.replace(c, pii_number=True) if pii_number(c) else c for c in table.columns)
-    return dataclasses.replace(table, columns=columns)
+    return _with_marked(table, "pii_number", pii_number)
 
 
 def with_kept_bytes(table: TableInfo, kept_columns: set[str]) -> TableInfo:
     """The table with its kept bytea columns marked `audited_bytes`: the audit reads them as text too."""
-    columns = tuple(
-        dataclasses.replace(c, audited_bytes=True)
-        if c.name in kept_columns and not c.is_array and c.base_type == "bytea"
-        else c
-        for c in table.columns
+    return _with_marked(
+        table, "audited_bytes", lambda c: c.name in kept_columns and not c.is_array and c.base_type == "bytea"
     )
+
+
+def _with_marked(table: TableInfo, flag: str, marked: Callable[[ColumnInfo], bool]) -> TableInfo:
+    columns = tuple(dataclasses.replace(c, **{flag: True}) if marked(c) else c for c in table.columns)
     return dataclasses.replace(table, columns=columns)
