@@ -27,7 +27,7 @@ import yaml
 from psycopg import sql
 
 from refresh_pipeline.demo.dataset import load_demo_database
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import WHOLE_NUMBER_TYPES, ColumnInfo, read_tables
 from refresh_pipeline.masking.policy import ArrayRule, JsonRule, load_policy
 from refresh_pipeline.platforms.connections import libpq_env
 from refresh_pipeline.platforms.local_server import LocalServer
@@ -149,11 +149,11 @@ def clone_baseline(
     return Measurement("(a) plain clone: pg_dump + pg_restore", statistics.median(times), note=note), median
 
 
-def _naive_expression(column: str, rule: object, type_name: str) -> sql.Composable:
+def _naive_expression(column: str, rule: object, info: ColumnInfo) -> sql.Composable:
     col = sql.Identifier(column)
-    if type_name in ("bigint", "numeric") or type_name.startswith("numeric("):  # a phone kept as a number
+    if info.base_type in WHOLE_NUMBER_TYPES:  # a phone kept as a number
         return sql.SQL("CAST(6000000000 + abs(hashtextextended({}::text, 0)) % 4000000000 AS {})").format(
-            col, sql.SQL(type_name)
+            col, sql.SQL(info.type_name)
         )
     if isinstance(rule, JsonRule):
         expression: sql.Composable = col
@@ -187,9 +187,7 @@ def naive_update(server: LocalServer, dump_dir: Path, jobs: int) -> Measurement:
                 continue
             info = tables[(table.schema, table.table)]
             assignments = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(
-                    sql.Identifier(name), _naive_expression(name, rule, info.column(name).type_name)
-                )
+                sql.SQL("{} = {}").format(sql.Identifier(name), _naive_expression(name, rule, info.column(name)))
                 for name, rule in table.masked_columns.items()
                 if not (hasattr(rule, "transform") and rule.transform in ("null", "geo", "date"))
             )

@@ -10,7 +10,6 @@ read in one scan, and the range test leaves ordinary IDs and amounts out before 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import psycopg
@@ -56,15 +55,8 @@ def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[Column
         and not column.is_array
         and not column.pii_number
         and column.base_type in WHOLE_NUMBER_TYPES
-        and _integer_digits(column.type_name) >= 10
+        and (column.numeric_digits[0] or 10) >= 10
     ]
-
-
-def _integer_digits(type_name: str) -> int:
-    """Digits before the point: numeric(p, s) holds p - s; bigint 19, unconstrained numeric any number."""
-    if match := re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)", type_name):
-        return int(match[1]) - int(match[2] or 0)
-    return 19
 
 
 def phones_in_kept_numbers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,15 @@ class ColumnInfo:
         if self.audited_bytes:
             return sql.SQL("encode(substring({} FROM 1 FOR {}), 'escape')").format(column, sql.Literal(AUDITED_BYTES))
         return sql.SQL("{}::text").format(column)
+
+    @property
+    def numeric_digits(self) -> tuple[int | None, int]:
+        """(digits before the point, digits after) of a numeric(p, s); (None, 0) when unbounded (bigint,
+        unconstrained numeric) or not a number."""
+        if match := re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)", self.type_name):
+            scale = int(match[2] or 0)
+            return int(match[1]) - scale, scale
+        return None, 0
 
     @property
     def scalar_text(self) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg import sql
 
@@ -42,7 +40,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
         fits = not column.is_array and column.base_type in NUMBER_TYPES
         return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"
     if not column.is_array and column.base_type.rsplit(".", 1)[-1] in TEXT_CASTABLE.get(transform, ()):
-        if transform in NUMBER_PII_TRANSFORMS and re.search(r",\s*[1-9]", column.type_name):
+        if transform in NUMBER_PII_TRANSFORMS and column.numeric_digits[1] > 0:
             return f"`{transform}` needs whole numbers, not {column.type_name}"
         return None
     if not column.is_text:
