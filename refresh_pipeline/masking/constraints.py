@@ -33,7 +33,8 @@ from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
 # Transforms that give different values different masked values: value maps (email, phone, upi), keyed
 # permutations (fpe, pan, aadhaar) and full-length keyed hashes.
-_KEEPS_DISTINCT = frozenset({"keep", "email", "phone", "upi", "fpe", "pan", "aadhaar"})
+_DISTINCT_MASKS = ("email", "phone", "upi", "fpe", "pan", "aadhaar")
+_KEEPS_DISTINCT = frozenset({"keep", *_DISTINCT_MASKS})
 # A keyed hash this long (in hex characters, 128 bits) does not collide in practice.
 _DISTINCT_HASH_LENGTH = 32
 _WHY_NOT_DISTINCT = {
@@ -49,7 +50,7 @@ _WHY_NOT_DISTINCT = {
     "scrub": "masks what it finds inside a text, which can make two texts alike",
 }
 # Transforms the warning suggests instead.
-DISTINCT_TRANSFORMS = "email, phone, upi, fpe, pan, aadhaar or hash"
+DISTINCT_TRANSFORMS = ", ".join(_DISTINCT_MASKS) + " or hash"
 
 _UNIQUE_INDEXES = f"""
 SELECT n.nspname, t.relname, ic.relname,
