@@ -170,8 +170,8 @@ def token_share_column(shares: int) -> sql.Composed:
     same share, so shares never overlap. Stored, so that ANALYZE tells the planner how many rows a share
     holds (the same expression in a WHERE clause was estimated at 0.5% of them, and sorted instead of hashed:
     3x slower). bigint: abs() of the smallest int4 hash would overflow."""
-    # A UPI handle falls in its local part's share: the value map holds local parts, each mapped by one share.
+    # A UPI handle falls in the share of its value-map key (its local part), which one share maps once.
     return sql.SQL(
-        "share int GENERATED ALWAYS AS (abs(hashtext(CASE WHEN kind = 'upi' AND strpos(token, '@') > 0"
-        " THEN lower(substring(token FROM '^(.*)@')) ELSE token END)::bigint) % {}) STORED"
+        "share int GENERATED ALWAYS AS (abs(hashtext(CASE WHEN kind = 'upi'"
+        " THEN coalesce(refresh_pipeline.upi_map_key(token), token) ELSE token END)::bigint) % {}) STORED"
     ).format(sql.Literal(max(1, shares)))

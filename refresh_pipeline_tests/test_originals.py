@@ -86,3 +86,23 @@ def test_values_only_a_partitioned_table_holds_are_read_too(create_database):
         recorded = record_originals(conn, list(read_tables(conn).values()), policy, KEY)
     assert recorded.values_mapped == {"email": 1, "phone": 1, "upi": 0}
     assert recorded.fingerprints >= 2
+
+
+def test_a_upi_local_part_with_several_banks_is_mapped_once_by_a_pool(create_database):
+    conninfo = create_database("originals_upi_pool")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE payers (id int PRIMARY KEY, upi text);"
+            "INSERT INTO payers SELECT g, 'payer' || (g % 500) || CASE WHEN g <= 500 THEN '@okaxis' ELSE '@YBL' END"
+            " FROM generate_series(1, 1000) g"
+        )
+        install_functions(conn)
+        recorded = record_originals(
+            conn,
+            list(read_tables(conn).values()),
+            parse_policy("tables:\n  payers: {id: keep, upi: upi}\n"),
+            KEY,
+            connect=lambda: psycopg.connect(conninfo, autocommit=True),
+            workers=2,
+        )
+    assert recorded.values_mapped["upi"] == 500, "each local part once, whichever bank and session"
