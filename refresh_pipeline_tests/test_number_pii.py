@@ -77,32 +77,40 @@ def test_the_audit_reads_number_columns_masked_as_phones(restored):
     assert len(finding.locations) == 1
 
 
+def _tables(create_database, prefix: str, schema: str):
+    with psycopg.connect(database_with(create_database, prefix, schema)) as conn:
+        return read_tables(conn)
+
+
+def _snippet(tables) -> str:
+    """The policy snippet for every column of `tables`, none of which the policy names."""
+    return policy_snippet(find_uncovered(parse_policy("tables:\n  x: keep\n"), tables))
+
+
 def test_phone_and_aadhaar_apply_to_whole_numbers_only(create_database):
-    conninfo = database_with(
+    tables = _tables(
         create_database,
         "number_pii_types",
         "CREATE TABLE t (id int PRIMARY KEY, a bigint, b numeric(12,0), c numeric, d numeric(12,2), e integer);",
     )
-    with psycopg.connect(conninfo) as conn:
-        tables = read_tables(conn)
     policy = parse_policy("tables:\n  t: {id: keep, a: phone, b: aadhaar, c: phone, d: phone, e: aadhaar}\n")
     problems = find_policy_problems(policy, tables)
     assert [p.split(": ", 1)[1] for p in problems] == [
         "public.t.d (numeric(12,2)): `phone` needs whole numbers, not numeric(12,2)",
         "public.t.e (integer): `aadhaar` needs a text column, not integer",
     ]
-    snippet = policy_snippet(find_uncovered(parse_policy("tables:\n  x: keep\n"), tables))
-    assert "    a: keep  # REVIEW: bigint" in snippet
+    assert "    a: keep  # REVIEW: bigint" in _snippet(tables)
 
 
 def test_number_columns_named_like_phones_are_suggested_as_phones(create_database):
-    conninfo = database_with(
-        create_database,
-        "number_pii_names",
-        "CREATE TABLE people (id bigint PRIMARY KEY, mobile_no bigint, aadhaar_number numeric(12,0), route_id int);",
+    snippet = _snippet(
+        _tables(
+            create_database,
+            "number_pii_names",
+            "CREATE TABLE people (id bigint PRIMARY KEY, mobile_no bigint, aadhaar_number numeric(12,0),"
+            " route_id int);",
+        )
     )
-    with psycopg.connect(conninfo) as conn:
-        snippet = policy_snippet(find_uncovered(parse_policy("tables:\n  x: keep\n"), read_tables(conn)))
     assert "    mobile_no: phone  # REVIEW: bigint; named like phone" in snippet
     assert "    aadhaar_number: aadhaar  # REVIEW: numeric(12,0); named like aadhaar" in snippet
     assert "    id: keep" in snippet and "    route_id: keep" in snippet
