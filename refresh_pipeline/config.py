@@ -110,6 +110,11 @@ class RefreshConfig:
     def dagster_home(self) -> Path:
         return self.work_dir / "dagster_home"
 
+    @property
+    def masking_key_in_secret_store(self) -> bool:
+        """The worker reads the key from AWS (aws.masking_key_secret) instead of `masking_key_env`."""
+        return self.aws is not None and self.aws.masking_key_secret is not None
+
 
 def _require(raw: dict[str, Any], key: str, where: Path) -> Any:
     if key not in raw or raw[key] in (None, ""):

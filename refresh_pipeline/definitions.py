@@ -14,14 +14,10 @@ from refresh_pipeline.checks.coverage import policy_covers_every_column
 from refresh_pipeline.checks.integrity import integrity_intact
 from refresh_pipeline.checks.materialized_views import no_pii_in_materialized_views
 from refresh_pipeline.checks.pii_audit import build_pii_audit_checks
-from refresh_pipeline.config import RefreshConfig, default_config_path, load_config
+from refresh_pipeline.config import default_config_path, load_config
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.schedules import build_weekly_refresh_job, build_weekly_schedule
-
-
-def _key_from_secret_store(config: RefreshConfig) -> bool:
-    return config.aws is not None and config.aws.masking_key_secret is not None
 
 
 def build_definitions(config_path: str | Path) -> dg.Definitions:
@@ -49,7 +45,7 @@ def build_definitions(config_path: str | Path) -> dg.Definitions:
         resources={
             "refresh": RefreshResource(
                 config_path=str(Path(config_path).resolve()),
-                masking_key=None if _key_from_secret_store(config) else dg.EnvVar(config.masking_key_env),
+                masking_key=None if config.masking_key_in_secret_store else dg.EnvVar(config.masking_key_env),
             )
         },
     )

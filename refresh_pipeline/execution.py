@@ -10,6 +10,7 @@ import dagster as dg
 
 from refresh_pipeline.config import CONFIG_ENV_VAR, default_config_path, load_config
 from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.schedules import IN_PROCESS_RUN_CONFIG, WEEKLY_REFRESH_JOB, multiprocess_run_config
@@ -66,6 +67,8 @@ def _first_line_of_cause(failure: dg.DagsterEvent) -> str:
 def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOutcome:
     """Execute the whole graph once (steps in parallel unless `in_process`) and say what failed."""
     config = load_config(config_path)
+    if not config.masking_key_in_secret_store:
+        MaskingKey.from_env(config.masking_key_env)  # a missing or short key: our message, not Dagster's trace
     prepare_dagster_home(config_path)
     started_at = datetime.now(UTC)
     with dg.DagsterInstance.get() as instance:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 
 from refresh_pipeline.cli import main
@@ -63,6 +64,22 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "config file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("key", "message"), [(None, "the masking key is not set"), ("short", "is 5 characters long")])
+def test_run_without_a_usable_masking_key_says_so_before_starting(write_config, monkeypatch, capsys, key, message):
+    config = write_config("postgresql://nobody@127.0.0.1:1/never_contacted")
+    if key is None:
+        monkeypatch.delenv("REFRESH_MASKING_KEY")
+    else:
+        monkeypatch.setenv("REFRESH_MASKING_KEY", key)
+
+    assert main(["run", "--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert message in err and "REFRESH_MASKING_KEY" in err
+    assert "Traceback" not in err and (key is None or key not in err.replace("REFRESH_MASKING_KEY", ""))
+    assert not (config.parent / "work" / "dagster_home").exists()  # no run was started
 
 
 def test_validate_reports_uncovered_production_columns(demo_source, write_config, tmp_path, capsys):

@@ -34,6 +34,10 @@ class MaskingKey:
                 f"the masking key is not set: export {variable}=<secret of {MIN_KEY_LENGTH}+ characters> "
                 "(keep it in a secret store; the same key gives the same masked values every week)."
             )
+        if len(secret) < MIN_KEY_LENGTH:
+            raise RefreshError(
+                f"the masking key in {variable} is {len(secret)} characters long; it needs {MIN_KEY_LENGTH} or more."
+            )
         return cls(secret)
 
     def derive(self, purpose: str) -> bytes:
