@@ -12,6 +12,7 @@ from refresh_pipeline.assets.retire import retired_staging
 from refresh_pipeline.assets.snapshot import production_snapshot
 from refresh_pipeline.checks.coverage import policy_covers_every_column
 from refresh_pipeline.checks.integrity import integrity_intact
+from refresh_pipeline.checks.large_objects import no_pii_in_large_objects
 from refresh_pipeline.checks.materialized_views import no_pii_in_materialized_views
 from refresh_pipeline.checks.pii_audit import build_pii_audit_checks
 from refresh_pipeline.config import default_config_path, load_config
@@ -39,6 +40,7 @@ def build_definitions(config_path: str | Path) -> dg.Definitions:
             *build_pii_audit_checks(policy),
             integrity_intact,
             no_pii_in_materialized_views,
+            no_pii_in_large_objects,
         ],
         jobs=[job],
         schedules=[build_weekly_schedule(config, job)],

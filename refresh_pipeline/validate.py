@@ -6,6 +6,7 @@ from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
+from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
@@ -24,7 +25,9 @@ def validate_against_source(config: RefreshConfig) -> Validation:
     with connect(config.source_dsn, read_only=True) as conn:
         tables = read_tables(conn)
         unique_indexes = read_unique_indexes(conn)
+        large_objects = read_large_objects(conn, tables)
     problems = find_policy_problems(policy, tables)
+    problems += filter(None, [large_objects_problem(policy, large_objects)])
     uncovered = find_uncovered(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))

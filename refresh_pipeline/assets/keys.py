@@ -20,6 +20,7 @@ POLICY_COVERAGE_CHECK = "policy_covers_every_column"
 NO_PII_CHECK = "no_pii_left"
 INTEGRITY_CHECK = "integrity_intact"
 VIEWS_CHECK = "no_pii_in_materialized_views"
+LARGE_OBJECTS_CHECK = "no_pii_in_large_objects"
 
 
 # What Dagster takes in an asset name (its step and op names are made of them) and a tag value.
@@ -51,4 +52,5 @@ def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:
     keys += [dg.AssetCheckKey(masked_table_key(table), NO_PII_CHECK) for _, table in sorted(policy.tables.items())]
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, INTEGRITY_CHECK))
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, VIEWS_CHECK))
+    keys.append(dg.AssetCheckKey(MASKED_DATABASE, LARGE_OBJECTS_CHECK))
     return keys

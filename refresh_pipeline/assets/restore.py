@@ -10,6 +10,7 @@ from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.autovacuum import pause_autovacuum
 from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.large_objects import remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.runner import count_rows, install_functions
 from refresh_pipeline.platforms.base import Snapshot
@@ -39,6 +40,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
 
     policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
+        large_objects_removed = remove_large_objects(conn, context.log.info) if policy.large_objects == "remove" else 0
         install_functions(conn)
         pause_autovacuum(conn)
         conn.execute("ANALYZE")  # once, for the masking and audit queries' plans
@@ -69,6 +71,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "row_counts": dg.MetadataValue.json(row_counts),
             "original_fingerprints": originals.fingerprints,
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
+            "large_objects_removed": large_objects_removed,
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -8,6 +8,7 @@ from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANC
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
+from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
@@ -27,6 +28,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
     with refresh.connect_managed(restored.database) as conn:
         tables = read_tables(conn)
         problems = find_policy_problems(policy, tables) + find_unmatched_json_paths(conn, policy, tables)
+        problems += filter(None, [large_objects_problem(policy, read_large_objects(conn, tables))])
         unique_index_warnings = find_unique_index_risks(policy, tables, read_unique_indexes(conn))
     uncovered = find_uncovered(policy, tables)
     metadata: dict[str, object] = {

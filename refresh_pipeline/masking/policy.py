@@ -18,6 +18,7 @@ TEXT_TRANSFORMS = frozenset({
     "redact", "hash", "email", "phone", "upi", "name", "first_name", "last_name", "address", "scrub", "pan",
     "aadhaar", "fpe", "ip",
 })  # fmt: skip
+LARGE_OBJECT_CHOICES = ("remove", "keep")
 SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
     "redact": frozenset({"value"}),
@@ -148,6 +149,8 @@ class MaskingPolicy:
     source: str = "<policy>"
     # Known public values (a company helpline, a support address) the PII audit must not report.
     allowlist: tuple[str, ...] = ()
+    # What happens to production's large objects (pg_largeobject): "remove", "keep" (audited) or unsaid.
+    large_objects: str | None = None
 
     def table(self, qualified: str) -> TablePolicy:
         key = split_table_name(qualified)
@@ -264,7 +267,7 @@ class _PolicyReader:
         if root is None:
             raise RefreshError(f"{self.source}: the policy is empty; it needs a `tables:` mapping.")
         top = dict((k.value, v) for k, v in self.mapping(root, "the policy"))
-        unknown = set(top) - {"tables", "version", "allowlist"}
+        unknown = set(top) - {"tables", "version", "allowlist", "large_objects"}
         if unknown:
             raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
         if "tables" not in top:
@@ -288,7 +291,22 @@ class _PolicyReader:
                 for c, r in self.mapping(body, f"{schema}.{table}")
             }
             tables[(schema, table)] = TablePolicy(schema, table, keep_all=False, columns=columns, line=line)
-        return MaskingPolicy(tables=tables, source=self.source, allowlist=self.allowlist(top.get("allowlist")))
+        return MaskingPolicy(
+            tables=tables,
+            source=self.source,
+            allowlist=self.allowlist(top.get("allowlist")),
+            large_objects=self.large_objects(top.get("large_objects")),
+        )
+
+    def large_objects(self, node: yaml.Node | None) -> str | None:
+        if node is None:
+            return None
+        if not (isinstance(node, yaml.ScalarNode) and node.value in LARGE_OBJECT_CHOICES):
+            raise self.fail(
+                node,
+                "large_objects must be `remove` (deleted right after the restore) or `keep` (kept, and audited)",
+            )
+        return str(node.value)
 
     def allowlist(self, node: yaml.Node | None) -> tuple[str, ...]:
         if node is None:
