@@ -4,7 +4,7 @@ text, and pasted as is they parse and cover every column."""
 import psycopg
 import pytest
 
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import ColumnInfo, read_tables
 from refresh_pipeline.masking.coverage import find_uncovered, policy_snippet
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.suggestions import suggested_rule
@@ -12,25 +12,29 @@ from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline_tests.helpers import database_with
 
 
+def _column(name: str, base_type: str) -> ColumnInfo:
+    return ColumnInfo(name, base_type, base_type, False, True, False, False, None)
+
+
 @pytest.mark.parametrize(
-    ("column", "is_text", "is_date", "rule"),
+    ("column", "base_type", "rule"),
     [
-        ("passenger_email", True, False, "email"),
-        ("homeAddress", True, False, "address"),
-        ("mobile_no", True, False, "phone"),
-        ("upi_handle", True, False, "upi"),
-        ("customer_name", True, False, "name"),
-        ("surname", True, False, "last_name"),
-        ("body", True, False, "scrub"),
-        ("route_name", True, False, "redact"),  # a name, but maybe of a route: a person decides
-        ("status", True, False, "redact"),
-        ("date_of_birth", False, True, "date"),  # was `keep`
-        ("created_at", False, True, "keep"),
-        ("latitude", False, False, "keep"),
+        ("passenger_email", "text", "email"),
+        ("homeAddress", "character varying", "address"),
+        ("mobile_no", "text", "phone"),
+        ("upi_handle", "text", "upi"),
+        ("customer_name", "text", "name"),
+        ("surname", "text", "last_name"),
+        ("body", "text", "scrub"),
+        ("route_name", "text", "redact"),  # a name, but maybe of a route: a person decides
+        ("status", "text", "redact"),
+        ("date_of_birth", "date", "date"),  # was `keep`
+        ("created_at", "timestamp with time zone", "keep"),
+        ("latitude", "double precision", "keep"),
     ],
 )
-def test_a_rule_is_suggested_from_the_column_name(column, is_text, is_date, rule):
-    assert suggested_rule(column, is_text, is_date)[0] == rule
+def test_a_rule_is_suggested_from_the_column_name(column, base_type, rule):
+    assert suggested_rule(_column(column, base_type))[0] == rule
 
 
 def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_database):
@@ -52,3 +56,32 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
     names = ("Contact: Email", "#tag", "date_of_birth", "payload", "mobile", "trip_id")
     suggested = [columns[name].transform for name in names]
     assert suggested == ["email", "redact", "date", "scrub", "phone", "keep"], "each applies as pasted"
+
+
+def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(create_database):
+    conninfo = database_with(
+        create_database,
+        "snippet_types",
+        "CREATE TYPE contact AS (email text, phone text);"
+        "CREATE TABLE riders (id int, full_name text, search tsvector, search_strict tsvector NOT NULL,"
+        " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
+        " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2));",
+    )
+    with psycopg.connect(conninfo) as conn:
+        tables = read_tables(conn)
+    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
+
+    policy = parse_policy("tables:\n" + snippet)
+    assert find_policy_problems(policy, tables) == [], snippet
+    lines = {
+        line.split(":")[0].strip(): line.split(":", 1)[1].split("#")[0].strip() for line in snippet.splitlines()[1:]
+    }
+    assert lines["search"] == '"null"' and lines["contact"] == '"null"', "a search vector or row type is nulled"
+    assert lines["search_strict"] == "keep" and "NOT NULL or generated" in snippet
+    assert "holds the words of the columns it indexes" in snippet
+    assert lines["gender"] == '{transform: redact, value: "X"}', "redact, but a value that fits char(1)"
+    assert lines["email"] == "{transform: hash, length: 20}", "a masked email (28 characters) does not fit"
+    assert lines["code"] == '{transform: redact, value: "XXXXX"}'
+    assert lines["emails"] == "{array: email}" and lines["tags"] == '{array: {transform: redact, value: "XXXX"}}'
+    assert lines["email_lower"] == "keep", "a generated column is recomputed from the masked ones"
+    assert lines["phone"] == "keep", "numeric(12,2) holds no whole phone number: `phone` would be refused"

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from refresh_pipeline.masking.catalog import TEXT_CASTABLE, WHOLE_NUMBER_TYPES, TableInfo
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.suggestions import suggested_rule
 
@@ -15,16 +15,11 @@ from refresh_pipeline.masking.suggestions import suggested_rule
 class UncoveredColumn:
     schema: str
     table: str
-    column: str
-    type_name: str
-    is_text: bool  # text-like, also under a domain
-    is_date: bool = False
-    is_whole_number: bool = False  # bigint or numeric: may hold a phone or an Aadhaar number
-    is_document: bool = False  # json, jsonb, xml or hstore: scrub applies to the whole value
+    column: ColumnInfo
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.schema}.{self.table}.{self.column}"
+        return f"{self.schema}.{self.table}.{self.column.name}"
 
 
 def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[UncoveredColumn]:
@@ -36,18 +31,7 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
             continue
         covered = set(table_policy.columns) if table_policy else set()
         uncovered.extend(
-            UncoveredColumn(
-                info.schema,
-                info.name,
-                column.name,
-                column.type_name,
-                column.is_text,
-                column.is_date,
-                not column.is_array and column.base_type in WHOLE_NUMBER_TYPES,
-                not column.is_array and column.base_type.rsplit(".", 1)[-1] in TEXT_CASTABLE["scrub"],
-            )
-            for column in info.columns
-            if column.name not in covered
+            UncoveredColumn(info.schema, info.name, column) for column in info.columns if column.name not in covered
         )
     return uncovered
 
@@ -61,11 +45,9 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
             current = (column.schema, column.table)
             name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
             lines.append(f"  {_yaml_key(name)}:")
-        rule, why = suggested_rule(
-            column.column, column.is_text, column.is_date, column.is_whole_number, column.is_document
-        )
-        note = f"{column.type_name}; {why}" if why else column.type_name
-        lines.append(f"    {_yaml_key(column.column)}: {rule}  # REVIEW: {note}")
+        rule, why = suggested_rule(column.column)
+        note = f"{column.column.type_name}; {why}" if why else column.column.type_name
+        lines.append(f"    {_yaml_key(column.column.name)}: {rule}  # REVIEW: {note}")
     return "\n".join(lines)
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+from refresh_pipeline.masking.catalog import TEXT_CASTABLE, TEXT_TYPES, WHOLE_NUMBER_TYPES, ColumnInfo
+from refresh_pipeline.masking.lengths import length_problem
+from refresh_pipeline.masking.policy import TransformRule
+
 # Checked in order on the column name's words (`passenger_email` -> passenger, email; `homeAddress` -> home,
 # address). Names alone, of people only: `route_name` or `stop_name` stay `redact` for a person to decide.
 _PERSON_NAME = re.compile(
@@ -39,22 +43,60 @@ def _words(column: str) -> str:
 _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
 
 
-def suggested_rule(
-    column: str, is_text: bool, is_date: bool, is_whole_number: bool = False, is_document: bool = False
-) -> tuple[str, str]:
-    """(rule, why) for the snippet line of an unclassified column."""
-    words = _words(column)
-    if is_document:
+def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
+    """(rule as YAML, why) for the snippet line of an unclassified column; the rule applies as pasted."""
+    words = _words(column.name)
+    unqualified = column.base_type.rsplit(".", 1)[-1]
+    if column.generated:
+        return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
+    if column.is_array:
+        if unqualified not in TEXT_TYPES or column.composite:
+            return "keep", ""
+        transform, why = _text_transform(words)
+        return f"{{array: {_fitting(column, transform)[0]}}}", why
+    if unqualified in TEXT_CASTABLE["scrub"]:
         return "scrub", "a document: scrub masks every email, phone and UPI handle in it, or list JSON paths"
-    if is_whole_number:
+    if unqualified == "tsvector" or column.composite:
+        return _derived_or_composite(column)
+    if column.base_type in WHOLE_NUMBER_TYPES and column.numeric_digits[1] == 0:
         for transform, pattern in _NUMBER_BY_NAME:
             if pattern.search(words):
                 return transform, f"named like {transform}"
-    if is_text:
-        for transform, pattern in _TEXT_BY_NAME:
-            if pattern.search(words):
-                return transform, f"named like {'free text' if transform == 'scrub' else transform.replace('_', ' ')}"
-        return "redact", ""
-    if is_date and _BIRTH_DATE.search(words):
+    if column.is_text:
+        transform, why = _text_transform(words)
+        rule, too_short = _fitting(column, transform)
+        return rule, "; ".join(filter(None, [why, too_short]))
+    if column.is_date and _BIRTH_DATE.search(words):
         return "date", "named like a birth date"
     return "keep", ""
+
+
+def _text_transform(words: str) -> tuple[str, str]:
+    for transform, pattern in _TEXT_BY_NAME:
+        if pattern.search(words):
+            return transform, f"named like {'free text' if transform == 'scrub' else transform.replace('_', ' ')}"
+    return "redact", ""
+
+
+def _fitting(column: ColumnInfo, transform: str) -> tuple[str, str]:
+    """The transform, or the nearest one whose values fit the column's length (an email in a varchar(20))."""
+    problem = length_problem(column, TransformRule(transform))
+    if problem is None or column.max_length is None:
+        return transform, ""
+    if column.max_length >= 8:
+        return f"{{transform: hash, length: {column.max_length}}}", problem
+    return f'{{transform: redact, value: "{"X" * column.max_length}"}}', problem
+
+
+def _derived_or_composite(column: ColumnInfo) -> tuple[str, str]:
+    """A search vector holds the words of the columns it indexes, names too, which the audit cannot tell
+    from other words; no transform reaches inside a row type's fields. Neither is safe to keep unread."""
+    what = (
+        "a row type: no transform reaches its fields (emails and phones in them fail the audit, names do not)"
+        if column.composite
+        else "a search vector: it holds the words of the columns it indexes, names too, which the audit "
+        "cannot recognise"
+    )
+    if column.nullable and not column.generated:
+        return '"null"', f"{what}; rebuild it in staging if tests need it"
+    return "keep", f"{what}; NOT NULL or generated, so keep it only if it holds no personal data"
