@@ -35,7 +35,9 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
     name = platform.new_database_name()
     context.log.info(f"restoring snapshot {record.snapshot_id} into new database {name}")
     snapshot = Snapshot(record.snapshot_id, datetime.fromisoformat(record.taken_at), record.location)
-    platform.restore(snapshot, name)
+    restored = platform.restore(snapshot, name)
+    for note in restored.notes:
+        context.log.warning(note)
     restore_seconds = time.monotonic() - started
 
     policy = refresh.policy()
@@ -72,6 +74,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "original_fingerprints": originals.fingerprints,
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "large_objects_removed": large_objects_removed,
+            "restore_notes": dg.MetadataValue.json(list(restored.notes)),
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -38,9 +38,15 @@ $$;
 -- planner from inlining them (ARRAY[...] or CASE in a STRICT function, STABLE calls in an IMMUTABLE
 -- one): inlined, a masked column is one expression per row instead of a chain of function calls.
 -- PL/pgSQL is only used off the hot path (odd spellings, identifiers, free text, wildcard JSON paths).
+-- The message is hashed as UTF-8, whatever the database's encoding; a SQL_ASCII database holds bytes of any
+-- encoding, which convert_to(msg, 'UTF8') refuses unless they are UTF-8, so there it is hashed as stored.
+DO $install$ BEGIN
+EXECUTE format($hmac$
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac(key bytea, msg text) RETURNS bytea
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$ SELECT sha256(substr(key, 65, 64) || sha256(substr(key, 1, 64) || convert_to(msg, 'UTF8'))) $$;
+AS $$ SELECT sha256(substr(key, 65, 64) || sha256(substr(key, 1, 64) || convert_to(msg, %L))) $$
+$hmac$, CASE current_setting('server_encoding') WHEN 'SQL_ASCII' THEN 'SQL_ASCII' ELSE 'UTF8' END);
+END $install$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.hmac_int(key bytea, msg text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE

@@ -26,6 +26,7 @@ class ManagedDatabase:
     name: str
     created_at: datetime | None
     snapshot_id: str | None
+    notes: tuple[str, ...] = ()  # how the restored database differs from production (its locale), if it does
 
 
 class Platform(Protocol):

@@ -68,6 +68,8 @@ def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False)
     if read_only:
         existing = parse_conninfo(conninfo).get("options", "")
         conninfo = make_conninfo(conninfo, options=f"{existing} {READ_ONLY_OPTIONS}".strip())
+    # Names and messages as str whatever the database's encoding: psycopg hands bytes to a SQL_ASCII client.
+    conninfo = make_conninfo(conninfo, client_encoding="UTF8")
     try:
         return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15)
     except psycopg.OperationalError as exc:

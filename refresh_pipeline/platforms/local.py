@@ -24,6 +24,7 @@ from refresh_pipeline.platforms.connections import (
     redact,
     with_database,
 )
+from refresh_pipeline.platforms.database_locale import create_database_like, load_locale, read_locale, save_locale
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary
 from refresh_pipeline.row_data_in_errors import withhold_row_data
@@ -114,6 +115,8 @@ class LocalPlatform:
                 env,
                 f"snapshot of {redact(self.config.source_dsn)}",
             )
+            with connect(self.config.source_dsn, read_only=True) as production:
+                save_locale(read_locale(production), partial)
         except RefreshError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -154,7 +157,7 @@ class LocalPlatform:
         if not Path(snapshot.location, "toc.dat").is_file():
             raise RefreshError(f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}.")
         with connect(self._admin_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            notes = create_database_like(conn, name, load_locale(Path(snapshot.location)))
             conn.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     sql.Identifier(name), sql.Literal(f"{MANAGED_MARKER} snapshot={snapshot.snapshot_id}")
@@ -179,7 +182,7 @@ class LocalPlatform:
         except RefreshError:
             self._drop(name)
             raise
-        return ManagedDatabase(name=name, created_at=_utc_now(), snapshot_id=snapshot.snapshot_id)
+        return ManagedDatabase(name=name, created_at=_utc_now(), snapshot_id=snapshot.snapshot_id, notes=tuple(notes))
 
     # -- managed databases ----------------------------------------------------------------------
     def _query(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
