@@ -9,6 +9,7 @@ from psycopg import sql
 from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.autovacuum import pause_autovacuum
+from refresh_pipeline.links_to_production import cut_links_to_production
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.large_objects import remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
@@ -42,6 +43,9 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
 
     policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
+        links = cut_links_to_production(conn)
+        if links.foreign_servers or links.user_mappings or links.subscriptions:
+            context.log.info(f"links to production cut: {links.as_metadata()}")
         large_objects_removed = remove_large_objects(conn, context.log.info) if policy.large_objects == "remove" else 0
         install_functions(conn)
         pause_autovacuum(conn)
@@ -74,6 +78,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "original_fingerprints": originals.fingerprints,
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "large_objects_removed": large_objects_removed,
+            "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),

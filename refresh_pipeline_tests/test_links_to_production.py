@@ -1,0 +1,105 @@
+"""Links from the restored database back to production, on real PostgreSQL: foreign servers, their user
+mappings (production credentials) and subscriptions are cut right after the restore; production keeps its."""
+
+import json
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from refresh_pipeline.cli import main
+from refresh_pipeline.links_to_production import DISCONNECTED_HOST, cut_links_to_production
+
+SECRET = "crm-password-of-production"
+
+
+def _database(pg_server, create_database, prefix: str, schema: str) -> str:
+    conninfo = create_database(prefix)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(schema.replace("{port}", str(pg_server.port)).replace("{socket}", str(pg_server.socket_dir)))
+    return conninfo
+
+
+@pytest.fixture
+def production(pg_server, create_database):
+    """A production database reading a live CRM database through postgres_fdw, subscribed to a publication,
+    and with a file_fdw server (no host: nothing to cut)."""
+    crm = _database(
+        pg_server,
+        create_database,
+        "links_crm",
+        "CREATE TABLE customers (id int PRIMARY KEY, email text);"
+        "INSERT INTO customers SELECT g, 'rider' || g || '@gmail.com' FROM generate_series(1, 10) g;",
+    )
+    crm_name = psycopg.conninfo.conninfo_to_dict(crm)["dbname"]
+    schema = f"""
+        CREATE EXTENSION postgres_fdw;
+        CREATE EXTENSION file_fdw;
+        CREATE SERVER crm FOREIGN DATA WRAPPER postgres_fdw
+            OPTIONS (host '{{socket}}', port '{{port}}', dbname '{crm_name}');
+        CREATE SERVER crm_by_address FOREIGN DATA WRAPPER postgres_fdw
+            OPTIONS (hostaddr '127.0.0.1', dbname '{crm_name}');
+        CREATE SERVER exports FOREIGN DATA WRAPPER file_fdw;
+        CREATE USER MAPPING FOR CURRENT_USER SERVER crm OPTIONS (user 'refresh', password '{SECRET}');
+        CREATE USER MAPPING FOR PUBLIC SERVER crm_by_address OPTIONS (user 'refresh', password '{SECRET}');
+        CREATE FOREIGN TABLE crm_customers (id int, email text) SERVER crm OPTIONS (table_name 'customers');
+        CREATE TABLE bookings (id int PRIMARY KEY, customer_id int);
+        INSERT INTO bookings SELECT g, g FROM generate_series(1, 10) g;
+        CREATE VIEW booking_emails AS SELECT b.id, c.email FROM bookings b JOIN crm_customers c ON c.id = b.customer_id;
+    """
+    conninfo = _database(pg_server, create_database, "links_production", schema)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # CREATE SUBSCRIPTION refuses to run in a transaction block, so not in the script above.
+        conn.execute(
+            sql.SQL("CREATE SUBSCRIPTION crm_feed CONNECTION {} PUBLICATION crm_pub WITH (connect = false)").format(
+                sql.Literal(f"dbname={crm_name} user=refresh password={SECRET}")
+            )
+        )
+        assert conn.execute("SELECT count(*) FROM booking_emails").fetchone()[0] == 10, "production reads the CRM"
+    yield conninfo
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("ALTER SUBSCRIPTION crm_feed SET (slot_name = NONE)")
+        conn.execute("DROP SUBSCRIPTION crm_feed")
+
+
+def _links(conninfo: str) -> tuple[list, list, list]:
+    with psycopg.connect(conninfo) as conn:
+        return (
+            conn.execute("SELECT srvname, usename, umoptions FROM pg_user_mappings ORDER BY 1").fetchall(),
+            conn.execute("SELECT srvname, srvoptions FROM pg_foreign_server ORDER BY 1").fetchall(),
+            conn.execute(
+                "SELECT subname, subconninfo FROM pg_subscription WHERE subdbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall(),
+        )
+
+
+def test_a_refresh_cuts_every_link_and_leaves_productions_alone(production, pg_server, write_config, tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  bookings: keep\n")
+    config = write_config(production, policy)
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    staging = pg_server.dsn(json.loads(capsys.readouterr().out)["staging_database"])
+
+    mappings, servers, subscriptions = _links(staging)
+    assert mappings == [] and subscriptions == []
+    options = dict(servers)
+    assert f"host={DISCONNECTED_HOST}" in options["crm"] and f"host={DISCONNECTED_HOST}" in options["crm_by_address"]
+    assert not any(o.startswith("hostaddr=") for o in options["crm_by_address"]), "libpq would use a hostaddr"
+    assert options["exports"] is None, "a server without a host is left as it was"
+    with psycopg.connect(staging) as conn, pytest.raises(psycopg.Error):
+        conn.execute("SELECT email FROM booking_emails").fetchall()  # the view is there, production is not
+
+    mappings, servers, subscriptions = _links(production)
+    assert len(mappings) == 2 and [name for name, _ in subscriptions] == ["crm_feed"], "production untouched"
+    with psycopg.connect(production) as conn:
+        assert conn.execute("SELECT count(*) FROM booking_emails").fetchone()[0] == 10
+
+
+def test_a_database_without_links_is_left_as_it_is(create_database):
+    with psycopg.connect(create_database("no_links"), autocommit=True) as conn:
+        cut = cut_links_to_production(conn)
+    assert (cut.foreign_servers, cut.user_mappings, cut.subscriptions) == ((), 0, ())
