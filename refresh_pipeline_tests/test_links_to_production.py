@@ -46,6 +46,8 @@ def production(pg_server, create_database):
         CREATE TABLE bookings (id int PRIMARY KEY, customer_id int);
         INSERT INTO bookings SELECT g, g FROM generate_series(1, 10) g;
         CREATE VIEW booking_emails AS SELECT b.id, c.email FROM bookings b JOIN crm_customers c ON c.id = b.customer_id;
+        CREATE MATERIALIZED VIEW booking_email_counts AS SELECT count(*) AS n FROM booking_emails;
+        CREATE MATERIALIZED VIEW booking_counts AS SELECT count(*) AS n FROM bookings;
     """
     conninfo = _database(pg_server, create_database, "links_production", schema)
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -92,6 +94,9 @@ def test_a_refresh_cuts_every_link_and_leaves_productions_alone(production, pg_s
     assert options["exports"] is None, "a server without a host is left as it was"
     with psycopg.connect(staging) as conn, pytest.raises(psycopg.Error):
         conn.execute("SELECT email FROM booking_emails").fetchall()  # the view is there, production is not
+    with psycopg.connect(staging) as conn:
+        populated = dict(conn.execute("SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm'").fetchall())
+    assert populated == {"booking_email_counts": False, "booking_counts": True}, "what read production is emptied"
 
     mappings, servers, subscriptions = _links(production)
     assert len(mappings) == 2 and [name for name, _ in subscriptions] == ["crm_feed"], "production untouched"

@@ -58,6 +58,7 @@ CREATE TABLE events (id bigint NOT NULL, occurred date NOT NULL, payload jsonb, 
 CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE MATERIALIZED VIEW customer_contacts AS SELECT id, email, phone FROM customers;
+CREATE MATERIALIZED VIEW customer_count AS SELECT count(*) FROM customers WITH NO DATA;
 """
 
 POLICY = """
@@ -306,6 +307,15 @@ def test_schema_objects_end_up_as_in_production(trap_source, staging):
     assert _rows(staging, comments) == _rows(trap_source, comments) == [("registered riders", "login e-mail")]
     counts = "SELECT (SELECT count(*) FROM events_2025), (SELECT count(*) FROM events_2026)"
     assert _rows(staging, counts) == _rows(trap_source, counts)
+    populated = "SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm' ORDER BY 1"
+    assert (
+        _rows(staging, populated)
+        == _rows(trap_source, populated)
+        == [
+            ("customer_contacts", True),
+            ("customer_count", False),
+        ]
+    ), "a view production never populated is neither refreshed nor read by the audit"
 
 
 def test_same_key_gives_byte_identical_output_twice(trap_source, staging, pg_server, tmp_path):

@@ -5,7 +5,7 @@ import dagster as dg
 
 from refresh_pipeline.assets.keys import REFRESH_GROUP, masked_table_key
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.materialized_views import refresh_materialized_views
+from refresh_pipeline.masking.materialized_views import empty_views_over_foreign_tables, refresh_materialized_views
 from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.runner import drop_leftover_staging
 from refresh_pipeline.resources import RefreshResource
@@ -34,6 +34,9 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             leftovers = drop_leftover_staging(conn)
             if leftovers:
                 context.log.info(f"dropped {len(leftovers)} staging table(s) left by interrupted masking steps")
+            emptied = empty_views_over_foreign_tables(conn)
+            for view in emptied:
+                context.log.warning(f"materialized view {view} reads a foreign table: emptied (WITH NO DATA)")
             # Only once every table is masked: a view refreshed earlier would copy originals again.
             views = refresh_materialized_views(conn)
         context.log.info(
@@ -48,6 +51,7 @@ def build_masked_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "tables_masked": len(to_mask),
                 "rows": sum(rows.values()),
                 "materialized_views_refreshed": dg.MetadataValue.json(views),
+                "materialized_views_emptied": dg.MetadataValue.json(emptied),
             }
         )
 

@@ -174,8 +174,15 @@ def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
 
 
 def read_materialized_views(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
-    """Every user materialized view; they hold copies of table data, so they need refreshing and auditing."""
-    return _read_relations(conn, ["m"])
+    """Every populated user materialized view; they hold copies of table data, so they need auditing. (An
+    unpopulated one holds nothing, and reading it is an error.)"""
+    populated = set(
+        conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'm' AND c.relispopulated"
+        ).fetchall()
+    )
+    return {key: info for key, info in _read_relations(conn, ["m"]).items() if key in populated}
 
 
 def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:

@@ -25,9 +25,40 @@ WHERE v.relkind = 'm'
 """
 
 
+# Materialized views reading a foreign table, directly or through other views: the restored database's
+# foreign servers point nowhere (links_to_production.py), so they cannot be refreshed from staging.
+_READING_FOREIGN_TABLES = """
+WITH RECURSIVE reads (view, relation) AS (
+    SELECT r.ev_class, d.refobjid
+    FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+  UNION
+    SELECT reads.view, d.refobjid
+    FROM reads JOIN pg_class u ON u.oid = reads.relation AND u.relkind IN ('v', 'm')
+    JOIN pg_rewrite r ON r.ev_class = u.oid
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.oid
+)
+SELECT DISTINCT format('%I.%I', n.nspname, v.relname)
+FROM reads JOIN pg_class f ON f.oid = reads.relation AND f.relkind = 'f'
+JOIN pg_class v ON v.oid = reads.view JOIN pg_namespace n ON n.oid = v.relnamespace
+"""
+
+
+def empty_views_over_foreign_tables(conn: psycopg.Connection) -> list[str]:
+    """Materialized views that read a foreign table hold what production's foreign server returned; they
+    are emptied (WITH NO DATA: querying one says it is not populated) rather than kept or refreshed."""
+    views = sorted(name for (name,) in conn.execute(_READING_FOREIGN_TABLES).fetchall())
+    for name in views:
+        conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {} WITH NO DATA").format(sql.SQL(name)))
+    return views
+
+
 def refresh_materialized_views(conn: psycopg.Connection) -> list[str]:
     """Refresh every populated materialized view, views they read from first; returns them in that order.
-    (A view created WITH NO DATA stays unpopulated, as in production.)"""
+    (A view created WITH NO DATA stays unpopulated, as in production; so does one emptied because it reads a
+    foreign table.)"""
     populated = {name for name, is_populated in conn.execute(_VIEWS, {}).fetchall() if is_populated}
     graph: dict[str, set[str]] = {name: set() for name in populated}
     for view, uses in conn.execute(_DEPENDENCIES).fetchall():
