@@ -294,3 +294,35 @@ def test_kept_bytes_are_read_for_pii_without_failing_on_binary_data(create_datab
     assert audit.columns_scanned == ["blob", "big"]
     assert [(f.column, f.patterns) for f in audit.findings] == [("blob", {"email": 2, "phone": 1})]
     assert audit.findings[0].locations == ("(0,1)", "(0,2)"), "rows named, values not"
+
+
+def test_every_value_is_fingerprinted_once_not_once_per_pair_of_rows(create_database, monkeypatch):
+    """The probes compare precomputed fingerprints: an HMAC inside a join condition lets the planner hash every
+    value once per production fingerprint (a 2,000-row table took 132 s against 24,000 fingerprints)."""
+    conninfo = database_with(
+        create_database,
+        "audit_plans",
+        "CREATE TABLE riders (id int PRIMARY KEY, email text, phone text, mobile bigint);"
+        "INSERT INTO riders SELECT g, 'rider' || g || '@gmail.com', '+91 98765 ' || lpad(g::text, 5, '0'),"
+        " 9876500000 + g FROM generate_series(1, 2000) g;",
+    )
+    policy = parse_policy("tables:\n  riders: {id: keep, email: email, phone: phone, mobile: keep}\n")
+    plans: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def explaining(self, query, params=None, **kwargs):
+        text = query.as_string(self) if isinstance(query, psycopg.sql.Composable) else str(query)
+        if "original_fingerprints f WHERE" in text:
+            plans.append("\n".join(row[0] for row in execute(self, "EXPLAIN " + text, params).fetchall()))
+        return execute(self, query, params, **kwargs)
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        record_original_fingerprints(conn, list(read_tables(conn).values()), policy, KEY)
+        mask_table(conn, policy, "riders", KEY)
+        monkeypatch.setattr(psycopg.Connection, "execute", explaining)
+        audit = scan_table(conn, read_tables(conn)[("public", "riders")], KEY, kept_columns={"id", "mobile"})
+
+    assert [f.column for f in audit.findings] == ["mobile"], "the kept production phones are still found"
+    assert len(plans) >= 4, "whole values and tokens of two columns, and the kept numbers"
+    conditions = [line for plan in plans for line in plan.splitlines() if "Join Filter" in line or "Cond:" in line]
+    assert conditions and not [line for line in conditions if "sha256" in line], "\n\n".join(plans)

@@ -29,12 +29,14 @@ WITH candidates AS MATERIALIZED (
     FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {any_in_range}) AS src,
          LATERAL (VALUES {columns}) AS v (column_name, n)
     WHERE ({in_range}) AND v.n = trunc(v.n)
+),
+hashed AS MATERIALIZED (  -- each fingerprint computed once (see scan.py)
+    SELECT c.column_name, c.location, {fingerprint} AS fingerprint FROM candidates AS c CROSS JOIN {key}
 )
-SELECT c.column_name, count(*), (array_agg(c.location ORDER BY c.location))[1:%(max_locations)s]::text[]
-FROM candidates AS c CROSS JOIN {key}
-WHERE EXISTS (
-    SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {fingerprint})
-GROUP BY c.column_name
+SELECT h.column_name, count(*), (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
+FROM hashed AS h
+WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
+GROUP BY h.column_name
 """
 
 

@@ -88,11 +88,16 @@ class TableAudit:
 
 # Whole values, one fingerprint per distinct value. Tokens are saved to a scratch table instead and
 # checked once per distinct token across the whole table (_KNOWN_TOKENS).
+# Every probe of the fingerprints computes each value's fingerprint once, in a materialized CTE, and then
+# compares columns: with the HMAC in the join condition the planner, which takes sha256() for cheap, may
+# pick a nested loop that hashes every value once per production fingerprint (2,000 values x 8,000
+# fingerprints: 16M HMACs, 132 s for a 2,000-row table).
 _KNOWN_WHOLE_VALUES = """
-    SELECT s.location, s.n FROM src AS s CROSS JOIN {key}
-    WHERE length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s)
-      AND EXISTS (
-        SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {whole_fingerprint})
+    WITH hashed AS MATERIALIZED (
+        SELECT s.location, s.n, {whole_fingerprint} AS fingerprint FROM src AS s CROSS JOIN {key}
+        WHERE length(btrim(s.v)) >= %(min_length)s AND NOT lower(btrim(s.v)) = ANY(%(allowlist)s))
+    SELECT h.location, h.n FROM hashed AS h
+    WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
 """
 # Without fingerprints (already promoted: the audit schema is gone) only the pattern audit runs.
 _NO_KNOWN_VALUES = "SELECT NULL::tid AS location, 0::bigint AS n WHERE false"
@@ -154,11 +159,13 @@ SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
 # handle is often in a column and in a JSON document too); per column, the rows holding a match counted
 # and a few of them named.
 _KNOWN_TOKENS = """
-WITH hit AS MATERIALIZED (
-    SELECT d.kind, d.token FROM (SELECT DISTINCT kind, token FROM {scratch} WHERE share = {share}) AS d
-    CROSS JOIN {key}
-    WHERE EXISTS (
-        SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = {token_fingerprint})
+WITH hashed AS MATERIALIZED (
+    SELECT d.kind, d.token, {token_fingerprint} AS fingerprint
+    FROM (SELECT DISTINCT kind, token FROM {scratch} WHERE share = {share}) AS d CROSS JOIN {key}
+),
+hit AS MATERIALIZED (
+    SELECT h.kind, h.token FROM hashed AS h
+    WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
 )
 SELECT s.column_name, sum(s.n)::bigint, (array_agg(s.location ORDER BY s.location))[1:%(max_locations)s]::text[]
 FROM {scratch} AS s
