@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from refresh_pipeline.config import CONFIG_ENV_VAR, default_config_path, load_config
-from refresh_pipeline.definitions import build_definitions
+from refresh_pipeline.definitions import build_definitions, cached_definitions
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.reporting import write_audit_report
@@ -21,7 +21,7 @@ _DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 def weekly_refresh_job() -> dg.JobDefinition:
     """Module-level so step subprocesses can rebuild the job (dg.reconstructable)."""
-    return build_definitions(default_config_path()).resolve_job_def(WEEKLY_REFRESH_JOB)
+    return cached_definitions(default_config_path()).resolve_job_def(WEEKLY_REFRESH_JOB)
 
 
 @dataclass
