@@ -240,18 +240,15 @@ def _resolve_conflicts(conn: psycopg.Connection, kind: str) -> None:
     # few of later rounds (checked row by row with EXISTS, every round cost as much as round 1: S=1 phones
     # 5.3 + 4.2 s -> 1.0 + 0.3 s).
     move = sql.SQL(
-        # The candidate's own fingerprint is computed here, once: in the join condition the planner may hash
-        # it once per pair of rows (as the audit's probes could, see audit/scan.py).
         "WITH candidate AS MATERIALIZED ("
-        " SELECT v.fingerprint, v.masked, refresh_pipeline.map_fingerprint({key}, {kind}, lower(v.masked))"
-        "   AS masked_fingerprint"
-        " FROM refresh_pipeline.value_map v CROSS JOIN {key_relation} WHERE v.kind = {kind}"
+        " SELECT v.fingerprint, v.masked FROM refresh_pipeline.value_map v WHERE v.kind = {kind}"
         " AND (%(round)s = 1 OR v.moved_in_round = %(round)s - 1 OR v.masked IN (SELECT j.masked"
         "      FROM refresh_pipeline.value_map j WHERE j.kind = {kind} AND j.moved_in_round = %(round)s - 1))),"
         " moving AS ("
         # equal to a production value of its kind
-        "  SELECT c.fingerprint FROM candidate c"
-        "   JOIN refresh_pipeline.value_map o ON o.kind = {kind} AND o.fingerprint = c.masked_fingerprint"
+        "  SELECT c.fingerprint FROM candidate c CROSS JOIN {key_relation}"
+        "   JOIN refresh_pipeline.value_map o ON o.kind = {kind}"
+        "   AND o.fingerprint = refresh_pipeline.map_fingerprint({key}, {kind}, lower(c.masked))"
         "  UNION"
         # or to another original's masked value (the lowest fingerprint keeps it)
         "  SELECT c.fingerprint FROM candidate c JOIN refresh_pipeline.value_map d ON d.kind = {kind}"
