@@ -3,7 +3,15 @@
 import pytest
 
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.policy import ArrayRule, JsonRule, TransformRule, parse_json_path, parse_policy
+from refresh_pipeline.masking.policy import (
+    ArrayRule,
+    JsonRule,
+    TransformRule,
+    parse_json_path,
+    parse_policy,
+    policy_table_name,
+    split_table_name,
+)
 
 GOOD = """\
 tables:
@@ -77,3 +85,25 @@ def test_table_digest_changes_with_its_rules_only():
 def test_allowlist_is_read_as_strings():
     policy = parse_policy("allowlist: ['+91 22 4000 1234', 18001234567]\ntables:\n  t: keep\n")
     assert policy.allowlist == ("+91 22 4000 1234", "18001234567")
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("customers", ("public", "customers")),
+        ("billing.invoices", ("billing", "invoices")),
+        ('public."v1.users"', ("public", "v1.users")),
+        ('"v1.users"', ("public", "v1.users")),
+        ('"v1.app"."a""b"', ("v1.app", 'a"b')),
+        ("Sales.Customer Accounts", ("Sales", "Customer Accounts")),
+    ],
+)
+def test_table_names_split_as_sql_does_with_quotes_around_dots(name, parts):
+    assert split_table_name(name) == parts
+    assert split_table_name(policy_table_name(*parts)) == parts, "the snippet's spelling reads back"
+
+
+@pytest.mark.parametrize("name", ["a.b.c", "a..b", '"unclosed', "a.", ".b", '"a"b'])
+def test_table_names_that_name_no_table_are_refused(name):
+    with pytest.raises(RefreshError, match="quote a name holding a dot"):
+        split_table_name(name)

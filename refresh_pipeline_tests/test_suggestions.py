@@ -42,7 +42,8 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
         create_database,
         "snippet_names",
         'CREATE TABLE "Passenger Notes" ("Contact: Email" text, "#tag" text, date_of_birth date, route_name text,'
-        " payload jsonb, mobile bigint, trip_id bigint);",
+        " payload jsonb, mobile bigint, trip_id bigint);"
+        'CREATE SCHEMA "v1.app"; CREATE TABLE "v1.riders" (email text); CREATE TABLE "v1.app"."a""b" (note text);',
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -52,6 +53,8 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
     policy = parse_policy("tables:\n" + snippet)
     assert find_uncovered(policy, tables) == []
     assert find_policy_problems(policy, tables) == []
+    assert '  "\\"v1.riders\\"":' in snippet and policy.table('"v1.riders"').columns["email"].transform == "email"
+    assert policy.table('"v1.app"."a""b"').columns["note"].transform == "scrub", "dots and quotes in names"
     columns = policy.table("Passenger Notes").columns
     names = ("Contact: Email", "#tag", "date_of_birth", "payload", "mobile", "trip_id")
     suggested = [columns[name].transform for name in names]

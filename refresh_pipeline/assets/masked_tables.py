@@ -37,7 +37,7 @@ def _masked_table_asset(table: TablePolicy) -> dg.AssetsDefinition:
             result = mask_table(
                 conn,
                 refresh.policy(),
-                table.qualified_name,
+                table.policy_name,
                 refresh.key(),
                 log=context.log.info,
                 connect=lambda: refresh.connect_managed(restored.database),

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
-from refresh_pipeline.masking.policy import MaskingPolicy
+from refresh_pipeline.masking.policy import MaskingPolicy, policy_table_name
 from refresh_pipeline.masking.suggestions import suggested_rule
 
 
@@ -43,7 +43,7 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
     for column in uncovered:
         if (column.schema, column.table) != current:
             current = (column.schema, column.table)
-            name = column.table if column.schema == "public" else f"{column.schema}.{column.table}"
+            name = policy_table_name(column.schema, column.table)
             lines.append(f"  {_yaml_key(name)}:")
         rule, why = suggested_rule(column.column)
         note = f"{column.column.type_name}; {why}" if why else column.column.type_name

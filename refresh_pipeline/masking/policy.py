@@ -111,6 +111,11 @@ class TablePolicy:
         return f"{self.schema}.{self.table}"
 
     @property
+    def policy_name(self) -> str:
+        """The name as the policy writes it (policy_table_name), which MaskingPolicy.table() looks up."""
+        return policy_table_name(self.schema, self.table)
+
+    @property
     def masked_columns(self) -> dict[str, ColumnRule]:
         """Columns whose values change (everything but `keep`)."""
         return {
@@ -159,14 +164,36 @@ class MaskingPolicy:
         return self.tables[key]
 
 
+# A part of a table name: plain, or in double quotes (as in SQL, `""` inside) when it holds a dot or a quote.
+_NAME_PART = re.compile(r'"((?:[^"]|"")+)"|([^".]+)')
+
+
 def split_table_name(name: str) -> tuple[str, str]:
-    """`schema.table` or bare `table` (meaning `public.table`)."""
-    parts = name.split(".")
-    if len(parts) == 1:
-        return "public", parts[0]
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1]
-    raise RefreshError(f"bad table name {name!r}: write `table` or `schema.table`.")
+    """`schema.table` or bare `table` (meaning `public.table`); `public."v1.users"` for a name with a dot."""
+    parts: list[str] = []
+    position, complete = 0, False
+    while match := _NAME_PART.match(name, position):
+        parts.append(match[1].replace('""', '"') if match[1] is not None else match[2])
+        position = match.end()
+        complete = position == len(name)
+        if complete or name[position] != ".":
+            break
+        position += 1
+    if complete and len(parts) in (1, 2):
+        return ("public", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    raise RefreshError(
+        f"bad table name {name!r}: write `table` or `schema.table`, and quote a name holding a dot: "
+        '`public."v1.users"`.'
+    )
+
+
+def policy_table_name(schema: str, table: str) -> str:
+    """How the policy names a table: bare in `public`, parts holding a dot or a quote in double quotes."""
+
+    def part(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+
+    return part(table) if schema == "public" else f"{part(schema)}.{part(table)}"
 
 
 def parse_json_path(path: str) -> tuple[str, ...]:
