@@ -13,6 +13,7 @@ from refresh_pipeline.audit.scan import ColumnFindings, scan_table
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import AUDITED_BYTES, ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import MaskingKey
+from refresh_pipeline.masking.large_objects import count_large_objects
 
 _HEADS = TableInfo(
     schema="refresh_pipeline_audit",
@@ -37,7 +38,7 @@ def scan_large_objects(
     conn: psycopg.Connection, key: MaskingKey, allowlist: tuple[str, ...], log: Callable[[str], None]
 ) -> LargeObjectAudit:
     """Copy the head of every large object into a scratch table, scan it, and drop it again."""
-    count = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+    count = count_large_objects(conn)
     if not count:
         return LargeObjectAudit(0, None, 0.0)
     log(f"reading the first {AUDITED_BYTES // 1024} KB of {count} large object(s)")

@@ -24,8 +24,12 @@ class LargeObjects:
     oid_columns: tuple[str, ...]  # columns of type oid (or the `lo` domain) that may point at them
 
 
+def count_large_objects(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+
+
 def read_large_objects(conn: psycopg.Connection, tables: dict[tuple[str, str], TableInfo]) -> LargeObjects:
-    count = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+    count = count_large_objects(conn)
     oid_columns = tuple(
         f"{info.qualified_name}.{column.name}"
         for info in tables.values()
@@ -50,7 +54,7 @@ def large_objects_problem(policy: MaskingPolicy, found: LargeObjects) -> str | N
 
 def remove_large_objects(conn: psycopg.Connection, log: Callable[[str], None]) -> int:
     """Unlink every large object, a batch per transaction; returns how many were removed."""
-    total = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+    total = count_large_objects(conn)
     if not total:
         return 0
     progress = Progress("removing large objects", total, log, unit="large objects")
