@@ -36,9 +36,9 @@ TEXT_CASTABLE = {
     "scrub": frozenset({"json", "jsonb", "xml", "hstore"}),
 }
 # Whole-number columns masked with these are PII kept as numbers: collected at restore and audited as text.
+NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
 # How much of each value of a kept bytea column the audit reads (a file's text is usually near its start).
 AUDITED_BYTES = 65536
-NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,18 @@ class ColumnInfo:
         return not self.is_array and self.base_type in DATE_TYPES
 
     @property
+    def unqualified_type(self) -> str:
+        """The base type without its schema: an extension's `public.hstore` is `hstore`."""
+        return self.base_type.rsplit(".", 1)[-1]
+
+    @property
     def holds_text(self) -> bool:
         """Could hold PII as text: text-like, JSON, XML, hstore, a row type, or an array of those."""
-        unqualified = self.base_type.rsplit(".", 1)[-1]
         return (
             self.pii_number
             or self.audited_bytes
             or self.composite
-            or unqualified in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
+            or self.unqualified_type in TEXT_TYPES | JSON_TYPES | OTHER_TEXT_TYPES
         )
 
     def as_text(self, alias: str) -> sql.Composed:

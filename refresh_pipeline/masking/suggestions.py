@@ -46,7 +46,7 @@ _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME 
 def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
     """(rule as YAML, why) for the snippet line of an unclassified column; the rule applies as pasted."""
     words = _words(column.name)
-    unqualified = column.base_type.rsplit(".", 1)[-1]
+    unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
     if column.is_array:
