@@ -39,9 +39,8 @@ class DatabaseLocale:
 
 
 def read_locale(conn: psycopg.Connection) -> DatabaseLocale:
-    # A SQL_ASCII database hands psycopg bytes, not str; these names are ASCII either way.
-    row = [value.decode("ascii") if isinstance(value, bytes) else value for value in conn.execute(_READ).fetchone()]
-    encoding, collate, ctype, provider, locale = row
+    """From a session of connections.connect(), which asks for UTF-8 (a SQL_ASCII one would return bytes)."""
+    encoding, collate, ctype, provider, locale = conn.execute(_READ).fetchone()
     return DatabaseLocale(encoding, collate, ctype, _PROVIDERS.get(provider, provider), locale)
 
 
