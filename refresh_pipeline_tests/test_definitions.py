@@ -91,23 +91,29 @@ def test_the_heaviest_tables_masking_and_audit_steps_are_started_first(config_pa
     assert priority[f"masked__payments_{NO_PII_CHECK}"] == priority["masked__payments"]
 
 
+def _after_the_preload(step_code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `step_code` in a fresh interpreter once it imported what the forkserver preloads, as a step does."""
+    preload = multiprocess_run_config(2)["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
+    probe = (
+        f"import importlib\nfor name in {preload['preload_modules']!r}: importlib.import_module(name)\n"
+    ) + step_code
+    return subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True)
+
+
 def test_step_processes_start_with_dagster_storage_already_imported(tmp_path):
     """The forkserver preloads what a step process imports to open the instance; a step that had to
     import sqlalchemy and alembic again cost ~0.5 s of CPU, two dozen times per refresh."""
-    preload = multiprocess_run_config(2)["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    probe = (
-        "import importlib, sys\n"
-        f"for name in {preload['preload_modules']!r}: importlib.import_module(name)\n"
+    result = _after_the_preload(
+        "import sys\n"
         "before = set(sys.modules)\n"
         "import dagster as dg\n"
         "with dg.DagsterInstance.get() as instance: instance.get_runs(limit=1)\n"
-        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}))\n"
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}))\n",
+        DAGSTER_HOME=str(tmp_path),
     )
-    imported = subprocess.run(
-        [sys.executable, "-c", probe], env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = result.stdout
     for heavy in ("sqlalchemy", "alembic", "rich"):
         assert f"'{heavy}'" not in imported, imported
 
@@ -130,20 +136,14 @@ def test_definitions_are_reused_until_the_config_or_the_policy_changes(config_pa
 
 def test_step_processes_inherit_the_job_built_by_the_forkserver(config_path):
     """Building the definitions costs ~5 ms per table; a step forked after the preload does not rebuild them."""
-    preload = multiprocess_run_config(2)["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
-    probe = (
-        "import importlib\n"
-        f"for name in {preload['preload_modules']!r}: importlib.import_module(name)\n"
+    result = _after_the_preload(
         "import refresh_pipeline.definitions as definitions\n"
         "def rebuilt(*args): raise SystemExit('the step rebuilt the definitions')\n"
         "definitions.build_definitions = rebuilt\n"
         "from refresh_pipeline.execution import weekly_refresh_job\n"
-        "print(len(weekly_refresh_job().graph.node_dict))\n"
+        "print(len(weekly_refresh_job().graph.node_dict))\n",
+        REFRESH_PIPELINE_CONFIG=str(config_path),
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], env={**os.environ, "REFRESH_PIPELINE_CONFIG": str(config_path)},
-        capture_output=True, text=True,
-    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout) > 10
 
