@@ -53,6 +53,30 @@ def whole_value_fingerprint(normalised: sql.Composable) -> sql.Composed:
     return _fingerprint_sql(sql.SQL("'whole:' || {}").format(normalised))
 
 
+def location_hex(column: sql.Composable) -> sql.Composed:
+    """A geometry or geography as hex EWKB (NULL when EMPTY): a geography copy of a geometry reads the same."""
+    return sql.SQL("refresh_pipeline.location_hex({})").format(column)
+
+
+def location_fingerprint(ewkb_hex: sql.Composable) -> sql.Composed:
+    """The fingerprint of a location given as hex EWKB: recorded and audited alike."""
+    return _fingerprint_sql(sql.SQL("'location:' || {}").format(ewkb_hex))
+
+
+def _moved_location_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
+    """The table's geometry and geography columns the policy moves with `geo`: customers' locations."""
+    table_policy = policy.tables.get((table.schema, table.name))
+    if table_policy is None:
+        return []
+    return [
+        column.name
+        for column in table.columns
+        if column.is_spatial
+        and isinstance(rule := table_policy.columns.get(column.name), TransformRule)
+        and rule.transform == "geo"
+    ]
+
+
 def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
     table_policy = policy.tables.get((table.schema, table.name))
     if table_policy is None:
@@ -144,17 +168,40 @@ def fingerprint_whole_values(
             )
 
 
+def fingerprint_locations(
+    conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
+) -> None:
+    """Fingerprint each distinct location of every column the policy moves with `geo` (audit/locations.py)."""
+    share_key(conn, key, AUDIT_PURPOSE)
+    for table in tables:
+        for name in _moved_location_columns(policy, table):
+            column = sql.Identifier(name)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
+                    "SELECT {fingerprint}, 'location' FROM (SELECT DISTINCT {ewkb} AS ewkb FROM {target}) AS d "
+                    "CROSS JOIN {key} WHERE d.ewkb IS NOT NULL"
+                ).format(
+                    fingerprint=location_fingerprint(sql.SQL("d.ewkb")),
+                    ewkb=location_hex(column),
+                    target=table.ident,
+                    key=key_relation(AUDIT_PURPOSE),
+                )
+            )
+
+
 def record_original_fingerprints(
     conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
 ) -> None:
     """Fingerprint every email, phone and UPI token in every text/JSON/array column of every table (kept
-    columns too), and the whole values of masked PII columns, in one transaction."""
+    columns too), the whole values of masked PII columns and the locations `geo` moves, in one transaction."""
     with conn.transaction():
         if not original_tokens_collected(conn):
             collect_original_tokens(conn, tables, policy)
         start_fingerprints(conn)
         fingerprint_tokens(conn, key)
         fingerprint_whole_values(conn, tables, policy, key)
+        fingerprint_locations(conn, tables, policy, key)
         index_fingerprints(conn)
 
 

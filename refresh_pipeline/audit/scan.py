@@ -17,6 +17,7 @@ from refresh_pipeline.audit.fingerprints import (
     token_fingerprint,
     whole_value_fingerprint,
 )
+from refresh_pipeline.audit.locations import production_locations, spatial_columns
 from refresh_pipeline.audit.numbers import kept_number_columns, phones_in_kept_numbers
 from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
@@ -35,7 +36,8 @@ from refresh_pipeline.masking.session_key import key_relation, share_key
 MASKED_EMAIL_DOMAIN = "example.com"
 DETECTOR_VERSIONS = {
     "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1; "
-    "production phones kept in bigint/numeric columns, v1",
+    "production phones kept in bigint/numeric columns, v1; "
+    "production locations (PostGIS) moved by geo, in every geometry/geography column, v1",
     "email": "email outside @example.com, v1",
     "phone": "Indian mobile (+91/0 prefix, 5-5 or 10 digits), v1",
     "upi": "UPI handle <local>@<bank>, v1",
@@ -234,10 +236,11 @@ def scan_table(
     blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> TableAudit:
     """Audit every text, JSON and array column of the table, its kept bytea columns (the first AUDITED_BYTES
-    of each value, escaped) and its kept bigint and numeric columns.
+    of each value, escaped), its kept bigint and numeric columns and its geometry and geography columns.
 
     Known values: any token (or whole value) whose fingerprint equals an original's fails, in any
-    column; so does a production phone in a kept bigint or numeric column (numbers.py). Patterns: in
+    column; so does a production phone in a kept bigint or numeric column (numbers.py), and a production
+    location `geo` moved in any geometry or geography column (locations.py). Patterns: in
     `kept_columns` every detector applies; in masked columns only emails outside the masked domain
     (masked phones are phone-shaped by design). Plain columns are scanned value by
     distinct value; JSON columns block range by block range, spread over `workers` sessions from
@@ -258,9 +261,10 @@ def scan_table(
     }
     columns = [column for column in table.columns if column.holds_text]
     numbers = kept_number_columns(table, kept_columns) if known else []
-    audit.columns_scanned = [column.name for column in columns + numbers]
+    spatial = spatial_columns(table) if known else []
+    audit.columns_scanned = [column.name for column in columns + numbers + spatial]
     work = text_column_work(conn, table, blocks_per_range)
-    totals = {column.name: _ColumnTotals() for column in columns + numbers}
+    totals = {column.name: _ColumnTotals() for column in columns + numbers + spatial}
     totals_lock = threading.Lock()
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
@@ -336,10 +340,13 @@ def scan_table(
             log(f"{table.qualified_name}: tokens compared in {time.monotonic() - checking:.1f} s")
         for found in phones_in_kept_numbers(conn, table, numbers, key, sample, MAX_LOCATIONS):
             totals[found.column].add(found.rows, {}, found.locations)
+        allowlist = params["allowlist"]
+        for found in production_locations(conn, table, spatial, key, sample, allowlist, MAX_LOCATIONS):
+            totals[found.column].add(found.rows, {}, found.locations)
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
-    for column in columns + numbers:
+    for column in columns + numbers + spatial:
         found = totals[column.name]
         if found.known or found.patterns:
             audit.findings.append(ColumnFindings(column.name, found.known, found.patterns, tuple(found.locations)))

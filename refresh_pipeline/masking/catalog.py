@@ -21,6 +21,8 @@ DATE_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with t
 JSON_TYPES = frozenset({"json", "jsonb"})
 # Other types whose values are text inside: no transform applies to them, but the audit reads them.
 OTHER_TEXT_TYPES = frozenset({"xml", "hstore", "tsvector"})
+# PostGIS locations (unqualified: the extension's schema varies); `geo` moves them, the audit compares them.
+SPATIAL_TYPES = frozenset({"geometry", "geography"})
 FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
 NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
 WHOLE_NUMBER_TYPES = frozenset({"bigint", "numeric"})
@@ -66,6 +68,10 @@ class ColumnInfo:
     @property
     def is_date(self) -> bool:
         return not self.is_array and self.base_type in DATE_TYPES
+
+    @property
+    def is_spatial(self) -> bool:
+        return not self.is_array and self.unqualified_type in SPATIAL_TYPES
 
     @property
     def unqualified_type(self) -> str:

@@ -855,3 +855,70 @@ BEGIN
     END IF;
     RETURN false;
 END $$;
+
+-- PostGIS locations, only where the database has PostGIS (its types live in the extension's schema).
+-- The whole geometry moves by one offset, so a line or a polygon keeps its shape: a keyed direction and a
+-- keyed distance between radius_m / 2 and radius_m, in metres on the ground. Degrees for longitude/latitude
+-- SRIDs (and SRID 0 whose coordinates are within longitude/latitude bounds), else the SRID's linear units.
+-- The error names the SRID only, never a coordinate.
+DO $install$
+DECLARE
+    postgis name := (SELECT extnamespace::regnamespace::name FROM pg_extension WHERE extname = 'postgis');
+BEGIN
+    IF postgis IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format($geometry$
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_location(key bytea, g %1$I.geometry, radius_m double precision)
+RETURNS %1$I.geometry LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SET search_path = %1$I, pg_catalog AS $$
+DECLARE
+    h bytea := refresh_pipeline.hmac(key, 'location:' || encode(g::bytea, 'hex'));
+    angle double precision := 2 * pi() * (('x' || encode(substr(h, 1, 7), 'hex'))::bit(56)::bigint / 72057594037927936.0);
+    metres double precision := radius_m
+        * (0.5 + 0.5 * (('x' || encode(substr(h, 8, 7), 'hex'))::bit(56)::bigint / 72057594037927936.0));
+    ref spatial_ref_sys%%ROWTYPE;
+    units_per_metre double precision;
+BEGIN
+    IF ST_IsEmpty(g) THEN
+        RETURN g;
+    END IF;
+    SELECT * INTO ref FROM spatial_ref_sys WHERE srid = ST_SRID(g);
+    IF coalesce(ref.proj4text LIKE '%%+proj=longlat%%' OR ref.srtext LIKE 'GEOG%%',
+                ST_SRID(g) = 0 AND ST_XMin(g) >= -180 AND ST_XMax(g) <= 180 AND ST_YMin(g) >= -90 AND ST_YMax(g) <= 90)
+    THEN
+        RETURN ST_Translate(g, metres * cos(angle) / (111320.0 * greatest(cos(radians(ST_Y(ST_Centroid(g)))), 0.01)),
+                            metres * sin(angle) / 111320.0);
+    END IF;
+    units_per_metre := CASE
+        WHEN ref.proj4text ~ '\+units=m( |$)' THEN 1
+        WHEN ref.proj4text ~ '\+units=us-ft( |$)' THEN 3937.0 / 1200
+        WHEN ref.proj4text ~ '\+units=ft( |$)' THEN 1 / 0.3048
+    END;
+    IF units_per_metre IS NULL THEN
+        RAISE EXCEPTION 'geo cannot move a geometry of SRID %%: its units are not degrees, metres or feet%%',
+            ST_SRID(g), CASE WHEN ST_SRID(g) = 0 THEN ' (SRID 0 outside longitude/latitude bounds: set its SRID)' ELSE '' END;
+    END IF;
+    RETURN ST_Translate(g, metres * cos(angle) * units_per_metre, metres * sin(angle) * units_per_metre);
+END $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_location(key bytea, g %1$I.geography, radius_m double precision)
+RETURNS %1$I.geography LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$ SELECT refresh_pipeline.mask_location(key, g::%1$I.geometry, radius_m)::%1$I.geography $$;
+
+-- A location as the audit fingerprints it: hex EWKB, the same for a geography copy of a geometry point;
+-- an EMPTY geometry is no location.
+CREATE OR REPLACE FUNCTION refresh_pipeline.location_hex(g %1$I.geometry) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT CASE WHEN %1$I.ST_IsEmpty(g) THEN NULL ELSE encode(%1$I.bytea(g), 'hex') END $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.location_hex(g %1$I.geography) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT refresh_pipeline.location_hex(g::%1$I.geometry) $$;
+
+-- How a location is written in the policy's allowlist: lower-case WKT, e.g. 'point(72.8777 19.076)'.
+CREATE OR REPLACE FUNCTION refresh_pipeline.location_text(g %1$I.geometry) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT lower(%1$I.ST_AsText(g)) $$;
+
+CREATE OR REPLACE FUNCTION refresh_pipeline.location_text(g %1$I.geography) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT lower(%1$I.ST_AsText(g)) $$;
+$geometry$, postgis);
+END $install$;

@@ -76,9 +76,16 @@ def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformR
     )
 
 
-def _numeric_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformRule, refs: Refs) -> sql.Composable:
+def _geo_or_number_expression(
+    column: ColumnInfo, ident: sql.Identifier, rule: TransformRule, refs: Refs
+) -> sql.Composable:
     params = rule.param_dict
-    if rule.transform == "geo":
+    if rule.transform == "geo" and column.is_spatial:
+        # Overloaded for geometry and geography; the cast keeps the column's type modifier (Point, 4326).
+        masked = sql.SQL("refresh_pipeline.mask_location({key}, {col}, {radius})").format(
+            key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
+        )
+    elif rule.transform == "geo":
         masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
             key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
         )
@@ -234,7 +241,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     if rule.transform == "date":
         return _date_expression(column, ident, rule, refs)
     if rule.transform in ("geo", "number"):
-        return _numeric_expression(column, ident, rule, refs)
+        return _geo_or_number_expression(column, ident, rule, refs)
     lookups = _phone_lookups(column, rule, ordinal)
     masked = _text_call(rule, sql.SQL("{}::text").format(ident), refs, lookups[0].mapped if lookups else None)
     masked = fitted(column, rule, masked)

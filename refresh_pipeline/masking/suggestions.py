@@ -2,13 +2,20 @@
 
 Only a starting point a person reviews (every line says `# REVIEW`). A suggestion is never weaker than the
 old default: text starts as `redact` unless its name says which mask keeps it useful; a date named like a
-birth date is masked instead of kept; a JSON, XML or hstore document is scrubbed instead of kept."""
+birth date is masked instead of kept; a JSON, XML or hstore document is scrubbed instead of kept; a location
+(PostGIS, or a latitude/longitude number) is moved instead of kept."""
 
 from __future__ import annotations
 
 import re
 
-from refresh_pipeline.masking.catalog import TEXT_CASTABLE, TEXT_TYPES, WHOLE_NUMBER_TYPES, ColumnInfo
+from refresh_pipeline.masking.catalog import (
+    FRACTIONAL_TYPES,
+    TEXT_CASTABLE,
+    TEXT_TYPES,
+    WHOLE_NUMBER_TYPES,
+    ColumnInfo,
+)
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import TransformRule
 
@@ -31,6 +38,8 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
 _BIRTH_DATE = re.compile(r"(^|_)(dob|birth|birthday)(_|$)")  # birth_date, date_of_birth too
+_COORDINATE = re.compile(r"(^|_)(lat|lng|lon|latitude|longitude)(_|$)")
+_LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
 
 
 def _words(column: str) -> str:
@@ -58,6 +67,10 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
         return "scrub", "a document: scrub masks every email, phone and UPI handle in it, or list JSON paths"
     if unqualified == "tsvector" or column.composite:
         return _derived_or_composite(column)
+    if column.is_spatial:
+        return "geo", _LOCATION_WHY
+    if column.base_type in FRACTIONAL_TYPES and not column.is_array and _COORDINATE.search(words):
+        return "geo", _LOCATION_WHY
     if column.base_type in WHOLE_NUMBER_TYPES and column.numeric_digits[1] == 0:
         for transform, pattern in _NUMBER_BY_NAME:
             if pattern.search(words):

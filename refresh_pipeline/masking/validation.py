@@ -34,8 +34,12 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if transform == "date":
         return None if column.is_date else f"`date` needs a date or timestamp column, not {column.type_name}"
     if transform == "geo":
-        fits = not column.is_array and column.base_type in FRACTIONAL_TYPES
-        return None if fits else f"`geo` needs a numeric, real or double precision column, not {column.type_name}"
+        fits = column.is_spatial or (not column.is_array and column.base_type in FRACTIONAL_TYPES)
+        return (
+            None
+            if fits
+            else f"`geo` needs a numeric, real, double precision, geometry or geography column, not {column.type_name}"
+        )
     if transform == "number":
         fits = not column.is_array and column.base_type in NUMBER_TYPES
         return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"

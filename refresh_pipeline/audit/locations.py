@@ -1,0 +1,82 @@
+"""Production's customer locations (PostGIS geometry and geography) anywhere after masking.
+
+No pattern tells a person's home from a bus stop, so locations are audited as known values only: at restore,
+every location of a column the policy moves with `geo` is fingerprinted (fingerprints.py); after masking,
+every geometry and geography column of the table, kept or moved, is compared with those fingerprints. A kept
+`pickup_point` copied from `customers.home` fails; a moved column cannot match, since `geo` moves every
+location by at least half its radius. A public place that equals a customer's location (a stop chosen as
+home) is listed in the policy's allowlist as WKT: 'POINT(72.8777 19.076)'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.audit.fingerprints import location_fingerprint, location_hex
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
+from refresh_pipeline.masking.session_key import key_relation, share_key
+
+_PROBE = """
+WITH candidates AS MATERIALIZED (
+    SELECT src.ctid AS location, v.column_name, v.ewkb
+    FROM (SELECT ctid, * FROM {target} AS src {sample}) AS src,
+         LATERAL (VALUES {columns}) AS v (column_name, ewkb, wkt)
+    WHERE v.ewkb IS NOT NULL AND v.wkt <> ALL(%(allowlist)s::text[])
+),
+hashed AS MATERIALIZED (  -- each fingerprint computed once (see scan.py)
+    SELECT c.column_name, c.location, {fingerprint} AS fingerprint FROM candidates AS c CROSS JOIN {key}
+)
+SELECT h.column_name, count(*), (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
+FROM hashed AS h
+WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
+GROUP BY h.column_name
+"""
+
+
+@dataclass(frozen=True)
+class LocationsFound:
+    column: str
+    rows: int
+    locations: list[str]  # ctids of the first rows; never the coordinates
+
+
+def spatial_columns(table: TableInfo) -> list[ColumnInfo]:
+    return [column for column in table.columns if column.is_spatial]
+
+
+def production_locations(
+    conn: psycopg.Connection,
+    table: TableInfo,
+    columns: list[ColumnInfo],
+    key: MaskingKey,
+    sample: sql.Composable,
+    allowlist: list[str],
+    max_locations: int,
+) -> list[LocationsFound]:
+    """Per column, the rows holding a production customer location (needs the fingerprints); values whose
+    lower-case WKT is in `allowlist` are public places."""
+    if not columns:
+        return []
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {}, refresh_pipeline.location_text(src.{}))").format(
+            sql.Literal(column.name),
+            location_hex(sql.SQL("src.{}").format(sql.Identifier(column.name))),
+            sql.Identifier(column.name),
+        )
+        for column in columns
+    )
+    query = sql.SQL(_PROBE).format(
+        target=table.ident,
+        sample=sample,
+        columns=values,
+        key=key_relation(AUDIT_PURPOSE),
+        fingerprint=location_fingerprint(sql.SQL("c.ewkb")),
+    )
+    with conn.transaction():
+        share_key(conn, key, AUDIT_PURPOSE)
+        rows = conn.execute(query, {"allowlist": allowlist, "max_locations": max_locations}).fetchall()
+    return [LocationsFound(name, count, list(locations)) for name, count, locations in rows]
