@@ -30,7 +30,10 @@ def _column(name: str, base_type: str) -> ColumnInfo:
         ("status", "text", "redact"),
         ("date_of_birth", "date", "date"),  # was `keep`
         ("created_at", "timestamp with time zone", "keep"),
-        ("latitude", "double precision", "keep"),
+        ("latitude", "double precision", "geo"),  # was `keep`
+        ("home_lng", "numeric", "geo"),
+        ("fare", "numeric", "keep"),
+        ("lap_count", "double precision", "keep"),
     ],
 )
 def test_a_rule_is_suggested_from_the_column_name(column, base_type, rule):

@@ -856,7 +856,8 @@ BEGIN
     RETURN false;
 END $$;
 
--- PostGIS locations, only where the database has PostGIS (its types live in the extension's schema).
+-- PostGIS locations, only where the database has PostGIS (its types and functions live in the extension's
+-- schema, written out in full: a function-level search_path would cost a third of the masking time).
 -- The whole geometry moves by one offset, so a line or a polygon keeps its shape: a keyed direction and a
 -- keyed distance between radius_m / 2 and radius_m, in metres on the ground. Degrees for longitude/latitude
 -- SRIDs (and SRID 0 whose coordinates are within longitude/latitude bounds), else the SRID's linear units.
@@ -869,41 +870,54 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format($geometry$
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_location(key bytea, g %1$I.geometry, radius_m double precision)
-RETURNS %1$I.geometry LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SET search_path = %1$I, pg_catalog AS $$
+-- An SRID's units per metre on the ground: 0 for degrees (longitude/latitude), NULL when unknown (SRID 0 too).
+CREATE OR REPLACE FUNCTION refresh_pipeline.location_units(srid int) RETURNS double precision
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN r.proj4text LIKE '%%+proj=longlat%%' OR r.srtext LIKE 'GEOG%%' THEN 0
+        WHEN r.proj4text ~ '\+units=m( |$)' THEN 1
+        WHEN r.proj4text ~ '\+units=us-ft( |$)' THEN 3937.0 / 1200
+        WHEN r.proj4text ~ '\+units=ft( |$)' THEN 1 / 0.3048
+    END
+    FROM %1$I.spatial_ref_sys AS r WHERE r.srid = $1
+$$;
+
+-- `units` is location_units() of the column's SRID when its type fixes one (computed once per statement);
+-- NULL looks it up per row. Not STRICT, since units may be NULL.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_location(
+    key bytea, g %1$I.geometry, radius_m double precision, units double precision DEFAULT NULL
+) RETURNS %1$I.geometry LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
-    h bytea := refresh_pipeline.hmac(key, 'location:' || encode(g::bytea, 'hex'));
+    h bytea := refresh_pipeline.hmac(key, 'location:' || encode(%1$I.bytea(g), 'hex'));
     angle double precision := 2 * pi() * (('x' || encode(substr(h, 1, 7), 'hex'))::bit(56)::bigint / 72057594037927936.0);
     metres double precision := radius_m
         * (0.5 + 0.5 * (('x' || encode(substr(h, 8, 7), 'hex'))::bit(56)::bigint / 72057594037927936.0));
-    ref spatial_ref_sys%%ROWTYPE;
-    units_per_metre double precision;
+    srid int := %1$I.ST_SRID(g);
 BEGIN
-    IF ST_IsEmpty(g) THEN
+    IF g IS NULL OR %1$I.ST_IsEmpty(g) THEN
         RETURN g;
     END IF;
-    SELECT * INTO ref FROM spatial_ref_sys WHERE srid = ST_SRID(g);
-    IF coalesce(ref.proj4text LIKE '%%+proj=longlat%%' OR ref.srtext LIKE 'GEOG%%',
-                ST_SRID(g) = 0 AND ST_XMin(g) >= -180 AND ST_XMax(g) <= 180 AND ST_YMin(g) >= -90 AND ST_YMax(g) <= 90)
-    THEN
-        RETURN ST_Translate(g, metres * cos(angle) / (111320.0 * greatest(cos(radians(ST_Y(ST_Centroid(g)))), 0.01)),
-                            metres * sin(angle) / 111320.0);
+    units := coalesce(units, refresh_pipeline.location_units(srid));
+    IF units IS NULL AND srid = 0 AND %1$I.ST_XMin(g) >= -180 AND %1$I.ST_XMax(g) <= 180
+       AND %1$I.ST_YMin(g) >= -90 AND %1$I.ST_YMax(g) <= 90 THEN
+        units := 0;
     END IF;
-    units_per_metre := CASE
-        WHEN ref.proj4text ~ '\+units=m( |$)' THEN 1
-        WHEN ref.proj4text ~ '\+units=us-ft( |$)' THEN 3937.0 / 1200
-        WHEN ref.proj4text ~ '\+units=ft( |$)' THEN 1 / 0.3048
-    END;
-    IF units_per_metre IS NULL THEN
+    IF units IS NULL THEN
         RAISE EXCEPTION 'geo cannot move a geometry of SRID %%: its units are not degrees, metres or feet%%',
-            ST_SRID(g), CASE WHEN ST_SRID(g) = 0 THEN ' (SRID 0 outside longitude/latitude bounds: set its SRID)' ELSE '' END;
+            srid, CASE WHEN srid = 0 THEN ' (SRID 0 outside longitude/latitude bounds: set its SRID)' ELSE '' END;
     END IF;
-    RETURN ST_Translate(g, metres * cos(angle) * units_per_metre, metres * sin(angle) * units_per_metre);
+    IF units = 0 THEN
+        RETURN %1$I.ST_Translate(g,
+            metres * cos(angle) / (111320.0 * greatest(cos(radians(%1$I.ST_Y(%1$I.ST_Centroid(g)))), 0.01)),
+            metres * sin(angle) / 111320.0);
+    END IF;
+    RETURN %1$I.ST_Translate(g, metres * cos(angle) * units, metres * sin(angle) * units);
 END $$;
 
+-- A geography is always longitude/latitude.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_location(key bytea, g %1$I.geography, radius_m double precision)
 RETURNS %1$I.geography LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$ SELECT refresh_pipeline.mask_location(key, g::%1$I.geometry, radius_m)::%1$I.geography $$;
+AS $$ SELECT refresh_pipeline.mask_location(key, g::%1$I.geometry, radius_m, 0)::%1$I.geography $$;
 
 -- A location as the audit fingerprints it: hex EWKB, the same for a geography copy of a geometry point;
 -- an EMPTY geometry is no location.

@@ -76,15 +76,26 @@ def _date_expression(column: ColumnInfo, ident: sql.Identifier, rule: TransformR
     )
 
 
+def _location_expression(column: ColumnInfo, ident: sql.Identifier, radius_m: float, refs: Refs) -> sql.Composable:
+    """A PostGIS value moved (functions.sql, mask_location). The SRID's units are read once per statement when
+    the type fixes the SRID (`geometry(Point,4326)`), else per row; a geography is always in degrees."""
+    srid = re.search(r"^(?:.*\.)?geometry\(\w+,\s*(\d+)\)$", column.type_name)
+    units = (
+        sql.SQL(", (SELECT refresh_pipeline.location_units({}))").format(sql.Literal(int(srid[1])))
+        if srid
+        else sql.SQL("")
+    )
+    return sql.SQL("refresh_pipeline.mask_location({key}, {col}, {radius}{units})").format(
+        key=refs.key, col=ident, radius=sql.Literal(radius_m), units=units
+    )
+
+
 def _geo_or_number_expression(
     column: ColumnInfo, ident: sql.Identifier, rule: TransformRule, refs: Refs
 ) -> sql.Composable:
     params = rule.param_dict
     if rule.transform == "geo" and column.is_spatial:
-        # Overloaded for geometry and geography; the cast keeps the column's type modifier (Point, 4326).
-        masked = sql.SQL("refresh_pipeline.mask_location({key}, {col}, {radius})").format(
-            key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
-        )
+        masked = _location_expression(column, ident, float(params.get("radius_m", 500)), refs)
     elif rule.transform == "geo":
         masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
             key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
