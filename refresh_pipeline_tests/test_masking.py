@@ -211,7 +211,10 @@ def test_sequences_and_identity_columns_survive_masking(create_database):
         ("note: {json: {'$.a': email}}", "a JSON path rule needs a json/jsonb column, not text"),
         ("ghost: email", "column public.customers.ghost does not exist"),
         ('email: "null"', "`null` on a NOT NULL column"),
-        ("born: {transform: geo}", "`geo` needs a numeric, real or double precision column, not date"),
+        (
+            "born: {transform: geo}",
+            "`geo` needs a numeric, real, double precision, geometry or geography column, not date",
+        ),
         ("email: {transform: number, min: 1, max: 9}", "`number` needs a numeric or integer column, not text"),
         ("profile: {json: {'$.contact.mail': email}}", "JSON path $.contact.mail matches no value in any row"),
     ],
