@@ -24,6 +24,7 @@ from refresh_pipeline.platforms.connections import redact
 from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
+from refresh_pipeline.row_security import force_row_security_again
 from refresh_pipeline.state import PromotionRecord
 
 
@@ -72,6 +73,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             drop_scratch_tokens(conn)
             drop_leftover_staging(conn)
             resume_autovacuum(conn)
+            force_row_security_again(conn)
             conn.execute("ANALYZE")
         previous = platform.promoted()
         platform.promote(restored.database)

@@ -13,10 +13,11 @@ from refresh_pipeline.links_to_production import cut_links_to_production
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.large_objects import remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
-from refresh_pipeline.masking.runner import count_rows, install_functions
+from refresh_pipeline.masking.runner import count_rows, install_functions, require_trigger_control
 from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
+from refresh_pipeline.row_security import lift_forced_row_security
 from refresh_pipeline.state import RestoreRecord
 
 
@@ -46,6 +47,10 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         links = cut_links_to_production(conn)
         if links.foreign_servers or links.user_mappings or links.subscriptions:
             context.log.info(f"links to production cut: {links.as_metadata()}")
+        require_trigger_control(conn)
+        row_security_lifted = lift_forced_row_security(conn)
+        if row_security_lifted:
+            context.log.info(f"row-level security not forced on its owner during the refresh: {row_security_lifted}")
         large_objects_removed = remove_large_objects(conn, context.log.info) if policy.large_objects == "remove" else 0
         install_functions(conn)
         pause_autovacuum(conn)
@@ -78,6 +83,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "original_fingerprints": originals.fingerprints,
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "large_objects_removed": large_objects_removed,
+            "row_security_lifted": dg.MetadataValue.json(row_security_lifted),
             "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),
             "restore_seconds": round(restore_seconds, 2),

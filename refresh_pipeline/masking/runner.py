@@ -58,6 +58,21 @@ def install_functions(conn: psycopg.Connection) -> None:
         conn.execute(script)
 
 
+def require_trigger_control(conn: psycopg.Connection) -> None:
+    """Refuse, before anything is masked, a role that cannot turn the database's triggers off for a swap
+    (session_replication_role): a superuser, an RDS master user (rds_superuser) or a role granted it can."""
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        role = conn.execute("SELECT current_user").fetchone()[0]
+        raise RefreshError(
+            f"{role} may not set session_replication_role, which masking needs to swap masked rows in with the "
+            f"database's triggers off. Connect as a superuser (on RDS: the master user), or on PostgreSQL 15+ "
+            f"run as a superuser: GRANT SET ON PARAMETER session_replication_role TO {role}"
+        ) from None
+
+
 def functions_installed(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regproc('refresh_pipeline.mask_jsonb') IS NOT NULL").fetchone()[0]
 

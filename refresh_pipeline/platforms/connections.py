@@ -10,6 +10,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from refresh_pipeline.errors import RefreshError
 
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+# A row-level security policy that would hide rows fails the query instead (row_security.py): the refresh
+# reads, masks and audits every row or none.
+EVERY_ROW_OPTIONS = "-c row_security=off"
 
 _LIBPQ_ENV = {
     "host": "PGHOST",
@@ -64,10 +67,11 @@ def libpq_env(conninfo: str, read_only: bool = False) -> dict[str, str]:
 
 
 def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False) -> psycopg.Connection:
-    """Open a session; `read_only` makes every transaction in it refuse writes (used for production)."""
-    if read_only:
-        existing = parse_conninfo(conninfo).get("options", "")
-        conninfo = make_conninfo(conninfo, options=f"{existing} {READ_ONLY_OPTIONS}".strip())
+    """Open a session that sees every row or fails (no row-level security filtering); `read_only` makes
+    every transaction in it refuse writes (used for production)."""
+    existing = parse_conninfo(conninfo).get("options", "")
+    options = f"{existing} {EVERY_ROW_OPTIONS} {READ_ONLY_OPTIONS if read_only else ''}"
+    conninfo = make_conninfo(conninfo, options=" ".join(options.split()))
     # Names and messages as str whatever the database's encoding: psycopg hands bytes to a SQL_ASCII client.
     conninfo = make_conninfo(conninfo, client_encoding="UTF8")
     try:
