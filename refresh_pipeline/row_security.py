@@ -29,8 +29,9 @@ ORDER BY 1
 
 
 def lift_forced_row_security(conn: psycopg.Connection) -> list[str]:
-    """Stop forcing row-level security on the tables the connecting role owns, remembering which (returned);
-    refuse when policies apply to tables it does not own."""
+    """Stop forcing row-level security on the tables the connecting role owns, remembering which; returns
+    every table lifted so far (the local restore lifts them between its passes). Refuses when policies apply
+    to tables the role does not own."""
     with conn.transaction():
         applying = conn.execute(_APPLYING).fetchall()
         foreign = [f"{table} (owner {owner})" for table, owned, owner in applying if not owned]
@@ -41,13 +42,15 @@ def lift_forced_row_security(conn: psycopg.Connection) -> list[str]:
                 "tables nor has BYPASSRLS: masking would lose the rows it cannot see. Connect as a superuser or "
                 f"a role with BYPASSRLS, or make {role} a member of each owner (GRANT <owner> TO {role})."
             )
-        conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {_LIFTED} (table_name text PRIMARY KEY)")
-        names = [table for table, _owned, _owner in applying]
-        for name in names:
+        if applying:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {_LIFTED} (table_name text PRIMARY KEY)")
+        for name, _owned, _owner in applying:
             conn.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(name)))
             conn.execute(f"INSERT INTO {_LIFTED} VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-    return names
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (_LIFTED,)).fetchone()[0]:
+            return []
+        return [row[0] for row in conn.execute(f"SELECT table_name FROM {_LIFTED} ORDER BY 1").fetchall()]
 
 
 def force_row_security_again(conn: psycopg.Connection) -> list[str]:

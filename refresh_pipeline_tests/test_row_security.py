@@ -1,6 +1,7 @@
 """Row-level security on real PostgreSQL, as a role that is not a superuser (an RDS master user is not): the
 refresh masks and audits every row or fails; it never swaps in only the rows a policy lets it see."""
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from refresh_pipeline.cli import main
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
@@ -50,6 +52,9 @@ def roles(pg_server) -> Iterator[tuple[str, str]]:
         conn.execute(_trigger_control(True, master))
     yield master, owner
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        made = conn.execute("SELECT datname FROM pg_database WHERE datdba = %s::regrole", (master,)).fetchall()
+        for (name,) in made:  # the refreshes' databases
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(_trigger_control(False, master))
         for role in (master, owner):
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -156,3 +161,36 @@ def test_a_superuser_sees_every_row_and_nothing_is_lifted(create_database):
     with connect(conninfo, read_only=True) as conn:
         assert conn.execute("SHOW row_security").fetchone()[0] == "off"
         assert conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+
+
+def test_a_refresh_as_a_role_that_is_not_a_superuser_masks_every_row_and_forces_the_policies_again(
+    pg_server, roles, create_database, write_config, tmp_path, capsys
+):
+    production = create_database("rls_production")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(SCHEMA + "ALTER TABLE customers FORCE ROW LEVEL SECURITY;")
+        conn.execute(
+            "CREATE TABLE bookings (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers);"
+            "INSERT INTO bookings SELECT g, 1 + g % 1000 FROM generate_series(1, 3000) g;"
+            # Refreshed by pg_restore after the tables' constraints: it reads every customer.
+            "CREATE MATERIALIZED VIEW customers_per_tenant AS SELECT tenant_id, count(*) FROM customers GROUP BY 1;"
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  customers: {id: keep, tenant_id: keep, email: email}\n  bookings: keep\n")
+    server = make_conninfo(pg_server.dsn("postgres"), user=roles[0])
+    config = write_config(production, policy, local={"server_dsn": server})
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    assert _emails_left(pg_server, staging) == (1000, 0), "every row restored and masked"
+    with psycopg.connect(pg_server.dsn(staging)) as conn:
+        forced = conn.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'customers'").fetchone()[0]
+        bookings = conn.execute("SELECT count(*) FROM bookings").fetchone()[0]
+        left = conn.execute("SELECT to_regclass('refresh_pipeline.row_security_lifted')").fetchone()[0]
+        per_tenant = conn.execute("SELECT sum(count) FROM customers_per_tenant").fetchone()[0]
+    assert (forced, bookings, left) == (True, 3000, None), "the policies forced again, as in production"
+    assert per_tenant == 1000
+    with psycopg.connect(production) as conn:
+        assert conn.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'customers'").fetchone()[0]

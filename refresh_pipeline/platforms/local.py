@@ -39,12 +39,41 @@ def _utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _run_tool(args: list[str], env: dict[str, str], what: str) -> None:
+def _run_tool(args: list[str], env: dict[str, str], what: str) -> str:
+    """Run pg_dump or pg_restore; returns what it printed, or raises with its error output (rows withheld)."""
     result = subprocess.run(args, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         # Withheld before the tail is cut, so no value is cut in half and then missed.
         output = withhold_row_data(result.stderr.strip())[-2000:]
         raise RefreshError(f"{what} failed (exit {result.returncode}, row values withheld): {output}")
+    return result.stdout
+
+
+_ROW_SECURITY_ENTRY = re.compile(r"^\d+; \d+ \d+ ROW SECURITY ")
+
+
+def _restore_rows_before_row_security(
+    pg_restore: str, jobs: int, database: str, snapshot: str, env: dict[str, str], what: str
+) -> None:
+    """pg_restore, with the tables' row-level security switched on last. Policies a table forces on its
+    owner (the connecting role, with --no-owner) would otherwise refuse a role that is not a superuser the
+    rows' COPY and the foreign keys' validation, depending on the order parallel jobs take; the restore
+    step then stops forcing them for the refresh (row_security.py)."""
+    restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database]
+    _run_tool([*restore, "--section=pre-data", "--section=data", snapshot], env, what)
+    lines = _run_tool([pg_restore, "--list", snapshot], env, what).splitlines()
+    row_security = [line for line in lines if _ROW_SECURITY_ENTRY.match(line)]
+    with tempfile.TemporaryDirectory() as folder:
+        for part, selected in (
+            ("post-data", [line for line in lines if line not in row_security]),
+            ("rls", row_security),
+        ):
+            if not selected:
+                continue
+            listing = Path(folder, f"{part}.list")
+            listing.write_text("\n".join(selected) + "\n")
+            section = ["--section=post-data"] if part == "post-data" else []
+            _run_tool([*restore, *section, f"--use-list={listing}", snapshot], env, what)
 
 
 class LocalPlatform:
@@ -165,17 +194,11 @@ class LocalPlatform:
             )
         pg_restore = find_client_binary("pg_restore", self.server.bin_dir if self.server else None)
         try:
-            _run_tool(
-                [
-                    pg_restore,
-                    f"--jobs={self.config.parallelism}",
-                    "--no-owner",
-                    "--no-acl",
-                    "--exit-on-error",
-                    "-d",
-                    name,
-                    snapshot.location,
-                ],
+            _restore_rows_before_row_security(
+                pg_restore,
+                self.config.parallelism,
+                name,
+                snapshot.location,
                 libpq_env(self.conninfo(name)),
                 f"restore of {snapshot.snapshot_id} into {name}",
             )
