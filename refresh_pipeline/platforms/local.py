@@ -57,23 +57,20 @@ def _restore_rows_before_row_security(
 ) -> None:
     """pg_restore, with the tables' row-level security switched on last. Policies a table forces on its
     owner (the connecting role, with --no-owner) would otherwise refuse a role that is not a superuser the
-    rows' COPY and the foreign keys' validation, depending on the order parallel jobs take; the restore
-    step then stops forcing them for the refresh (row_security.py)."""
+    foreign keys' validation or a materialized view's refresh, depending on the order the parallel jobs
+    take; the restore step then stops forcing them for the refresh (row_security.py). Everything else is
+    one parallel pass, so index builds still overlap other tables' rows arriving."""
     restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database]
-    _run_tool([*restore, "--section=pre-data", "--section=data", snapshot], env, what)
     lines = _run_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     row_security = [line for line in lines if _ROW_SECURITY_ENTRY.match(line)]
+    if not row_security:
+        _run_tool([*restore, snapshot], env, what)
+        return
     with tempfile.TemporaryDirectory() as folder:
-        for part, selected in (
-            ("post-data", [line for line in lines if line not in row_security]),
-            ("rls", row_security),
-        ):
-            if not selected:
-                continue
+        for part, selected in (("rest", [line for line in lines if line not in row_security]), ("rls", row_security)):
             listing = Path(folder, f"{part}.list")
             listing.write_text("\n".join(selected) + "\n")
-            section = ["--section=post-data"] if part == "post-data" else []
-            _run_tool([*restore, *section, f"--use-list={listing}", snapshot], env, what)
+            _run_tool([*restore, f"--use-list={listing}", snapshot], env, what)
 
 
 class LocalPlatform:
