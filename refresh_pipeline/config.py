@@ -58,6 +58,9 @@ class AwsPlatformConfig:
     # Audit reports are also uploaded to s3://<report_bucket>/<report_prefix>/<database>/ when set.
     report_bucket: str | None = None
     report_prefix: str = "refresh-pipeline/reports"
+    # Login roles of production that log in to staging, each with its password's secret reference
+    # ('secretsmanager:<id>' or 'ssm:<parameter>'); every other login role but the master user loses its login.
+    staging_logins: tuple[tuple[str, str], ...] = ()
     # Development and tests only: the RDS API calls go to AWS (or moto), the data lives on this server.
     data_plane_dsn: str | None = None
 
@@ -84,8 +87,26 @@ def _aws_config(raw: Any, where: Path) -> AwsPlatformConfig:
     secret = raw.get("masking_key_secret")
     if secret and not str(secret).startswith(("secretsmanager:", "ssm:")):
         raise RefreshError(f"{where}: aws.masking_key_secret must be 'secretsmanager:<id>' or 'ssm:<parameter>'.")
-    values = {**raw, "security_groups": tuple(raw.get("security_groups") or ())}
+    values = {
+        **raw,
+        "security_groups": tuple(raw.get("security_groups") or ()),
+        "staging_logins": _staging_logins(raw.get("staging_logins"), where),
+    }
     return AwsPlatformConfig(**values)
+
+
+def _staging_logins(raw: Any, where: Path) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(
+        isinstance(role, str) and isinstance(secret, str) and secret.startswith(("secretsmanager:", "ssm:"))
+        for role, secret in raw.items()
+    ):
+        raise RefreshError(
+            f"{where}: aws.staging_logins must map role names to secret references, "
+            "e.g. {app: 'secretsmanager:staging/app-password'} ('secretsmanager:<id>' or 'ssm:<parameter>')."
+        )
+    return tuple(sorted(raw.items()))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.row_security import force_row_security_again
+from refresh_pipeline.staging_logins import set_staging_logins
 from refresh_pipeline.state import PromotionRecord
 
 
@@ -74,6 +75,8 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             drop_leftover_staging(conn)
             resume_autovacuum(conn)
             force_row_security_again(conn)
+            logins = platform.staging_login_passwords()
+            login_changes = set_staging_logins(conn, logins) if logins is not None else None
             conn.execute("ANALYZE")
         previous = platform.promoted()
         platform.promote(restored.database)
@@ -89,6 +92,9 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "database_conninfo": redact(platform.conninfo(restored.database)),
                 "promoted_at": promoted_at,
                 "checks_verified": len(check_keys),
+                "logins": dg.MetadataValue.json(
+                    login_changes.as_metadata() if login_changes else "left as they are (the server's roles)"
+                ),
                 "audit_report": dg.MetadataValue.path(str(report_md)),
                 "audit_report_json": dg.MetadataValue.path(str(report_json)),
                 "seconds": round(time.monotonic() - started, 2),

@@ -9,6 +9,7 @@ from psycopg import sql
 from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.autovacuum import pause_autovacuum
+from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.links_to_production import cut_links_to_production
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.large_objects import remove_large_objects
@@ -18,6 +19,7 @@ from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.row_security import lift_forced_row_security
+from refresh_pipeline.staging_logins import staging_logins_problem
 from refresh_pipeline.state import RestoreRecord
 
 
@@ -48,6 +50,10 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         if links.foreign_servers or links.user_mappings or links.subscriptions:
             context.log.info(f"links to production cut: {links.as_metadata()}")
         require_trigger_control(conn)
+        # Unreadable secrets or unknown roles fail now rather than after the masking.
+        logins = platform.staging_login_passwords()
+        if logins is not None and (problem := staging_logins_problem(conn, list(logins))):
+            raise RefreshError(problem)
         row_security_lifted = lift_forced_row_security(conn)
         if row_security_lifted:
             context.log.info(f"row-level security not forced on its owner during the refresh: {row_security_lifted}")

@@ -182,11 +182,10 @@ class AwsPlatform:
                 f"cannot read the staging password secret {self.aws.staging_password_secret}: "
                 f"{exc.response['Error']['Code']}"
             ) from None
-        try:
-            parsed = json.loads(secret)
-        except json.JSONDecodeError:
-            return secret
-        return str(parsed["password"]) if isinstance(parsed, dict) and "password" in parsed else secret
+        return _password_in(secret)
+
+    def staging_login_passwords(self) -> dict[str, str]:
+        return {role: _password_in(read_secret(ref, self.aws.region)) for role, ref in self.aws.staging_logins}
 
     def _restored_password(self, name: str) -> str:
         if self._key is None:
@@ -408,6 +407,15 @@ class AwsPlatform:
             if self._endpoint(raw)[0].rstrip(".") == target:
                 return self._identifier(raw)
         return None
+
+
+def _password_in(secret: str) -> str:
+    """A secret's password: the whole string, or its "password" field when it is a JSON object (RDS-style)."""
+    try:
+        parsed = json.loads(secret)
+    except json.JSONDecodeError:
+        return secret
+    return str(parsed["password"]) if isinstance(parsed, dict) and "password" in parsed else secret
 
 
 def read_secret(reference: str, region: str) -> str:

@@ -64,6 +64,11 @@ class Platform(Protocol):
         """How a user reaches staging through the stable name (no password in it)."""
         ...
 
+    def staging_login_passwords(self) -> dict[str, str] | None:
+        """Role -> staging password for the login roles that may log in to staging, where the promoted
+        database has roles of its own (staging_logins.py); None where its roles are shared with production."""
+        ...
+
     def retire(self, name: str) -> None:
         """Delete a managed database; refuses production, the promoted one and anything not ours."""
         ...

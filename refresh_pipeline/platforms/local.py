@@ -287,3 +287,6 @@ class LocalPlatform:
 
     def staging_conninfo(self) -> str:
         return f"service={STAGING_SERVICE}"
+
+    def staging_login_passwords(self) -> None:
+        return None  # the server's roles are production's too when both live on it
