@@ -61,7 +61,8 @@ class AwsPlatformConfig:
     # Login roles of production that log in to staging, each with its password's secret reference
     # ('secretsmanager:<id>' or 'ssm:<parameter>'); every other login role but the master user loses its login.
     staging_logins: tuple[tuple[str, str], ...] = ()
-    # Development and tests only: the RDS API calls go to AWS (or moto), the data lives on this server.
+    # Development and tests only: the RDS API calls go to AWS (or moto), the data lives on this server. Its
+    # roles stand for the instance's (staging_logins changes them) unless it is production's own server.
     data_plane_dsn: str | None = None
 
 

@@ -157,3 +157,22 @@ def test_staging_logins_take_role_names_and_secret_references_only(aws_world, wr
     }  # fmt: skip
     with pytest.raises(RefreshError, match=r"aws\.staging_logins must map role names to secret references"):
         load_config(write_config(demo_source, platform="aws", aws=aws))
+
+
+def test_a_data_plane_on_productions_own_server_leaves_its_roles_alone(aws_world, write_config, demo_source, pg_server):
+    role = f"production_app_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'prod'").format(sql.Identifier(role)))
+    try:
+        aws = {
+            "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
+            "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
+            "staging_record": STAGING_RECORD, "instance_prefix": f"sl-{uuid.uuid4().hex[:6]}",
+            "data_plane_dsn": pg_server.dsn(),
+        }  # fmt: skip
+        result = materialize(write_config(demo_source, platform="aws", aws=aws), dg.DagsterInstance.ephemeral())
+        assert result.success, step_failure_messages(result)
+        assert _roles(pg_server)[role][0], "production's role still logs in"
+    finally:
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

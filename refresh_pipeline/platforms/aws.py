@@ -15,6 +15,7 @@ from refresh_pipeline.config import AwsPlatformConfig, LocalPlatformConfig, Refr
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
 from refresh_pipeline.platforms.base import ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.connections import parse_conninfo
 from refresh_pipeline.platforms.local import LocalPlatform
 
 MANAGED_TAG = "refresh-pipeline:managed"
@@ -184,7 +185,9 @@ class AwsPlatform:
             ) from None
         return _password_in(secret)
 
-    def staging_login_passwords(self) -> dict[str, str]:
+    def staging_login_passwords(self) -> dict[str, str] | None:
+        if self.data_plane is not None and _same_server(self.aws.data_plane_dsn or "", self.config.source_dsn):
+            return None  # development: the instance's roles would be production's own
         return {role: _password_in(read_secret(ref, self.aws.region)) for role, ref in self.aws.staging_logins}
 
     def _restored_password(self, name: str) -> str:
@@ -407,6 +410,14 @@ class AwsPlatform:
             if self._endpoint(raw)[0].rstrip(".") == target:
                 return self._identifier(raw)
         return None
+
+
+def _same_server(first: str, second: str) -> bool:
+    def server(conninfo: str) -> tuple[str, str]:
+        params = parse_conninfo(conninfo)
+        return params.get("host", ""), params.get("port", "5432")
+
+    return server(first) == server(second)
 
 
 def _password_in(secret: str) -> str:
