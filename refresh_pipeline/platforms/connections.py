@@ -11,8 +11,13 @@ from refresh_pipeline.errors import RefreshError
 
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 # A row-level security policy that would hide rows fails the query instead (row_security.py): the refresh
-# reads, masks and audits every row or none.
-EVERY_ROW_OPTIONS = "-c row_security=off"
+# reads, masks and audits every row or none. Production's own timeouts (ALTER DATABASE ... SET
+# statement_timeout = '30s', which an RDS restore keeps and the local restore carries over) would cancel
+# long masking and audit statements or close idle pooled sessions mid-refresh.
+SESSION_OPTIONS = (
+    "-c row_security=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+)
+WRITABLE_OPTIONS = "-c default_transaction_read_only=off"  # production's setting, carried to its copy
 
 _LIBPQ_ENV = {
     "host": "PGHOST",
@@ -70,12 +75,17 @@ def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False)
     """Open a session that sees every row or fails (no row-level security filtering); `read_only` makes
     every transaction in it refuse writes (used for production)."""
     existing = parse_conninfo(conninfo).get("options", "")
-    options = f"{existing} {EVERY_ROW_OPTIONS} {READ_ONLY_OPTIONS if read_only else ''}"
+    options = f"{existing} {SESSION_OPTIONS} {READ_ONLY_OPTIONS if read_only else WRITABLE_OPTIONS}"
     conninfo = make_conninfo(conninfo, options=" ".join(options.split()))
     # Names and messages as str whatever the database's encoding: psycopg hands bytes to a SQL_ASCII client.
     conninfo = make_conninfo(conninfo, client_encoding="UTF8")
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15)
+        conn = psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15)
     except psycopg.OperationalError as exc:
         message = str(exc).replace(parse_conninfo(conninfo).get("password", "\0"), "***")
         raise RefreshError(f"cannot connect to {redact(conninfo)}: {message.strip()}") from None
+    if conn.info.server_version >= 140000:  # a startup option PostgreSQL 13 would refuse
+        conn.execute("SET idle_session_timeout = 0")
+        if not autocommit:
+            conn.commit()
+    return conn

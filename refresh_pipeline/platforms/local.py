@@ -25,6 +25,7 @@ from refresh_pipeline.platforms.connections import (
     with_database,
 )
 from refresh_pipeline.platforms.database_locale import create_database_like, load_locale, read_locale, save_locale
+from refresh_pipeline.platforms.database_settings import apply_settings, load_settings, read_settings, save_settings
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary
 from refresh_pipeline.row_data_in_errors import withhold_row_data
@@ -143,6 +144,7 @@ class LocalPlatform:
             )
             with connect(self.config.source_dsn, read_only=True) as production:
                 save_locale(read_locale(production), partial)
+                save_settings(read_settings(production), partial)
         except RefreshError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -202,6 +204,8 @@ class LocalPlatform:
         except RefreshError:
             self._drop(name)
             raise
+        with connect(self._admin_conninfo(), autocommit=True) as conn:
+            notes += apply_settings(conn, name, load_settings(Path(snapshot.location)))
         return ManagedDatabase(name=name, created_at=_utc_now(), snapshot_id=snapshot.snapshot_id, notes=tuple(notes))
 
     # -- managed databases ----------------------------------------------------------------------
