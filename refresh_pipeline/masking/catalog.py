@@ -59,7 +59,7 @@ class ColumnInfo:
 
     @property
     def is_text(self) -> bool:
-        return not self.is_array and self.base_type in TEXT_TYPES
+        return not self.is_array and self.unqualified_type in TEXT_TYPES  # citext may print as public.citext
 
     @property
     def is_json(self) -> bool:

@@ -21,7 +21,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if isinstance(rule, JsonRule):
         return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
     if isinstance(rule, ArrayRule):
-        if column.is_array and column.base_type in {"text", "character varying", "character", "citext"}:
+        if column.is_array and column.unqualified_type in {"text", "character varying", "character", "citext"}:
             return length_problem(column, rule.element)
         return f"an array rule needs a text array column, not {column.type_name}"
     transform = rule.transform

@@ -77,7 +77,8 @@ def _statement(database: str, setting: DatabaseSetting) -> sql.Composed:
         else sql.SQL("ALTER DATABASE {}").format(sql.Identifier(database))
     )
     if setting.name.lower() in _LIST_SETTINGS:
-        value = sql.SQL(", ").join(sql.Literal(item) for item in _list_items(setting.value)) or sql.Literal("")
+        items = _list_items(setting.value)
+        value = sql.SQL(", ").join(sql.Literal(item) for item in items) if items else sql.Literal("")
     else:
         value = sql.Literal(setting.value)
     return sql.SQL("{} SET {} = {}").format(target, sql.Identifier(*setting.name.split(".")), value)
