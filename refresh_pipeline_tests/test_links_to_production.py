@@ -8,7 +8,9 @@ import pytest
 from psycopg import sql
 
 from refresh_pipeline.cli import main
+from refresh_pipeline.config import load_config
 from refresh_pipeline.links_to_production import DISCONNECTED_HOST, cut_links_to_production
+from refresh_pipeline.platforms.local import LocalPlatform
 
 SECRET = "crm-password-of-production"
 
@@ -108,3 +110,29 @@ def test_a_database_without_links_is_left_as_it_is(create_database):
     with psycopg.connect(create_database("no_links"), autocommit=True) as conn:
         cut = cut_links_to_production(conn)
     assert (cut.foreign_servers, cut.user_mappings, cut.subscriptions) == ((), 0, ())
+
+
+def test_the_restore_never_reads_production_through_a_link(production, pg_server, write_config, tmp_path):
+    """A materialized view over a foreign table is not refreshed while restoring: with the CRM gone after the
+    snapshot, a restore that read through production's foreign server would fail."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  bookings: keep\n")
+    platform = LocalPlatform(load_config(write_config(production, policy)))
+    snapshot = platform.snapshot()
+    with psycopg.connect(production) as conn:
+        crm = dict(conn.execute("SELECT srvname, srvoptions FROM pg_foreign_server").fetchall())["crm"]
+    crm_name = next(option.split("=", 1)[1] for option in crm if option.startswith("dbname="))
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(crm_name)))
+    try:
+        name = platform.new_database_name()
+        platform.restore(snapshot, name)
+    finally:
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(crm_name)))
+    with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
+        populated = dict(conn.execute("SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm'").fetchall())
+        cut_links_to_production(conn)  # its subscription would keep the database from being dropped
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+    assert populated == {"booking_email_counts": False, "booking_counts": True}

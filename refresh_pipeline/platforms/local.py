@@ -7,7 +7,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from psycopg import sql
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER, ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.client_tools import run_client_tool
 from refresh_pipeline.platforms.connections import (
     connect,
     libpq_env,
@@ -28,7 +28,7 @@ from refresh_pipeline.platforms.database_locale import create_database_like, loa
 from refresh_pipeline.platforms.database_settings import apply_settings, load_settings, read_settings, save_settings
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary
-from refresh_pipeline.row_data_in_errors import withhold_row_data
+from refresh_pipeline.platforms.restore_passes import restore_snapshot
 
 STAGING_SERVICE = "staging"
 SERVER_FOLDER = "pgserver"  # the embedded server's folder in the work dir
@@ -38,40 +38,6 @@ SNAPSHOT_COMPRESSION = 1  # gzip level of pg_dump -Fd
 
 def _utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def _run_tool(args: list[str], env: dict[str, str], what: str) -> str:
-    """Run pg_dump or pg_restore; returns what it printed, or raises with its error output (rows withheld)."""
-    result = subprocess.run(args, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        # Withheld before the tail is cut, so no value is cut in half and then missed.
-        output = withhold_row_data(result.stderr.strip())[-2000:]
-        raise RefreshError(f"{what} failed (exit {result.returncode}, row values withheld): {output}")
-    return result.stdout
-
-
-_ROW_SECURITY_ENTRY = re.compile(r"^\d+; \d+ \d+ ROW SECURITY ")
-
-
-def _restore_rows_before_row_security(
-    pg_restore: str, jobs: int, database: str, snapshot: str, env: dict[str, str], what: str
-) -> None:
-    """pg_restore, with the tables' row-level security switched on last. Policies a table forces on its
-    owner (the connecting role, with --no-owner) would otherwise refuse a role that is not a superuser the
-    foreign keys' validation or a materialized view's refresh, depending on the order the parallel jobs
-    take; the restore step then stops forcing them for the refresh (row_security.py). Everything else is
-    one parallel pass, so index builds still overlap other tables' rows arriving."""
-    restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database]
-    lines = _run_tool([pg_restore, "--list", snapshot], env, what).splitlines()
-    row_security = [line for line in lines if _ROW_SECURITY_ENTRY.match(line)]
-    if not row_security:
-        _run_tool([*restore, snapshot], env, what)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        for part, selected in (("rest", [line for line in lines if line not in row_security]), ("rls", row_security)):
-            listing = Path(folder, f"{part}.list")
-            listing.write_text("\n".join(selected) + "\n")
-            _run_tool([*restore, f"--use-list={listing}", snapshot], env, what)
 
 
 class LocalPlatform:
@@ -126,7 +92,7 @@ class LocalPlatform:
         # write attempt fail too, so production cannot be modified through this path.
         env = libpq_env(self.config.source_dsn, read_only=True)
         try:
-            _run_tool(
+            run_client_tool(
                 [
                     pg_dump,
                     "--format=directory",
@@ -193,10 +159,10 @@ class LocalPlatform:
             )
         pg_restore = find_client_binary("pg_restore", self.server.bin_dir if self.server else None)
         try:
-            _restore_rows_before_row_security(
+            restore_snapshot(
                 pg_restore,
                 self.config.parallelism,
-                name,
+                self.conninfo(name),
                 snapshot.location,
                 libpq_env(self.conninfo(name)),
                 f"restore of {snapshot.snapshot_id} into {name}",
