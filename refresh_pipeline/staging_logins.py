@@ -36,15 +36,22 @@ class LoginChanges:
         return {"staging_passwords": self.staging_passwords, "logins_closed": self.closed}
 
 
-def staging_logins_problem(conn: psycopg.Connection, roles: list[str]) -> str | None:
-    """Why the configured staging logins cannot be set on this database (checked right after the restore,
-    and again before promotion), or None."""
+def missing_roles_problem(conn: psycopg.Connection, roles: list[str]) -> str | None:
+    """The configured staging logins this server (production's, or its restored copy) has no role for."""
     present = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if missing := sorted(set(roles) - present):
         return (
             f"aws.staging_logins names role(s) the database does not have: {', '.join(missing)}; "
             "remove them from the config or create them in production"
         )
+    return None
+
+
+def staging_logins_problem(conn: psycopg.Connection, roles: list[str]) -> str | None:
+    """Why the configured staging logins cannot be set on this database (checked right after the restore,
+    and again before promotion), or None."""
+    if problem := missing_roles_problem(conn, roles):
+        return problem
     master = conn.execute("SELECT current_user").fetchone()[0]
     if master in roles:
         return (

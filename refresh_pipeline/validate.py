@@ -11,6 +11,7 @@ from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.factory import platform_for
+from refresh_pipeline.staging_logins import missing_roles_problem
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,10 @@ def validate_against_source(config: RefreshConfig) -> Validation:
         tables = read_tables(conn)
         unique_indexes = read_unique_indexes(conn)
         large_objects = read_large_objects(conn, tables)
+        logins = [role for role, _secret in config.aws.staging_logins] if config.aws else []
+        missing_logins = missing_roles_problem(conn, logins)
     problems = find_policy_problems(policy, tables)
+    problems += filter(None, [missing_logins])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     uncovered = find_uncovered(policy, tables)
     if uncovered:

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from refresh_pipeline.cli import main
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.local_server import LocalServer
@@ -176,3 +177,17 @@ def test_a_data_plane_on_productions_own_server_leaves_its_roles_alone(aws_world
     finally:
         with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_validate_names_staging_logins_production_does_not_have(
+    aws_world, write_config, demo_source, pg_server, capsys
+):
+    aws = {
+        "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
+        "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
+        "staging_record": STAGING_RECORD, "data_plane_dsn": pg_server.dsn(),
+        "staging_logins": {"ghost": "secretsmanager:staging/ghost", "refresh": "secretsmanager:staging/refresh"},
+    }  # fmt: skip
+    assert main(["validate", "--config", str(write_config(demo_source, platform="aws", aws=aws))]) == 1
+    err = capsys.readouterr().err
+    assert "aws.staging_logins names role(s) the database does not have: ghost;" in err
