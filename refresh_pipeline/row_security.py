@@ -30,8 +30,8 @@ ORDER BY 1
 
 def lift_forced_row_security(conn: psycopg.Connection) -> list[str]:
     """Stop forcing row-level security on the tables the connecting role owns, remembering which; returns
-    every table lifted so far (the local restore lifts them between its passes). Refuses when policies apply
-    to tables the role does not own."""
+    every table lifted so far (a re-executed restore step finds them lifted already). Refuses when policies
+    apply to tables the role does not own."""
     with conn.transaction():
         applying = conn.execute(_APPLYING).fetchall()
         foreign = [f"{table} (owner {owner})" for table, owned, owner in applying if not owned]
