@@ -22,7 +22,7 @@ from refresh_pipeline.errors import RefreshError
 _LOGIN_ROLES = """
 SELECT rolname FROM pg_roles
 WHERE rolcanlogin AND NOT rolsuper AND rolname <> current_user
-  AND rolname !~ '^(pg_|rds_|rdsadmin|rdsrepladmin)'
+  AND rolname !~ '^(pg_|rds)'  -- RDS's own: rdsadmin, rdsrepladmin, rdstopmgr, rds_*
 ORDER BY 1
 """
 

@@ -46,9 +46,10 @@ def production_roles(instance_server: LocalServer) -> Iterator[None]:
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
             )
         conn.execute("CREATE ROLE readers NOLOGIN")
+        conn.execute("CREATE ROLE rdstopmgr LOGIN")  # RDS's own
     yield
     with psycopg.connect(instance_server.dsn(), autocommit=True) as conn:
-        for role in [*PRODUCTION_PASSWORDS, "readers"]:
+        for role in [*PRODUCTION_PASSWORDS, "readers", "rdstopmgr"]:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
@@ -80,6 +81,7 @@ def test_configured_roles_get_their_staging_password_and_every_other_login_close
     assert not _scram_matches(roles["app"][1], PRODUCTION_PASSWORDS["app"])
     assert roles["reporting"] == (False, None), "no login, and production's verifier gone"
     assert roles["readers"] == (False, None), "a group stays as it was"
+    assert roles["rdstopmgr"][0], "RDS's own roles keep their login"
     with psycopg.connect(instance_server.dsn()) as conn:
         assert conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (logged,)).fetchone()[0]
 
