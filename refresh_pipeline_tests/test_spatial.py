@@ -173,6 +173,21 @@ def test_the_audit_finds_production_locations_kept_in_any_spatial_column(restore
     assert allowed.passed, "a public place listed in the allowlist as WKT is not a finding"
 
 
+def test_without_moved_locations_no_geometry_column_is_hashed(create_database):
+    """A policy that moves no location leaves nothing to compare: the audit skips every geometry column (a kept
+    vehicle-position table is not hashed row by row for nothing)."""
+    conninfo = database_with(create_database, "spatial_kept", SCHEMA)
+    kept = parse_policy(POLICY_TEXT.replace(MOVED, "home: keep, office: keep, last_seen: keep, commute: keep, "
+                                            "survey_plot: keep"))  # fmt: skip
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = read_tables(conn)
+        record_originals(conn, list(tables.values()), kept, KEY)
+        audit = scan_table(conn, tables[("public", "stops")], KEY, kept_columns={"id", "name", "location"})
+        location_table = conn.execute("SELECT to_regclass('refresh_pipeline_audit.location_fingerprints')").fetchone()
+    assert audit.columns_scanned == ["name"] and audit.passed
+    assert location_table == (None,)
+
+
 def test_locations_are_suggested_moved_and_the_snippet_applies(restored):
     with psycopg.connect(restored, autocommit=True) as conn:
         conn.execute(

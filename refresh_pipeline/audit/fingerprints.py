@@ -168,26 +168,40 @@ def fingerprint_whole_values(
             )
 
 
+# Locations have a table of their own, made only when the policy moves some: without it the audit skips
+# every geometry column at once (a kept vehicle-position table need not be hashed row by row for nothing).
+LOCATION_FINGERPRINTS = sql.SQL("refresh_pipeline_audit.location_fingerprints")
+
+
 def fingerprint_locations(
     conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
 ) -> None:
     """Fingerprint each distinct location of every column the policy moves with `geo` (audit/locations.py)."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(LOCATION_FINGERPRINTS))
+    moved = [(table, name) for table in tables for name in _moved_location_columns(policy, table)]
+    if not moved:
+        return
     share_key(conn, key, AUDIT_PURPOSE)
-    for table in tables:
-        for name in _moved_location_columns(policy, table):
-            column = sql.Identifier(name)
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
-                    "SELECT {fingerprint}, 'location' FROM (SELECT DISTINCT {ewkb} AS ewkb FROM {target}) AS d "
-                    "CROSS JOIN {key} WHERE d.ewkb IS NOT NULL"
-                ).format(
-                    fingerprint=location_fingerprint(sql.SQL("d.ewkb")),
-                    ewkb=location_hex(column),
-                    target=table.ident,
-                    key=key_relation(AUDIT_PURPOSE),
-                )
+    conn.execute(sql.SQL("CREATE TABLE {} (fingerprint bytea NOT NULL)").format(LOCATION_FINGERPRINTS))
+    for table, name in moved:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {locations} SELECT {fingerprint} FROM (SELECT DISTINCT {ewkb} AS ewkb FROM {target}) AS d "
+                "CROSS JOIN {key} WHERE d.ewkb IS NOT NULL"
+            ).format(
+                locations=LOCATION_FINGERPRINTS,
+                fingerprint=location_fingerprint(sql.SQL("d.ewkb")),
+                ewkb=location_hex(sql.Identifier(name)),
+                target=table.ident,
+                key=key_relation(AUDIT_PURPOSE),
             )
+        )
+    conn.execute(sql.SQL("CREATE INDEX ON {} (fingerprint)").format(LOCATION_FINGERPRINTS))
+    conn.execute(sql.SQL("ANALYZE {}").format(LOCATION_FINGERPRINTS))
+
+
+def location_fingerprints_present(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('refresh_pipeline_audit.location_fingerprints') IS NOT NULL").fetchone()[0]
 
 
 def record_original_fingerprints(

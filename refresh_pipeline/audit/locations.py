@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import location_fingerprint, location_hex
+from refresh_pipeline.audit.fingerprints import location_fingerprint, location_fingerprints_present, location_hex
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
@@ -32,7 +32,7 @@ hashed AS MATERIALIZED (  -- each fingerprint computed once (see scan.py)
 )
 SELECT h.column_name, count(*), (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
 FROM hashed AS h
-WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
+WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.location_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
 """
 
@@ -44,7 +44,10 @@ class LocationsFound:
     locations: list[str]  # ctids of the first rows; never the coordinates
 
 
-def spatial_columns(table: TableInfo) -> list[ColumnInfo]:
+def spatial_columns(conn: psycopg.Connection, table: TableInfo) -> list[ColumnInfo]:
+    """The table's geometry and geography columns, when the policy moves any location (else nothing to find)."""
+    if not location_fingerprints_present(conn):
+        return []
     return [column for column in table.columns if column.is_spatial]
 
 

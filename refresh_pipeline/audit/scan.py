@@ -261,7 +261,7 @@ def scan_table(
     }
     columns = [column for column in table.columns if column.holds_text]
     numbers = kept_number_columns(table, kept_columns) if known else []
-    spatial = spatial_columns(table) if known else []
+    spatial = spatial_columns(conn, table) if known else []
     audit.columns_scanned = [column.name for column in columns + numbers + spatial]
     work = text_column_work(conn, table, blocks_per_range)
     totals = {column.name: _ColumnTotals() for column in columns + numbers + spatial}
