@@ -20,17 +20,20 @@ from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
 
+# Each distinct location hashed once, with how many rows hold it and the first of them (a pickup point copied
+# onto every booking of its customer).
 _PROBE = """
 WITH candidates AS MATERIALIZED (
-    SELECT src.ctid AS location, v.column_name, v.ewkb
+    SELECT v.column_name, v.ewkb, count(*) AS n, min(src.ctid) AS location
     FROM (SELECT ctid, * FROM {target} AS src {sample}) AS src,
          LATERAL (VALUES {columns}) AS v (column_name, ewkb, wkt)
     WHERE v.ewkb IS NOT NULL AND v.wkt <> ALL(%(allowlist)s::text[])
+    GROUP BY v.column_name, v.ewkb
 ),
 hashed AS MATERIALIZED (  -- each fingerprint computed once (see scan.py)
-    SELECT c.column_name, c.location, {fingerprint} AS fingerprint FROM candidates AS c CROSS JOIN {key}
+    SELECT c.column_name, c.n, c.location, {fingerprint} AS fingerprint FROM candidates AS c CROSS JOIN {key}
 )
-SELECT h.column_name, count(*), (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
+SELECT h.column_name, sum(h.n)::bigint, (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
 FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.location_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
