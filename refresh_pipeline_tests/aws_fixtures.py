@@ -3,6 +3,7 @@
 import json
 import threading
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +74,24 @@ def aws_world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
     boto3.DEFAULT_SESSION.events.register("provide-client-params.*.*", record)
     yield world
     boto3.DEFAULT_SESSION.events.unregister("provide-client-params.*.*", record)
+
+
+@pytest.fixture
+def aws_config(aws_world, write_config, demo_source, pg_server):
+    """Writes a config of the AWS platform on moto, the demo database as production and the test server as the
+    data plane; keyword arguments override or add `aws:` settings."""
+
+    def make(**aws_overrides):
+        aws = {
+            "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app",
+            "master_username": "app", "staging_password_secret": aws_world.password_secret,
+            "hosted_zone_id": aws_world.hosted_zone_id, "staging_record": STAGING_RECORD,
+            "instance_prefix": f"sr-{uuid.uuid4().hex[:6]}", "data_plane_dsn": pg_server.dsn(),
+            **aws_overrides,
+        }  # fmt: skip
+        return write_config(demo_source, platform="aws", aws=aws)
+
+    return make
 
 
 class _MetadataService(BaseHTTPRequestHandler):

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from refresh_pipeline.demo.dataset import load_demo_database
 from refresh_pipeline.platforms.local_server import LocalServer
-from refresh_pipeline_tests.helpers import free_port
+from refresh_pipeline_tests.helpers import running_server
 
 pytest_plugins = ["refresh_pipeline_tests.aws_fixtures"]
 
@@ -34,10 +34,8 @@ def test_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_server(test_root: Path) -> Iterator[LocalServer]:
-    server = LocalServer(test_root / "pgserver", free_port())
-    server.ensure_running()
-    yield server
-    server.stop()
+    with running_server(test_root / "pgserver") as server:
+        yield server
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.runner import install_functions
+from refresh_pipeline.platforms.local_server import LocalServer
 
 EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 PHONE = re.compile(r"(?<![0-9])(?:\+91[ -]?|0)?([6-9][0-9]{4})[ -]?([0-9]{5})(?![0-9])")
@@ -26,6 +27,17 @@ def database_with(create_database, prefix: str, schema: str) -> str:
         conn.execute(schema)
         install_functions(conn)
     return conninfo
+
+
+@contextmanager
+def running_server(folder: Path) -> Iterator[LocalServer]:
+    """An embedded PostgreSQL server of its own in `folder`, on a free port; stopped afterwards."""
+    server = LocalServer(folder, free_port())
+    server.ensure_running()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def heap_pages(conn: psycopg.Connection, table: str) -> int:

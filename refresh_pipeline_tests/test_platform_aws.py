@@ -2,7 +2,6 @@
 real test PostgreSQL server (aws.data_plane_dsn), so masking and checks run for real."""
 
 import json
-import uuid
 
 import boto3
 import dagster as dg
@@ -14,25 +13,10 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
 from refresh_pipeline.platforms.aws import ACCESS_TAG, MANAGED_TAG, AwsPlatform
-from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE, STAGING_PASSWORD, STAGING_RECORD
+from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE, STAGING_PASSWORD
 from refresh_pipeline_tests.conftest import TEST_KEY
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
 from refresh_pipeline_tests.helpers import data_dump, leaked_identifiers, production_identifiers
-
-
-@pytest.fixture
-def aws_config(aws_world, write_config, demo_source, pg_server):
-    def make(**aws_overrides):
-        aws = {
-            "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app",
-            "master_username": "app", "staging_password_secret": aws_world.password_secret,
-            "hosted_zone_id": aws_world.hosted_zone_id, "staging_record": STAGING_RECORD,
-            "instance_prefix": f"sr-{uuid.uuid4().hex[:6]}", "data_plane_dsn": pg_server.dsn(),
-            **aws_overrides,
-        }  # fmt: skip
-        return write_config(demo_source, platform="aws", aws=aws)
-
-    return make
 
 
 def _rds():

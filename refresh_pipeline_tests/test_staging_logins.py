@@ -20,9 +20,9 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.staging_logins import set_staging_logins
-from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE, STAGING_RECORD
+from refresh_pipeline_tests.aws_fixtures import REGION
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
-from refresh_pipeline_tests.helpers import free_port
+from refresh_pipeline_tests.helpers import running_server
 
 PRODUCTION_PASSWORDS = {"app": "pr0duction-app-password", "reporting": "pr0duction-reporting-password"}
 STAGING_APP_PASSWORD = "st4ging-app-password"
@@ -31,10 +31,8 @@ STAGING_APP_PASSWORD = "st4ging-app-password"
 @pytest.fixture(scope="module")
 def instance_server(test_root: Path) -> Iterator[LocalServer]:
     """A PostgreSQL server standing for the restored instances: its roles are theirs alone."""
-    server = LocalServer(test_root / "instance_server", free_port())
-    server.ensure_running()
-    yield server
-    server.stop()
+    with running_server(test_root / "instance_server") as server:
+        yield server
 
 
 @pytest.fixture
@@ -107,19 +105,16 @@ def test_unknown_roles_and_the_master_user_are_refused_changing_nothing(instance
 
 
 def test_a_refresh_on_aws_gives_staging_its_own_logins_and_leaves_production_alone(
-    aws_world, write_config, demo_source, pg_server, instance_server, production_roles
+    aws_config, pg_server, instance_server, production_roles
 ):
     boto3.client("secretsmanager", region_name=REGION).create_secret(
         Name="staging/app-password", SecretString=STAGING_APP_PASSWORD
     )
-    aws = {
-        "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
-        "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
-        "staging_record": STAGING_RECORD, "instance_prefix": f"sl-{uuid.uuid4().hex[:6]}",
-        "data_plane_dsn": instance_server.dsn(), "staging_logins": {"app": "secretsmanager:staging/app-password"},
-    }  # fmt: skip
+    config = aws_config(
+        data_plane_dsn=instance_server.dsn(), staging_logins={"app": "secretsmanager:staging/app-password"}
+    )
     production_before = _roles(pg_server)
-    result = materialize(write_config(demo_source, platform="aws", aws=aws), dg.DagsterInstance.ephemeral())
+    result = materialize(config, dg.DagsterInstance.ephemeral())
     assert result.success, step_failure_messages(result)
 
     roles = _roles(instance_server)
@@ -135,16 +130,11 @@ def test_a_refresh_on_aws_gives_staging_its_own_logins_and_leaves_production_alo
 
 
 def test_an_unknown_staging_login_fails_the_restore_step_before_any_masking(
-    aws_world, write_config, demo_source, instance_server, production_roles
+    aws_config, instance_server, production_roles
 ):
     boto3.client("secretsmanager", region_name=REGION).create_secret(Name="staging/ghost", SecretString="x")
-    aws = {
-        "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
-        "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
-        "staging_record": STAGING_RECORD, "instance_prefix": f"sl-{uuid.uuid4().hex[:6]}",
-        "data_plane_dsn": instance_server.dsn(), "staging_logins": {"ghost": "secretsmanager:staging/ghost"},
-    }  # fmt: skip
-    result = materialize(write_config(demo_source, platform="aws", aws=aws), dg.DagsterInstance.ephemeral())
+    config = aws_config(data_plane_dsn=instance_server.dsn(), staging_logins={"ghost": "secretsmanager:staging/ghost"})
+    result = materialize(config, dg.DagsterInstance.ephemeral())
     assert not result.success
     failures = step_failure_messages(result)
     assert "the database does not have: ghost" in failures.get("restored_instance", ""), failures
@@ -152,28 +142,17 @@ def test_an_unknown_staging_login_fails_the_restore_step_before_any_masking(
 
 
 @pytest.mark.parametrize("value", [["app"], {"app": "plain-password"}, {"app": 5}])
-def test_staging_logins_take_role_names_and_secret_references_only(aws_world, write_config, demo_source, value):
-    aws = {
-        "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
-        "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
-        "staging_record": STAGING_RECORD, "staging_logins": value,
-    }  # fmt: skip
+def test_staging_logins_take_role_names_and_secret_references_only(aws_config, value):
     with pytest.raises(RefreshError, match=r"aws\.staging_logins must map role names to secret references"):
-        load_config(write_config(demo_source, platform="aws", aws=aws))
+        load_config(aws_config(staging_logins=value))
 
 
-def test_a_data_plane_on_productions_own_server_leaves_its_roles_alone(aws_world, write_config, demo_source, pg_server):
+def test_a_data_plane_on_productions_own_server_leaves_its_roles_alone(aws_config, pg_server):
     role = f"production_app_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'prod'").format(sql.Identifier(role)))
     try:
-        aws = {
-            "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
-            "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
-            "staging_record": STAGING_RECORD, "instance_prefix": f"sl-{uuid.uuid4().hex[:6]}",
-            "data_plane_dsn": pg_server.dsn(),
-        }  # fmt: skip
-        result = materialize(write_config(demo_source, platform="aws", aws=aws), dg.DagsterInstance.ephemeral())
+        result = materialize(aws_config(), dg.DagsterInstance.ephemeral())  # the data plane: production's server
         assert result.success, step_failure_messages(result)
         assert _roles(pg_server)[role][0], "production's role still logs in"
     finally:
@@ -181,15 +160,8 @@ def test_a_data_plane_on_productions_own_server_leaves_its_roles_alone(aws_world
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def test_validate_names_staging_logins_production_does_not_have(
-    aws_world, write_config, demo_source, pg_server, capsys
-):
-    aws = {
-        "region": REGION, "source_instance": SOURCE_INSTANCE, "database_name": "app", "master_username": "app",
-        "staging_password_secret": aws_world.password_secret, "hosted_zone_id": aws_world.hosted_zone_id,
-        "staging_record": STAGING_RECORD, "data_plane_dsn": pg_server.dsn(),
-        "staging_logins": {"ghost": "secretsmanager:staging/ghost", "refresh": "secretsmanager:staging/refresh"},
-    }  # fmt: skip
-    assert main(["validate", "--config", str(write_config(demo_source, platform="aws", aws=aws))]) == 1
+def test_validate_names_staging_logins_production_does_not_have(aws_config, capsys):
+    logins = {"ghost": "secretsmanager:staging/ghost", "refresh": "secretsmanager:staging/refresh"}
+    assert main(["validate", "--config", str(aws_config(staging_logins=logins))]) == 1
     err = capsys.readouterr().err
     assert "aws.staging_logins names role(s) the database does not have: ghost;" in err
