@@ -1,5 +1,7 @@
 """Keyed fingerprints of the original PII, recorded on the restored database before anything is masked."""
 
+from dataclasses import dataclass
+
 import psycopg
 from psycopg import sql
 
@@ -51,6 +53,25 @@ def token_fingerprint(kind: sql.Composable, token: sql.Composable) -> sql.Compos
 def whole_value_fingerprint(normalised: sql.Composable) -> sql.Composed:
     """The fingerprint of a whole value, given in its normalised form: recorded and audited alike."""
     return _fingerprint_sql(sql.SQL("'whole:' || {}").format(normalised))
+
+
+@dataclass(frozen=True)
+class ColumnHits:
+    """What a probe of the fingerprints found in one column."""
+
+    column: str
+    rows: int
+    locations: list[str]  # ctids of the first rows; never the values
+
+
+def run_fingerprint_probe(
+    conn: psycopg.Connection, key: MaskingKey, query: sql.Composable, params: dict[str, object]
+) -> list[ColumnHits]:
+    """Run a probe returning (column, rows, first rows' ctids) per column, with the audit key shared."""
+    with conn.transaction():
+        share_key(conn, key, AUDIT_PURPOSE)
+        rows = conn.execute(query, params).fetchall()
+    return [ColumnHits(name, count, list(locations)) for name, count, locations in rows]
 
 
 def location_hex(column: sql.Composable) -> sql.Composed:

@@ -10,15 +10,19 @@ home) is listed in the policy's allowlist as WKT: 'POINT(72.8777 19.076)'.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import location_fingerprint, location_fingerprints_present, location_hex
+from refresh_pipeline.audit.fingerprints import (
+    ColumnHits,
+    location_fingerprint,
+    location_fingerprints_present,
+    location_hex,
+    run_fingerprint_probe,
+)
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
-from refresh_pipeline.masking.session_key import key_relation, share_key
+from refresh_pipeline.masking.session_key import key_relation
 
 # Each distinct location hashed once, with how many rows hold it and the first of them (a pickup point copied
 # onto every booking of its customer).
@@ -40,13 +44,6 @@ GROUP BY h.column_name
 """
 
 
-@dataclass(frozen=True)
-class LocationsFound:
-    column: str
-    rows: int
-    locations: list[str]  # ctids of the first rows; never the coordinates
-
-
 def spatial_columns(conn: psycopg.Connection, table: TableInfo) -> list[ColumnInfo]:
     """The table's geometry and geography columns, when the policy moves any location (else nothing to find)."""
     if not location_fingerprints_present(conn):
@@ -62,7 +59,7 @@ def production_locations(
     sample: sql.Composable,
     allowlist: list[str],
     max_locations: int,
-) -> list[LocationsFound]:
+) -> list[ColumnHits]:
     """Per column, the rows holding a production customer location (needs the fingerprints); values whose
     lower-case WKT is in `allowlist` are public places."""
     if not columns:
@@ -82,7 +79,4 @@ def production_locations(
         key=key_relation(AUDIT_PURPOSE),
         fingerprint=location_fingerprint(sql.SQL("c.ewkb")),
     )
-    with conn.transaction():
-        share_key(conn, key, AUDIT_PURPOSE)
-        rows = conn.execute(query, {"allowlist": allowlist, "max_locations": max_locations}).fetchall()
-    return [LocationsFound(name, count, list(locations)) for name, count, locations in rows]
+    return run_fingerprint_probe(conn, key, query, {"allowlist": allowlist, "max_locations": max_locations})

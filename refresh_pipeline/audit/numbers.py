@@ -10,15 +10,13 @@ read in one scan, and the range test leaves ordinary IDs and amounts out before 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import token_fingerprint
+from refresh_pipeline.audit.fingerprints import ColumnHits, run_fingerprint_probe, token_fingerprint
 from refresh_pipeline.masking.catalog import WHOLE_NUMBER_TYPES, ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
-from refresh_pipeline.masking.session_key import key_relation, share_key
+from refresh_pipeline.masking.session_key import key_relation
 
 # Indian mobiles as numbers: national (6xxxxxxxxx-9xxxxxxxxx) and with the country code (91 6... - 91 9...).
 PHONE_NUMBER_RANGES = ((6_000_000_000, 9_999_999_999), (916_000_000_000, 919_999_999_999))
@@ -38,13 +36,6 @@ FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
 """
-
-
-@dataclass(frozen=True)
-class PhonesInNumbers:
-    column: str
-    rows: int
-    locations: list[str]  # ctids of the first rows; never the values
 
 
 def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[ColumnInfo]:
@@ -68,7 +59,7 @@ def phones_in_kept_numbers(
     key: MaskingKey,
     sample: sql.Composable,
     max_locations: int,
-) -> list[PhonesInNumbers]:
+) -> list[ColumnHits]:
     """Per column, the rows whose number equals a production phone (needs the fingerprints)."""
     if not columns:
         return []
@@ -93,7 +84,4 @@ def phones_in_kept_numbers(
         key=key_relation(AUDIT_PURPOSE),
         fingerprint=token_fingerprint(sql.Literal("phone"), sql.SQL("c.national")),
     )
-    with conn.transaction():
-        share_key(conn, key, AUDIT_PURPOSE)
-        rows = conn.execute(query, {"max_locations": max_locations}).fetchall()
-    return [PhonesInNumbers(name, count, list(locations)) for name, count, locations in rows]
+    return run_fingerprint_probe(conn, key, query, {"max_locations": max_locations})
