@@ -7,14 +7,15 @@ the restore and once before promotion instead; autovacuum resumes on staging."""
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
+from refresh_pipeline.put_back import put_back, remember
+
 _PAUSED = "refresh_pipeline.autovacuum_paused"
 # Tables the refresh may pause: ordinary tables and partitions of the restored data, not our own.
-_PAUSABLE = """
-SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence = 'p'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'refresh_pipeline', 'refresh_pipeline_audit')
-  AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM unnest(c.reloptions) AS o WHERE o LIKE 'autovacuum\\_enabled=%')
+_PAUSABLE = f"""
+SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND {USER_SCHEMA} AND n.nspname <> ALL(%(own)s)
+  AND NOT EXISTS (SELECT 1 FROM unnest(c.reloptions) AS o WHERE o LIKE 'autovacuum\\_enabled=%%')
 ORDER BY 1
 """
 
@@ -23,22 +24,13 @@ def pause_autovacuum(conn: psycopg.Connection) -> list[str]:
     """Turn autovacuum off on every table that does not set it itself (a production choice is left as it
     is), and remember which, so that resume_autovacuum puts back exactly what production had."""
     with conn.transaction():
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {_PAUSED} (table_name text PRIMARY KEY)")
-        names = [row[0] for row in conn.execute(_PAUSABLE).fetchall()]
+        names = [row[0] for row in conn.execute(_PAUSABLE, {"own": list(OWN_SCHEMAS)}).fetchall()]
         for name in names:
             conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(sql.SQL(name)))
-            conn.execute(f"INSERT INTO {_PAUSED} VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+        remember(conn, _PAUSED, names)
     return names
 
 
 def resume_autovacuum(conn: psycopg.Connection) -> list[str]:
     """Give back autovacuum to the tables pause_autovacuum paused; returns them."""
-    with conn.transaction():
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (_PAUSED,)).fetchone()[0]:
-            return []
-        names = [row[0] for row in conn.execute(f"SELECT table_name FROM {_PAUSED} ORDER BY 1").fetchall()]
-        for name in names:
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]:
-                conn.execute(sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)").format(sql.SQL(name)))
-        conn.execute(f"DROP TABLE {_PAUSED}")
-    return names
+    return put_back(conn, _PAUSED, sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)"))
