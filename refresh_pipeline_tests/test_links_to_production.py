@@ -10,6 +10,7 @@ from psycopg import sql
 from refresh_pipeline.cli import main
 from refresh_pipeline.config import load_config
 from refresh_pipeline.links_to_production import DISCONNECTED_HOST, cut_links_to_production
+from refresh_pipeline.masking.materialized_views import empty_views_over_foreign_tables
 from refresh_pipeline.platforms.local import LocalPlatform
 
 SECRET = "crm-password-of-production"
@@ -132,7 +133,9 @@ def test_the_restore_never_reads_production_through_a_link(production, pg_server
             conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(crm_name)))
     with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
         populated = dict(conn.execute("SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm'").fetchall())
+        emptied = empty_views_over_foreign_tables(conn)  # named as in the masked database's metadata
         cut_links_to_production(conn)  # its subscription would keep the database from being dropped
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
     assert populated == {"booking_email_counts": False, "booking_counts": True}
+    assert emptied == ["public.booking_email_counts"]

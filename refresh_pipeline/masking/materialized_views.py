@@ -40,25 +40,23 @@ WITH RECURSIVE reads (view, relation) AS (
     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.oid
 )
-SELECT DISTINCT n.nspname, v.relname
+SELECT DISTINCT n.nspname, v.relname, format('%I.%I', n.nspname, v.relname)
 FROM reads JOIN pg_class f ON f.oid = reads.relation AND f.relkind = 'f'
 JOIN pg_class v ON v.oid = reads.view JOIN pg_namespace n ON n.oid = v.relnamespace
 ORDER BY 1, 2
 """
 
 
-def views_reading_foreign_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """(schema, name) of the materialized views that read a foreign table, directly or through views."""
-    return [(schema, name) for schema, name in conn.execute(_READING_FOREIGN_TABLES).fetchall()]
+def views_reading_foreign_tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    """(schema, name, quoted qualified name) of the materialized views that read a foreign table, directly or
+    through views."""
+    return [(schema, name, qualified) for schema, name, qualified in conn.execute(_READING_FOREIGN_TABLES).fetchall()]
 
 
 def empty_views_over_foreign_tables(conn: psycopg.Connection) -> list[str]:
     """Materialized views that read a foreign table hold what production's foreign server returned; they
     are emptied (WITH NO DATA: querying one says it is not populated) rather than kept or refreshed."""
-    views = sorted(
-        sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)).as_string(conn)
-        for schema, name in views_reading_foreign_tables(conn)
-    )
+    views = sorted(qualified for _schema, _name, qualified in views_reading_foreign_tables(conn))
     for name in views:
         conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {} WITH NO DATA").format(sql.SQL(name)))
     return views

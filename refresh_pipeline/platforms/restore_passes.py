@@ -51,6 +51,6 @@ def restore_snapshot(pg_restore: str, jobs: int, conninfo: str, snapshot: str, e
 
         restore_entries("schema and rows", [line for line in lines if line not in {*row_security, *view_data}])
         with connect(conninfo) as conn:
-            reading_production = set(views_reading_foreign_tables(conn))
+            reading_production = {(schema, name) for schema, name, _ in views_reading_foreign_tables(conn)}
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
         restore_entries("row security", row_security)
