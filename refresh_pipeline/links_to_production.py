@@ -38,6 +38,9 @@ class CutLinks:
     user_mappings: int  # dropped, with the credentials in their options
     subscriptions: tuple[str, ...]  # dropped, without touching the publisher's replication slot
 
+    def __bool__(self) -> bool:
+        return bool(self.foreign_servers or self.user_mappings or self.subscriptions)
+
     def as_metadata(self) -> dict[str, object]:
         return {
             "foreign_servers": list(self.foreign_servers),

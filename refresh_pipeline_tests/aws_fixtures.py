@@ -9,8 +9,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
+import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
+
+from refresh_pipeline.platforms.aws import AwsPlatform
+from refresh_pipeline.platforms.local_server import LocalServer
+from refresh_pipeline_tests.helpers import running_server
 
 REGION = "ap-south-1"
 SOURCE_INSTANCE = "prod-db"
@@ -92,6 +97,28 @@ def aws_config(aws_world, write_config, demo_source, pg_server):
         return write_config(demo_source, platform="aws", aws=aws)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def instance_stand_in(test_root) -> Iterator[LocalServer]:
+    """A PostgreSQL server standing for the restored RDS instances (moto runs no database): pg_cron loaded for
+    `postgres` as RDS sets it up, the master user `app` (not a superuser but a monitor, as on RDS) and its
+    database `app`."""
+    settings = {"shared_preload_libraries": "pg_cron", "cron.database_name": "postgres"}
+    with running_server(test_root / "instance_stand_in", **settings) as server:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE ROLE app LOGIN CREATEDB CREATEROLE IN ROLE pg_monitor")
+            conn.execute("CREATE DATABASE app OWNER app")
+        yield server
+
+
+@pytest.fixture
+def instances_on_stand_in(instance_stand_in: LocalServer, monkeypatch: pytest.MonkeyPatch) -> LocalServer:
+    """The worker's connections to any RDS instance (or cluster) lead to the stand-in server: moto's endpoints
+    resolve nowhere."""
+    address = (str(instance_stand_in.socket_dir), instance_stand_in.port)
+    monkeypatch.setattr(AwsPlatform, "_database_address", lambda _self, _raw: address)
+    return instance_stand_in
 
 
 class _MetadataService(BaseHTTPRequestHandler):

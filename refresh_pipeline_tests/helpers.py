@@ -30,10 +30,16 @@ def database_with(create_database, prefix: str, schema: str) -> str:
 
 
 @contextmanager
-def running_server(folder: Path) -> Iterator[LocalServer]:
-    """An embedded PostgreSQL server of its own in `folder`, on a free port; stopped afterwards."""
+def running_server(folder: Path, **settings: str) -> Iterator[LocalServer]:
+    """An embedded PostgreSQL server of its own in `folder`, on a free port, with `settings` in its
+    postgresql.conf (then a restart: shared_preload_libraries needs one); stopped afterwards."""
     server = LocalServer(folder, free_port())
     server.ensure_running()
+    if settings:
+        with (server.data_dir / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = '{value}'\n" for name, value in settings.items())
+        server.stop()
+        server.ensure_running()
     try:
         yield server
     finally:

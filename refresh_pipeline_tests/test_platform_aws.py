@@ -134,7 +134,7 @@ def test_deletion_is_refused_for_production_untagged_and_promoted_instances(aws_
     assert not aws_world.mutating_calls(DBInstanceIdentifier=SOURCE_INSTANCE)[1:], "only the snapshot touched prod"
 
 
-def test_snapshots_past_retention_and_orphans_are_removed(aws_world, aws_config):
+def test_snapshots_past_retention_and_orphans_are_removed(aws_world, aws_config, instances_on_stand_in):
     platform = _platform(aws_config(orphan_days=0, data_plane_dsn=None))
     first = platform.snapshot()
     _rds().create_db_snapshot(DBSnapshotIdentifier="someone-elses", DBInstanceIdentifier=SOURCE_INSTANCE)
@@ -158,7 +158,7 @@ def test_recent_snapshot_is_reused_when_configured(aws_world, aws_config):
     assert len([n for n, _ in aws_world.calls if n == "CreateDBSnapshot"]) == 1
 
 
-def test_aurora_cluster_is_snapshotted_and_restored_as_a_cluster(aws_world, aws_config):
+def test_aurora_cluster_is_snapshotted_and_restored_as_a_cluster(aws_world, aws_config, instances_on_stand_in):
     _rds().create_db_cluster(
         DBClusterIdentifier="prod-aurora", Engine="aurora-postgresql", MasterUsername="app",
         MasterUserPassword="production-password",
@@ -190,7 +190,9 @@ def test_masking_key_can_come_from_secrets_manager(aws_world, aws_config):
     assert "GetSecretValue" in [n for n, _ in aws_world.calls]
 
 
-def test_unreadable_staging_password_is_a_clear_error_and_nothing_is_promoted(aws_world, aws_config):
+def test_unreadable_staging_password_is_a_clear_error_and_nothing_is_promoted(
+    aws_world, aws_config, instances_on_stand_in
+):
     platform = _platform(aws_config(staging_password_secret="does/not/exist", data_plane_dsn=None))
     name = platform.new_database_name()
     platform.restore(platform.snapshot(), name)
@@ -207,7 +209,9 @@ def test_without_the_masking_key_nothing_is_restored(aws_world, aws_config):
     assert platform.list_managed() == [], "nothing was created that nobody could reach"
 
 
-def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_users_can(aws_world, aws_config):
+def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_users_can(
+    aws_world, aws_config, instances_on_stand_in
+):
     config = aws_config(data_plane_dsn=None)
     platform = _platform(config)
     name = platform.new_database_name()

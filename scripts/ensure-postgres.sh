@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server binaries (initdb, pg_ctl, postgres) and clients (psql, pg_dump,
-# pg_restore) are on this machine, and PostGIS for that server (the test suite masks and audits
-# geometry columns); installs what is missing with apt-get where it can, otherwise says how.
+# pg_restore) are on this machine, and PostGIS and pg_cron for that server (the test suite masks and
+# audits geometry columns, and keeps production's scheduled jobs out of staging); installs what is
+# missing with apt-get where it can, otherwise says how.
 set -euo pipefail
 
 server_dir() {
@@ -27,10 +28,10 @@ major_version() {  # of the server in folder $1: "postgres (PostgreSQL) 15.18 ..
   "$1/postgres" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/'
 }
 
-have_postgis() {  # for the server in folder $1
+have_extension() {  # $2 for the server in folder $1
   local share
   share=$("$1/pg_config" --sharedir 2>/dev/null || echo "/usr/share/postgresql/$(major_version "$1")")
-  [ -f "$share/extension/postgis.control" ] || [ -f "/usr/share/postgresql/$(major_version "$1")/extension/postgis.control" ]
+  [ -f "$share/extension/$2.control" ] || [ -f "/usr/share/postgresql/$(major_version "$1")/extension/$2.control" ]
 }
 
 apt_install() {
@@ -56,11 +57,15 @@ if ! dir=$(server_dir) || ! have_clients; then
   exit 1
 fi
 
-if ! have_postgis "$dir"; then
-  apt_install "postgresql-$(major_version "$dir")-postgis-3" || true
-  if ! have_postgis "$dir"; then
+ensure_extension() {  # $1: extension, $2: its Debian package, $3: its Homebrew formula
+  have_extension "$dir" "$1" && return 0
+  apt_install "$2" || true
+  if ! have_extension "$dir" "$1"; then
     # Only the tests need it (make demo does not): they fail naming it.
-    echo "warning: PostGIS for PostgreSQL $(major_version "$dir") not found; the tests of geometry columns need it" \
-         "(Debian/Ubuntu: apt-get install postgresql-$(major_version "$dir")-postgis-3; macOS: brew install postgis)" >&2
+    echo "warning: $1 for PostgreSQL $(major_version "$dir") not found; the tests need it" \
+         "(Debian/Ubuntu: apt-get install $2; macOS: brew install $3)" >&2
   fi
-fi
+}
+
+ensure_extension postgis "postgresql-$(major_version "$dir")-postgis-3" postgis
+ensure_extension pg_cron "postgresql-$(major_version "$dir")-cron" pg_cron

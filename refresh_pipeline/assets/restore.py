@@ -42,12 +42,14 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
     restored = platform.restore(snapshot, name)
     for note in restored.notes:
         context.log.warning(note)
+    if restored.cleared:
+        context.log.info(f"production's extras on the instance removed: {restored.cleared}")
     restore_seconds = time.monotonic() - started
 
     policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
         links = cut_links_to_production(conn)
-        if links.foreign_servers or links.user_mappings or links.subscriptions:
+        if links:
             context.log.info(f"links to production cut: {links.as_metadata()}")
         require_trigger_control(conn)
         # Unreadable secrets or unknown roles fail now rather than after the masking.
@@ -92,6 +94,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "row_security_lifted": dg.MetadataValue.json(row_security_lifted),
             "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),
+            "instance_cleared": dg.MetadataValue.json(restored.cleared),
             "restore_seconds": round(restore_seconds, 2),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -4,6 +4,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from refresh_pipeline.config import AwsPlatformConfig, LocalPlatformConfig, RefreshConfig
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.instance_clearing import clear_restored_instance
 from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
 from refresh_pipeline.platforms.base import ManagedDatabase, Snapshot
 from refresh_pipeline.platforms.connections import parse_conninfo
@@ -229,12 +231,18 @@ class AwsPlatform:
                 self._restore_cluster(snapshot, name, password)
             else:
                 self._restore_instance(snapshot, name, password)
-            if self.data_plane is not None:
-                self.data_plane.restore(snapshot, name)
+            if self.data_plane is not None:  # development: one database on a server of the developer's
+                notes, cleared = self.data_plane.restore(snapshot, name).notes, None
+            else:
+                cleared = clear_restored_instance(partial(self._conninfo, name), self.aws.database_name)
+                notes = tuple(cleared.notes())
         except Exception:
             self._delete(name, wait=False)
             raise
-        return ManagedDatabase(name=name, created_at=_now(), snapshot_id=snapshot.snapshot_id)
+        return ManagedDatabase(
+            name=name, created_at=_now(), snapshot_id=snapshot.snapshot_id, notes=notes,
+            cleared=cleared.as_metadata() if cleared else {},
+        )  # fmt: skip
 
     def _restore_instance(self, snapshot: Snapshot, name: str, password: str) -> None:
         self.rds.restore_db_instance_from_db_snapshot(
@@ -279,6 +287,10 @@ class AwsPlatform:
         if "DBClusterArn" in raw:
             return raw["Endpoint"], int(raw.get("Port") or 5432)
         return raw["Endpoint"]["Address"], int(raw["Endpoint"].get("Port") or 5432)
+
+    def _database_address(self, raw: dict[str, Any]) -> tuple[str, int]:
+        """Where the worker connects to an instance: its endpoint (tests lead it to a server standing for it)."""
+        return self._endpoint(raw)
 
     def list_managed(self) -> list[ManagedDatabase]:
         managed = []
@@ -350,13 +362,17 @@ class AwsPlatform:
     def conninfo(self, name: str) -> str:
         if self.data_plane is not None:
             return self.data_plane.conninfo(name)
+        return self._conninfo(name, self.aws.database_name)
+
+    def _conninfo(self, name: str, database: str) -> str:
+        """To `database` on instance `name`, as its master user."""
         raw = self._find(name)
-        host, port = self._endpoint(raw)
+        host, port = self._database_address(raw)
         # Without the key (`status`) only the promoted instance is asked for: by the staging password, also
         # one promoted by a version that did not tag it yet.
         promoted = _has_staging_access(raw.get("TagList")) or self._key is None
         return make_conninfo(
-            host=host, port=port, dbname=self.aws.database_name, user=self.aws.master_username,
+            host=host, port=port, dbname=database, user=self.aws.master_username,
             password=self._staging_password() if promoted else self._restored_password(name), sslmode="require",
         )  # fmt: skip
 

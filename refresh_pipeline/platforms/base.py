@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +27,8 @@ class ManagedDatabase:
     created_at: datetime | None
     snapshot_id: str | None
     notes: tuple[str, ...] = ()  # how the restored database differs from production (its locale), if it does
+    # What the restore removed that production has besides the database to mask (instance_clearing.py).
+    cleared: dict[str, object] = field(default_factory=dict)
 
 
 class Platform(Protocol):

@@ -159,7 +159,7 @@ class LocalPlatform:
             )
         pg_restore = find_client_binary("pg_restore", self.server.bin_dir if self.server else None)
         try:
-            restore_snapshot(
+            notes += restore_snapshot(
                 pg_restore,
                 self.config.parallelism,
                 self.conninfo(name),

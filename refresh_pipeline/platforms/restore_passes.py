@@ -8,6 +8,10 @@
 3. the row-level security switches: policies a table forces on its owner (the connecting role, with
    --no-owner) would refuse a role that is not a superuser the foreign keys' validation or a view's refresh,
    depending on the order parallel jobs take (the restore step stops forcing them for the refresh).
+
+pg_cron, when production keeps it in this database (its `cron.database_name`), is left out with its jobs and
+their run history: the extension can live only in one database of a server, and on this copy its jobs would
+run production's schedule against production's rows (the run history holds their output, which nothing masks).
 """
 
 import re
@@ -22,6 +26,21 @@ from refresh_pipeline.platforms.connections import connect, database_name
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
 
 
+# The extension, its comment, and its tables' rows and sequences (pg_cron's schema is always `cron`).
+_SCHEDULER = re.compile(
+    r"^\d+; \d+ \d+ (EXTENSION - pg_cron|COMMENT - EXTENSION pg_cron|(TABLE DATA|SEQUENCE SET) cron) "
+)
+SCHEDULER_LEFT_OUT = (
+    "pg_cron was left out with production's scheduled jobs and their run history: on this copy the jobs would "
+    "run against production's rows, and the extension can live only in the server's cron.database_name"
+)
+
+
+def _scheduler_entries(lines: list[str]) -> list[str]:
+    scheduler = [line for line in lines if _SCHEDULER.match(line)]
+    return scheduler if any(" EXTENSION - pg_cron" in line for line in scheduler) else []
+
+
 def _entries(lines: list[str], description: str) -> list[str]:
     return [line for line in lines if (match := _ENTRY.match(line)) and match["description"] == description]
 
@@ -32,15 +51,19 @@ def _names_view(line: str, views: set[tuple[str, str]]) -> bool:
     return any(names.startswith(f"{schema} {name} ") for schema, name in views)
 
 
-def restore_snapshot(pg_restore: str, jobs: int, conninfo: str, snapshot: str, env: dict[str, str], what: str) -> None:
-    """Restore `snapshot` into the (empty) database of `conninfo`."""
+def restore_snapshot(
+    pg_restore: str, jobs: int, conninfo: str, snapshot: str, env: dict[str, str], what: str
+) -> list[str]:
+    """Restore `snapshot` into the (empty) database of `conninfo`; returns notes on what was left out."""
     restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database_name(conninfo)]
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     row_security = _entries(lines, "ROW SECURITY")
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
-    if not row_security and not view_data:
+    scheduler = _scheduler_entries(lines)
+    notes = [SCHEDULER_LEFT_OUT] if scheduler else []
+    if not row_security and not view_data and not scheduler:
         run_client_tool([*restore, snapshot], env, what)
-        return
+        return notes
     with tempfile.TemporaryDirectory() as folder:
 
         def restore_entries(part: str, selected: list[str]) -> None:
@@ -49,8 +72,10 @@ def restore_snapshot(pg_restore: str, jobs: int, conninfo: str, snapshot: str, e
                 listing.write_text("\n".join(selected) + "\n")
                 run_client_tool([*restore, f"--use-list={listing}", snapshot], env, what)
 
-        restore_entries("schema and rows", [line for line in lines if line not in {*row_security, *view_data}])
+        later_or_never = {*row_security, *view_data, *scheduler}
+        restore_entries("schema and rows", [line for line in lines if line not in later_or_never])
         with connect(conninfo) as conn:
             reading_production = {(schema, name) for schema, name, _ in views_reading_foreign_tables(conn)}
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
         restore_entries("row security", row_security)
+    return notes

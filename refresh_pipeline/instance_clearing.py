@@ -1,0 +1,174 @@
+"""What an RDS restore brings besides the database to mask, cleared before anything else connects to it.
+
+A snapshot restore copies production's whole server: every other database on it (analytics, a legacy app),
+the rows production keeps in `postgres` and `template1`, and pg_cron with production's scheduled jobs and
+their run history. Nothing masks or audits those, and staging's master user reaches all of them, so:
+
+- every database but the one to mask and the server's own (`postgres`, `template0`, `template1`, RDS's
+  `rdsadmin`) is dropped;
+- production's tables, materialized views and large objects in `postgres` and `template1` are emptied
+  (an extension's own tables, such as PostGIS's `spatial_ref_sys`, stay), and their links to production
+  cut as the masked database's are (links_to_production.py);
+- pg_cron's jobs, wherever the extension is, are deactivated (kept, so staging shows what production
+  schedules) and its run history, which holds the jobs' output, is emptied.
+
+Only ever called on an instance this pipeline restored (aws.py); the local platform's restores are one
+database each, and leave pg_cron out (restore_passes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.links_to_production import cut_links_to_production
+from refresh_pipeline.masking.catalog import USER_SCHEMA
+from refresh_pipeline.platforms.connections import connect
+
+MAINTENANCE_DATABASES = ("postgres", "template1")  # kept, emptied of production's rows
+UNTOUCHED_DATABASES = ("template0", "rdsadmin")  # PostgreSQL's and RDS's own; no one connects to them
+
+_OTHER_DATABASES = """
+SELECT datname, pg_get_userbyid(datdba), datistemplate, pg_has_role(current_user, datdba, 'MEMBER')
+FROM pg_database WHERE datname <> ALL(%s) ORDER BY 1
+"""
+# Tables and populated materialized views of the database's own, not an extension's.
+_PRODUCTION_RELATIONS = f"""
+SELECT c.relkind, format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {USER_SCHEMA} AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated))
+  AND NOT c.relispartition
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY 2
+"""
+_DEACTIVATE_JOBS = """
+UPDATE cron.job SET active = false WHERE active
+RETURNING format('%s (%s) in %s as %s', coalesce(jobname, 'job ' || jobid), schedule, database, username)
+"""
+_SCHEDULER_RUNNING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher')"
+
+
+@dataclass(frozen=True)
+class ClearedInstance:
+    databases_dropped: tuple[str, ...] = ()
+    emptied: tuple[str, ...] = ()  # "postgres: public.audit_log"; large objects as "postgres: 3 large objects"
+    links_cut: dict[str, dict[str, object]] = field(default_factory=dict)  # database -> what was cut there
+    cron_jobs_deactivated: tuple[str, ...] = ()  # "nightly (0 3 * * *) in app as app" (never the command)
+    scheduler_was_running: bool = False
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "databases_dropped": list(self.databases_dropped),
+            "emptied": list(self.emptied),
+            "links_to_production_cut": self.links_cut,
+            "cron_jobs_deactivated": list(self.cron_jobs_deactivated),
+        }
+
+    def notes(self) -> list[str]:
+        if not (self.scheduler_was_running and self.cron_jobs_deactivated):
+            return []
+        return [
+            f"pg_cron ran on the restored instance (its parameter group loads it): production's "
+            f"{len(self.cron_jobs_deactivated)} active job(s) could run against production's rows until the "
+            "pipeline deactivated them; give restored instances a parameter group without pg_cron "
+            "(aws.parameter_group)"
+        ]
+
+
+def _refused(what: str, exc: psycopg.Error, fix: str) -> RefreshError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RefreshError(f"cannot {what} on the restored instance: {first_line}. {fix}")
+
+
+def _drop_database(conn: psycopg.Connection, name: str, owner: str, is_template: bool, owns: bool) -> None:
+    database = sql.Identifier(name)
+    try:
+        if not owns:  # the master user may make itself a member of an ordinary role
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner)))
+        if is_template:
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(database))
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
+        if not owns:
+            conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(owner)))
+    except psycopg.Error as exc:
+        raise _refused(
+            f"drop production's database {name} (owner {owner})",
+            exc,
+            "Nothing masks it, so the instance is not promoted; its owner must be a role the master user may "
+            "be granted (not a superuser).",
+        ) from None
+
+
+def _empty(conn: psycopg.Connection, database: str) -> list[str]:
+    """Empty production's tables, materialized views and large objects in a maintenance database."""
+    relations = conn.execute(_PRODUCTION_RELATIONS).fetchall()
+    tables = [name for kind, name in relations if kind in ("r", "p")]
+    views = [name for kind, name in relations if kind == "m"]
+    try:
+        with conn.transaction():
+            if tables:
+                conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(map(sql.SQL, tables))))
+            for view in views:
+                conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {} WITH NO DATA").format(sql.SQL(view)))
+            large_objects = conn.execute("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata").fetchone()[0]
+    except psycopg.Error as exc:
+        raise _refused(
+            f"empty production's rows in database {database}",
+            exc,
+            "Nothing masks them, so the instance is not promoted; the master user must own them in production.",
+        ) from None
+    emptied = [f"{database}: {name}" for name in tables + views]
+    return emptied + ([f"{database}: {large_objects} large object(s)"] if large_objects else [])
+
+
+def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> list[str]:
+    """Deactivate pg_cron's jobs and empty its run history, if the extension is in this database."""
+    if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')").fetchone()[0]:
+        return []
+    try:
+        with conn.transaction():
+            jobs = [line for (line,) in conn.execute(_DEACTIVATE_JOBS).fetchall()]
+            if conn.execute("SELECT to_regclass('cron.job_run_details') IS NOT NULL").fetchone()[0]:
+                conn.execute("TRUNCATE cron.job_run_details")
+    except psycopg.Error as exc:
+        raise _refused(
+            f"deactivate production's pg_cron jobs in database {database}",
+            exc,
+            "They would run against production's rows, so the instance is not promoted; in production, let the "
+            "master user update cron.job and truncate cron.job_run_details (and see every job: their owner, or "
+            "BYPASSRLS).",
+        ) from None
+    return jobs
+
+
+def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> ClearedInstance:
+    """Clear an instance restored from production's snapshot but for `keep`; `conninfo(database)` reaches one
+    of its databases as the master user."""
+    with connect(conninfo("postgres"), autocommit=True) as conn:
+        present = [name for (name,) in conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+        if keep not in present:
+            raise RefreshError(
+                f"the restored instance has no database {keep!r} (aws.database_name); it has: {', '.join(present)}."
+            )
+        scheduler_was_running = bool(conn.execute(_SCHEDULER_RUNNING).fetchone()[0])
+        others = conn.execute(_OTHER_DATABASES, ([keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES],)).fetchall()
+        for name, owner, is_template, owns in others:
+            _drop_database(conn, name, owner, is_template, owns)
+    emptied: list[str] = []
+    links_cut: dict[str, dict[str, object]] = {}
+    jobs: list[str] = []
+    for database in (keep, *MAINTENANCE_DATABASES):
+        with connect(conninfo(database), autocommit=True) as conn:
+            if database != keep:  # the masked database's own links are cut by the restore step
+                emptied += _empty(conn, database)
+                links = cut_links_to_production(conn)
+                if links:
+                    links_cut[database] = links.as_metadata()
+            jobs += _deactivate_scheduler(conn, database)
+    dropped = tuple(name for name, *_ in others)
+    return ClearedInstance(dropped, tuple(emptied), links_cut, tuple(jobs), scheduler_was_running)
