@@ -1,5 +1,5 @@
 """The whole refresh on a schema built from the traps real production schemas hold: PII as keys and
-foreign keys, case-variant emails, unique expression indexes, audit triggers (also ENABLE ALWAYS),
+foreign keys, case-variant emails, unique expression indexes, audit triggers and rules (also ENABLE ALWAYS),
 generated and identity columns, partitions, a materialized view, comments, JSON numbers, free text."""
 
 import random
@@ -53,6 +53,9 @@ END $$;
 CREATE TRIGGER customers_audit AFTER UPDATE OR DELETE ON customers FOR EACH ROW EXECUTE FUNCTION audit_customer();
 CREATE TRIGGER customers_audit_always AFTER INSERT ON customers FOR EACH ROW EXECUTE FUNCTION audit_customer();
 ALTER TABLE customers ENABLE ALWAYS TRIGGER customers_audit_always;
+CREATE RULE referrals_logged AS ON INSERT TO referrals DO ALSO
+    INSERT INTO customer_audit (action, old_email) VALUES ('referral', NEW.referee_email);
+ALTER TABLE referrals ENABLE ALWAYS RULE referrals_logged;
 CREATE TABLE events (id bigint NOT NULL, occurred date NOT NULL, payload jsonb, tags text[])
     PARTITION BY RANGE (occurred);
 CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
@@ -298,6 +301,8 @@ def test_masked_values_keep_formats_and_never_equal_a_production_value(trap_sour
 def test_schema_objects_end_up_as_in_production(trap_source, staging):
     triggers = "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal"
     assert _rows(staging, triggers) == _rows(trap_source, triggers)
+    rules = "SELECT rulename, ev_enabled FROM pg_rewrite WHERE rulename <> '_RETURN' AND ev_class >= 16384"  # not pg_*
+    assert _rows(staging, rules) == _rows(trap_source, rules) == [("referrals_logged", "A")]
     assert _rows(staging, "SELECT count(*) FROM customer_audit") == _rows(
         trap_source, "SELECT count(*) FROM customer_audit"
     )

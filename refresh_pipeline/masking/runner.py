@@ -92,17 +92,32 @@ def _table_info(conn: psycopg.Connection, policy: MaskingPolicy, table_policy: T
     return tables[key]
 
 
-def _disable_always_triggers(conn: psycopg.Connection, info: TableInfo) -> list[tuple[str, str]]:
-    """Triggers marked ENABLE ALWAYS fire even in replica mode; switch them off for this transaction."""
-    triggers = conn.execute(
-        "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t "
-        "WHERE t.tgenabled = 'A' AND NOT t.tgisinternal AND t.tgrelid IN ("
-        " SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) UNION SELECT to_regclass(%(table)s))",
-        {"table": info.ident.as_string(conn)},
-    ).fetchall()
-    for table, trigger in triggers:
-        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger)))
-    return [(table, trigger) for table, trigger in triggers]
+_ALWAYS_FIRING = """
+WITH tree AS (SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) UNION SELECT to_regclass(%(table)s))
+SELECT 'TRIGGER', t.tgrelid::regclass::text, t.tgname FROM pg_trigger t
+ WHERE t.tgenabled = 'A' AND NOT t.tgisinternal AND t.tgrelid IN (SELECT relid FROM tree)
+UNION ALL
+SELECT 'RULE', r.ev_class::regclass::text, r.rulename FROM pg_rewrite r
+ WHERE r.ev_enabled = 'A' AND r.ev_class IN (SELECT relid FROM tree)
+"""
+
+
+def _disable_always_firing(conn: psycopg.Connection, info: TableInfo) -> list[tuple[str, str, str]]:
+    """Triggers and rules marked ENABLE ALWAYS fire even in replica mode (an ALWAYS rule copying inserted
+    rows elsewhere would add the swap's rows there); switch them off for this transaction."""
+    always = conn.execute(_ALWAYS_FIRING, {"table": info.ident.as_string(conn)}).fetchall()
+    for kind, table, name in always:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DISABLE {} {}").format(sql.SQL(table), sql.SQL(kind), sql.Identifier(name))
+        )
+    return [(kind, table, name) for kind, table, name in always]
+
+
+def _enable_always_firing(conn: psycopg.Connection, always: list[tuple[str, str, str]]) -> None:
+    for kind, table, name in always:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ENABLE ALWAYS {} {}").format(sql.SQL(table), sql.SQL(kind), sql.Identifier(name))
+        )
 
 
 STAGING_PREFIX = "masked_rows_"
@@ -300,12 +315,9 @@ def _swap_in(
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
         if (other_run := _masked_meanwhile(conn, info, digest)) is not None:
             return other_run
-        always_triggers = _disable_always_triggers(conn, info)
+        always = _disable_always_firing(conn, info)
         replaced = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
-        for table, trigger in always_triggers:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.SQL(table), sql.Identifier(trigger))
-            )
+        _enable_always_firing(conn, always)
         if not copied == replaced.removed == replaced.inserted:
             raise RefreshError(
                 f"{info.qualified_name}: row counts differ while masking (computed {copied}, removed "
