@@ -146,6 +146,27 @@ def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> list[str]:
     return jobs
 
 
+def other_databases_findings(production: psycopg.Connection, keep: str) -> tuple[list[str], list[str]]:
+    """What `validate` says about production's other databases (read through its read-only session):
+    problems (a refresh would fail) and warnings."""
+    others = production.execute(
+        "SELECT datname, r.rolname, r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+        "WHERE datname <> ALL(%s) ORDER BY 1",
+        ([keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES],),
+    ).fetchall()
+    problems = [
+        f"database {name} on production's server is owned by superuser {owner}: the master user could not drop "
+        "it from the restored instance, so every refresh would fail; give it an ordinary owner"
+        for name, owner, superuser in others
+        if superuser
+    ]
+    warnings = [
+        f"production's server also holds database(s) {', '.join(name for name, *_ in others)}: an RDS restore "
+        f"brings them, and the refresh drops them from the restored instance (staging holds only {keep})"
+    ]
+    return problems, warnings if others else []
+
+
 def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> ClearedInstance:
     """Clear an instance restored from production's snapshot but for `keep`; `conninfo(database)` reaches one
     of its databases as the master user."""

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.instance_clearing import other_databases_findings
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
@@ -29,10 +30,15 @@ def validate_against_source(config: RefreshConfig) -> Validation:
         large_objects = read_large_objects(conn, tables)
         logins = [role for role, _secret in config.aws.staging_logins] if config.aws else []
         missing_logins = missing_roles_problem(conn, logins)
+        # The local platform restores one database; an RDS restore brings the whole server.
+        databases_problems, databases_warnings = (
+            other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
+        )
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
+    problems += databases_problems
     uncovered = find_uncovered(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))
-    return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes))
+    return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings)

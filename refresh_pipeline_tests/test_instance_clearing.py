@@ -4,6 +4,7 @@ production's jobs and their run history (the instance is a PostgreSQL server sta
 on RDS; the AWS API is moto). On the local platform, pg_cron kept in production's own database."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,7 @@ from refresh_pipeline.platforms.aws import AwsPlatform
 from refresh_pipeline.platforms.base import ManagedDatabase
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.restore_passes import SCHEDULER_LEFT_OUT
+from refresh_pipeline.validate import validate_against_source
 from refresh_pipeline_tests.aws_fixtures import SOURCE_INSTANCE
 from refresh_pipeline_tests.conftest import TEST_KEY
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
@@ -162,6 +164,27 @@ def test_a_database_name_the_instance_lacks_fails_before_anything_is_dropped(aws
     with pytest.raises(RefreshError, match=r"the restored instance has no database 'ap' \(aws\.database_name\)"):
         _restore(aws_config, database_name="ap")
     assert {"analytics", "legacy", "app"} <= _databases(production_extras)
+
+
+def test_validate_names_the_databases_a_restore_drops_and_the_ones_it_could_not(
+    aws_world, aws_config, production_extras
+):
+    server = production_extras
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        superuser = conn.execute("SELECT current_user").fetchone()[0]
+        conn.execute(sql.SQL("ALTER DATABASE legacy OWNER TO {}").format(sql.Identifier(superuser)))
+    config = replace(load_config(aws_config(data_plane_dsn=None)), source_dsn=server.dsn("app"))
+
+    validation = validate_against_source(config)
+
+    assert (
+        "production's server also holds database(s) analytics, app_template, legacy: an RDS restore brings them, "
+        "and the refresh drops them from the restored instance (staging holds only app)"
+    ) in validation.warnings
+    assert [problem for problem in validation.problems if "superuser" in problem] == [
+        f"database legacy on production's server is owned by superuser {superuser}: the master user could not drop "
+        "it from the restored instance, so every refresh would fail; give it an ordinary owner"
+    ]
 
 
 def test_in_development_the_data_planes_other_databases_stay(aws_world, aws_config, create_database, pg_server):
