@@ -4,6 +4,8 @@ A snapshot restore copies production's whole server: every other database on it 
 the rows production keeps in `postgres` and `template1`, and pg_cron with production's scheduled jobs and
 their run history. Nothing masks or audits those, and staging's master user reaches all of them, so:
 
+- production's replication slots (a CDC tool's, a replica's) are dropped: nothing consumes them on the copy,
+  so each would hold its WAL, and the masking writes plenty, until the disk is full;
 - every database but the one to mask and the server's own (`postgres`, `template0`, `template1`, RDS's
   `rdsadmin`) is dropped;
 - production's tables, materialized views and large objects in `postgres` and `template1` are emptied
@@ -56,6 +58,7 @@ _SCHEDULER_RUNNING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backen
 @dataclass(frozen=True)
 class ClearedInstance:
     databases_dropped: tuple[str, ...] = ()
+    replication_slots_dropped: tuple[str, ...] = ()
     emptied: tuple[str, ...] = ()  # "postgres: public.audit_log"; large objects as "postgres: 3 large objects"
     links_cut: dict[str, dict[str, object]] = field(default_factory=dict)  # database -> what was cut there
     cron_jobs_deactivated: tuple[str, ...] = ()  # "nightly (0 3 * * *) in app as app" (never the command)
@@ -64,6 +67,7 @@ class ClearedInstance:
     def as_metadata(self) -> dict[str, object]:
         return {
             "databases_dropped": list(self.databases_dropped),
+            "replication_slots_dropped": list(self.replication_slots_dropped),
             "emptied": list(self.emptied),
             "links_to_production_cut": self.links_cut,
             "cron_jobs_deactivated": list(self.cron_jobs_deactivated),
@@ -83,6 +87,18 @@ class ClearedInstance:
 def _refused(what: str, exc: psycopg.Error, fix: str) -> RefreshError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RefreshError(f"cannot {what} on the restored instance: {first_line}. {fix}")
+
+
+def _drop_replication_slots(conn: psycopg.Connection) -> list[str]:
+    slots = [name for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots ORDER BY 1").fetchall()]
+    try:
+        for slot in slots:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    except psycopg.Error as exc:
+        raise _refused(
+            "drop production's replication slots", exc, "They would hold the copy's WAL until its disk is full."
+        ) from None
+    return slots
 
 
 def _drop_database(conn: psycopg.Connection, name: str, owner: str, is_template: bool, owns: bool) -> None:
@@ -177,6 +193,7 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
                 f"the restored instance has no database {keep!r} (aws.database_name); it has: {', '.join(present)}."
             )
         scheduler_was_running = bool(conn.execute(_SCHEDULER_RUNNING).fetchone()[0])
+        slots = _drop_replication_slots(conn)
         others = conn.execute(_OTHER_DATABASES, ([keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES],)).fetchall()
         for name, owner, is_template, owns in others:
             _drop_database(conn, name, owner, is_template, owns)
@@ -192,4 +209,4 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
                     links_cut[database] = links.as_metadata()
             jobs += _deactivate_scheduler(conn, database)
     dropped = tuple(name for name, *_ in others)
-    return ClearedInstance(dropped, tuple(emptied), links_cut, tuple(jobs), scheduler_was_running)
+    return ClearedInstance(dropped, tuple(slots), tuple(emptied), links_cut, tuple(jobs), scheduler_was_running)

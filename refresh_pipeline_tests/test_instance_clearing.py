@@ -1,7 +1,8 @@
 """What production has besides the database to mask never reaches staging. On AWS an RDS restore brings
-production's whole server: its other databases, the rows it keeps in `postgres` and `template1`, pg_cron with
-production's jobs and their run history (the instance is a PostgreSQL server standing for it, pg_cron loaded as
-on RDS; the AWS API is moto). On the local platform, pg_cron kept in production's own database."""
+production's whole server: its other databases, the rows it keeps in `postgres` and `template1`, its
+replication slots, pg_cron with production's jobs and their run history (the instance is a PostgreSQL server
+standing for it, pg_cron loaded as on RDS; the AWS API is moto). On the local platform, pg_cron kept in
+production's own database."""
 
 from collections.abc import Iterator
 from dataclasses import replace
@@ -84,7 +85,11 @@ def production_extras(instances_on_stand_in: LocalServer) -> Iterator[LocalServe
         conn.execute("INSERT INTO public.seeded VALUES (%s)", (RIDER,))
     with psycopg.connect(server.dsn("analytics"), autocommit=True) as conn:
         conn.execute("CREATE TABLE trips (email text); INSERT INTO trips VALUES ('rider2@gmail.com')")
+        conn.execute("SELECT pg_create_logical_replication_slot('debezium', 'pgoutput')")
+        conn.execute("SELECT pg_create_physical_replication_slot('rds_replica', true)")
     yield server
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
     with psycopg.connect(server.dsn("template1"), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS public.seeded")
     left = _databases(server) & {"analytics", "legacy", "app_template"}
@@ -107,6 +112,7 @@ def test_a_restored_instance_keeps_only_the_database_to_mask_and_no_production_r
     assert _databases(server) == {"app", "postgres", "template0", "template1"}
     assert restored.cleared == {
         "databases_dropped": ["analytics", "app_template", "legacy"],
+        "replication_slots_dropped": ["debezium", "rds_replica"],
         "emptied": [
             "postgres: public.audit_trail", "postgres: public.audit_emails", "postgres: 1 large object(s)",
             "template1: public.seeded",
