@@ -62,6 +62,11 @@ def _option_changes(options: list[str]) -> sql.Composable | None:
     return sql.SQL(", ").join(changes) if changes else None
 
 
+def database_subscriptions(conn: psycopg.Connection) -> list[str]:
+    """The names of this database's logical replication subscriptions."""
+    return [name for (name,) in conn.execute(_SUBSCRIPTIONS).fetchall()]
+
+
 def cut_links_to_production(conn: psycopg.Connection) -> CutLinks:
     """Drop user mappings and subscriptions and point foreign servers nowhere, in one transaction."""
     try:
@@ -76,7 +81,7 @@ def cut_links_to_production(conn: psycopg.Connection) -> CutLinks:
                 if changes is not None:
                     conn.execute(sql.SQL("ALTER SERVER {} OPTIONS ({})").format(sql.Identifier(server), changes))
                     servers.append(server)
-            subscriptions = [name for (name,) in conn.execute(_SUBSCRIPTIONS).fetchall()]
+            subscriptions = database_subscriptions(conn)
             for name in subscriptions:
                 subscription = sql.Identifier(name)
                 conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(subscription))

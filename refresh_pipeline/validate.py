@@ -4,12 +4,14 @@ from dataclasses import dataclass
 
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.instance_clearing import other_databases_findings
+from refresh_pipeline.links_to_production import database_subscriptions
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.platforms.aws import AwsPlatform
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
@@ -23,7 +25,8 @@ class Validation:
 
 def validate_against_source(config: RefreshConfig) -> Validation:
     policy = load_policy(config.policy_path)
-    platform_for(config).ensure_ready()
+    platform = platform_for(config)
+    platform.ensure_ready()
     with connect(config.source_dsn, read_only=True) as conn:
         tables = read_tables(conn)
         unique_indexes = read_unique_indexes(conn)
@@ -34,6 +37,8 @@ def validate_against_source(config: RefreshConfig) -> Validation:
         databases_problems, databases_warnings = (
             other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
         )
+        subscriptions = database_subscriptions(conn)
+    start_up_warnings = platform.start_up_risks(subscriptions) if isinstance(platform, AwsPlatform) else []
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
@@ -41,4 +46,5 @@ def validate_against_source(config: RefreshConfig) -> Validation:
     uncovered = find_uncovered(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))
-    return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings)
+    warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
+    return Validation(problems, warnings)

@@ -4,10 +4,12 @@ replication slots, pg_cron with production's jobs and their run history (the ins
 standing for it, pg_cron loaded as on RDS; the AWS API is moto). On the local platform, pg_cron kept in
 production's own database."""
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ from refresh_pipeline.platforms.base import ManagedDatabase
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.restore_passes import SCHEDULER_LEFT_OUT
 from refresh_pipeline.validate import validate_against_source
-from refresh_pipeline_tests.aws_fixtures import SOURCE_INSTANCE
+from refresh_pipeline_tests.aws_fixtures import REGION, SOURCE_INSTANCE
 from refresh_pipeline_tests.conftest import TEST_KEY
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
 from refresh_pipeline_tests.helpers import running_server
@@ -243,3 +245,64 @@ def test_the_local_restore_leaves_pg_cron_out_of_staging_and_production_keeps_it
     with psycopg.connect(server.dsn("rides")) as conn:
         assert conn.execute("SELECT jobname, active FROM cron.job").fetchall() == [("purge", True)]
         assert conn.execute("SELECT count(*) FROM cron.job_run_details").fetchone()[0] == 1
+
+
+def _parameter_group(name: str, **parameters: str) -> str:
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres15", Description=name)
+    rds.modify_db_parameter_group(
+        DBParameterGroupName=name,
+        Parameters=[
+            {"ParameterName": key, "ParameterValue": value, "ApplyMethod": "pending-reboot"}
+            for key, value in parameters.items()
+        ],
+    )
+    return name
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        (
+            {"shared_preload_libraries": "pg_stat_statements, pg_cron", "max_logical_replication_workers": "2"},
+            [
+                "parameter group {group} loads pg_cron: production's scheduled jobs run on each restored instance, "
+                "against unmasked rows, from its start until the refresh deactivates them; give restored instances "
+                "a parameter group without it",
+                "production has subscriptions (orders_feed) and parameter group {group} allows 2 logical replication "
+                "worker(s): each restored instance starts them against production's publisher, with production's "
+                "slot, until the refresh cuts them; set max_logical_replication_workers to 0 there",
+            ],
+        ),
+        (
+            None,
+            [
+                "production has subscriptions (orders_feed) and RDS's default parameter group (aws.parameter_group "
+                "unset) allows 4 logical replication worker(s): each restored instance starts them against "
+                "production's publisher, with production's slot, until the refresh cuts them; set "
+                "max_logical_replication_workers to 0 there",
+            ],
+        ),
+        ({"shared_preload_libraries": "pg_stat_statements", "max_logical_replication_workers": "0"}, []),
+    ],
+)
+def test_validate_names_what_the_restored_instances_parameter_group_would_start(
+    aws_world, aws_config, create_database, parameters, expected
+):
+    production = create_database("subscriber")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE SUBSCRIPTION orders_feed CONNECTION 'host=orders.internal dbname=orders' PUBLICATION orders "
+            "WITH (connect = false, enabled = false, slot_name = NONE)"
+        )
+    group = _parameter_group(f"staging-{uuid.uuid4().hex[:6]}", **parameters) if parameters else None
+    settings = {"parameter_group": group} if group else {}
+    config = replace(load_config(aws_config(data_plane_dsn=None, **settings)), source_dsn=production)
+
+    try:
+        warnings = validate_against_source(config).warnings
+    finally:
+        with psycopg.connect(production, autocommit=True) as conn:
+            conn.execute("DROP SUBSCRIPTION orders_feed")
+
+    assert [w for w in warnings if "pg_cron" in w or "subscriptions" in w] == [e.format(group=group) for e in expected]

@@ -99,6 +99,40 @@ class AwsPlatform:
         if self.data_plane is not None:
             self.data_plane.ensure_ready()
 
+    def start_up_risks(self, production_subscriptions: list[str]) -> list[str]:
+        """What a restored instance's parameter group would start before the pipeline connects to it (the
+        refresh stops both once it does): production's pg_cron jobs and its subscriptions, against
+        unmasked rows. For `validate`; Aurora clusters take cluster parameter groups, not checked here."""
+        if self._cluster_mode:
+            return []
+        group = self.aws.parameter_group
+        settings: dict[str, str] = {}
+        if group:
+            try:
+                pages = self.rds.get_paginator("describe_db_parameters").paginate(DBParameterGroupName=group)
+                settings = {p["ParameterName"]: p["ParameterValue"] for page in pages for p in page["Parameters"]
+                            if "ParameterValue" in p}  # fmt: skip
+            except ClientError as exc:
+                return [f"cannot read parameter group {group} (aws.parameter_group): {exc.response['Error']['Code']}"]
+        where = f"parameter group {group}" if group else "RDS's default parameter group (aws.parameter_group unset)"
+        risks = []
+        libraries = [name.strip() for name in settings.get("shared_preload_libraries", "").split(",")]
+        if "pg_cron" in libraries:
+            risks.append(
+                f"{where} loads pg_cron: production's scheduled jobs run on each restored instance, against "
+                "unmasked rows, from its start until the refresh deactivates them; give restored instances a "
+                "parameter group without it"
+            )
+        workers = settings.get("max_logical_replication_workers", "4")  # PostgreSQL's and RDS's default
+        if production_subscriptions and workers.strip() != "0":
+            risks.append(
+                f"production has subscriptions ({', '.join(production_subscriptions)}) and {where} allows "
+                f"{workers} logical replication worker(s): each restored instance starts them against production's "
+                "publisher, with production's slot, until the refresh cuts them; set max_logical_replication_workers "
+                "to 0 there"
+            )
+        return risks
+
     # -- snapshots --------------------------------------------------------------------------------
     def _snapshots(self) -> Iterator[dict[str, Any]]:
         if self._cluster_mode:
