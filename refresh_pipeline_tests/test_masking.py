@@ -441,6 +441,23 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
     assert "    note: scrub  # REVIEW: remark; named like free text" in snippet
 
 
+def test_files_are_redacted_to_the_redact_texts_bytes_and_nulls_stay_null(create_database):
+    conninfo = database_with(
+        create_database,
+        "files",
+        "CREATE TABLE kyc (id int PRIMARY KEY, scan bytea NOT NULL, selfie bytea, signature bytea);"
+        "INSERT INTO kyc VALUES (1, convert_to('AADHAAR 2345 6789 0123 ravi.kumar@gmail.com', 'UTF8'),"
+        " '\\x89504e470d0a1a0a'::bytea, '\\xffd8ffe0'::bytea), (2, '\\x25504446'::bytea, NULL, NULL)",
+    )
+    policy = parse_policy(
+        "tables:\n  kyc: {id: keep, scan: redact, selfie: {transform: redact, value: ''}, signature: \"null\"}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        mask_table(conn, policy, "kyc", KEY)
+        rows = conn.execute("SELECT id, scan, selfie, signature FROM kyc ORDER BY id").fetchall()
+    assert rows == [(1, b"REDACTED", b"", None), (2, b"REDACTED", None, None)]
+
+
 def test_arrays_keep_their_dimensions_and_bounds(create_database):
     conninfo = create_database("array_shapes")
     with psycopg.connect(conninfo, autocommit=True) as conn:

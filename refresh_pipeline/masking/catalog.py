@@ -58,6 +58,11 @@ class ColumnInfo:
     audited_bytes: bool = False  # a kept bytea column the audit reads as text (with_kept_bytes)
 
     @property
+    def is_bytes(self) -> bool:
+        """A bytea column (a file, an image, a scanned document)."""
+        return not self.is_array and self.base_type == "bytea"
+
+    @property
     def is_text(self) -> bool:
         return not self.is_array and self.unqualified_type in TEXT_TYPES  # citext may print as public.citext
 
@@ -216,9 +221,7 @@ def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
 
 def with_kept_bytes(table: TableInfo, kept_columns: set[str]) -> TableInfo:
     """The table with its kept bytea columns marked `audited_bytes`: the audit reads them as text too."""
-    return _with_marked(
-        table, "audited_bytes", lambda c: c.name in kept_columns and not c.is_array and c.base_type == "bytea"
-    )
+    return _with_marked(table, "audited_bytes", lambda c: c.name in kept_columns and c.is_bytes)
 
 
 def _with_marked(table: TableInfo, flag: str, marked: Callable[[ColumnInfo], bool]) -> TableInfo:

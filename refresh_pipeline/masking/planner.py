@@ -253,6 +253,9 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
         return _date_expression(column, ident, rule, refs)
     if rule.transform in ("geo", "number"):
         return _geo_or_number_expression(column, ident, rule, refs)
+    if rule.transform == "redact" and column.is_bytes:  # a file: its bytes become the redact text's
+        value = sql.Literal(rule.param_dict.get("value", "REDACTED"))
+        return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE convert_to({}, 'UTF8') END").format(ident, value)
     lookups = _phone_lookups(column, rule, ordinal)
     masked = _text_call(rule, sql.SQL("{}::text").format(ident), refs, lookups[0].mapped if lookups else None)
     masked = fitted(column, rule, masked)

@@ -3,7 +3,8 @@
 Only a starting point a person reviews (every line says `# REVIEW`). A suggestion is never weaker than the
 old default: text starts as `redact` unless its name says which mask keeps it useful; a date named like a
 birth date is masked instead of kept; a JSON, XML or hstore document is scrubbed instead of kept; a location
-(PostGIS, or a latitude/longitude number) is moved instead of kept."""
+(PostGIS, or a latitude/longitude number) is moved instead of kept; a file named like a person's photo or
+scan is emptied instead of kept."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
 _BIRTH_DATE = re.compile(r"(^|_)(dob|birth|birthday)(_|$)")  # birth_date, date_of_birth too
+# Files of a person kept in bytea: a photo, an ID or KYC scan, a signature. The audit reads a kept file's text
+# only, never an image, so these are emptied rather than kept.
+_PERSONAL_FILE = re.compile(
+    r"(^|_)(photo|picture|image|img|avatar|selfie|scan|kyc|id_proof|passport|licen[cs]e|signature|document|doc"
+    r"|attachment|file)s?(_|$)"
+)
 _COORDINATE = re.compile(r"(^|_)(lat|lng|lon|latitude|longitude)(_|$)")
 _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
 
@@ -81,6 +88,9 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
         return rule, "; ".join(filter(None, [why, too_short]))
     if column.is_date and _BIRTH_DATE.search(words):
         return "date", "named like a birth date"
+    if column.is_bytes and _PERSONAL_FILE.search(words):
+        why = "a file of a person (photo, scan, document): the audit cannot read an image; keep only public files"
+        return ("null" if column.nullable else "redact"), why
     return "keep", ""
 
 

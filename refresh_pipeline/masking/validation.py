@@ -43,6 +43,8 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if transform == "number":
         fits = not column.is_array and column.base_type in NUMBER_TYPES
         return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"
+    if transform == "redact" and column.is_bytes:
+        return None
     if not column.is_array and column.unqualified_type in TEXT_CASTABLE.get(transform, ()):
         if transform in NUMBER_PII_TRANSFORMS and column.numeric_digits[1] > 0:
             return f"`{transform}` needs whole numbers, not {column.type_name}"
