@@ -441,6 +441,24 @@ def test_columns_of_a_domain_are_masked_and_audited_as_the_type_under_it(create_
     assert "    note: scrub  # REVIEW: remark; named like free text" in snippet
 
 
+def test_an_email_or_upi_handle_in_a_phone_field_is_masked_as_one(create_database):
+    conninfo = database_with(
+        create_database,
+        "typos",
+        "CREATE TABLE riders (id int PRIMARY KEY, email text, phone text);"
+        "INSERT INTO riders VALUES (1, 'rider6@gmail.com', 'rider6@gmail.com'), (2, NULL, 'ravi@ybl'),"
+        " (3, NULL, 'N/A'), (4, NULL, '+91 98765 43210')",
+    )
+    policy = parse_policy("tables:\n  riders: {id: keep, email: email, phone: phone}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        mask_table(conn, policy, "riders", KEY)
+        rows = conn.execute("SELECT email, phone FROM riders ORDER BY id").fetchall()
+    assert rows[0][1] == rows[0][0] and rows[0][1].endswith("@example.com"), "as the email column masks it"
+    assert rows[1][1].endswith("@ybl") and "ravi" not in rows[1][1]
+    assert rows[2][1] == "N/A"
+    assert rows[3][1].startswith("+91 9") and rows[3][1] != "+91 98765 43210"
+
+
 def test_files_are_redacted_to_the_redact_texts_bytes_and_nulls_stay_null(create_database):
     conninfo = database_with(
         create_database,

@@ -600,7 +600,10 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text_mapped(key bytea, transfor
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN v IS NULL OR v = '' THEN v ELSE CASE transform
         WHEN 'email' THEN refresh_pipeline.mask_email(key, v)
-        WHEN 'phone' THEN refresh_pipeline.mask_phone_mapped(key, v, mapped)
+        -- An email or UPI handle typed into a phone field is masked as free text is, not digit by digit
+        -- (which left 'rider6@gmail.com' as 'rider0@gmail.com').
+        WHEN 'phone' THEN CASE WHEN strpos(v, '@') > 0 THEN refresh_pipeline.scrub(key, v)
+                               ELSE refresh_pipeline.mask_phone_mapped(key, v, mapped) END
         WHEN 'upi' THEN refresh_pipeline.mask_upi(key, v)
         WHEN 'name' THEN refresh_pipeline.mask_name(key, v)
         WHEN 'first_name' THEN refresh_pipeline.mask_first_name(key, v)
