@@ -66,8 +66,10 @@ def libpq_env(conninfo: str, read_only: bool = False) -> dict[str, str]:
     for key, value in parse_conninfo(conninfo).items():
         if key in _LIBPQ_ENV:
             env[_LIBPQ_ENV[key]] = value
-    if read_only:
-        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {READ_ONLY_OPTIONS}".strip()
+    # From the first statement on: pg_dump sets its own timeouts only after a few catalog queries, which
+    # production's statement_timeout (ALTER DATABASE ... SET) could cancel.
+    options = f"{SESSION_OPTIONS} {READ_ONLY_OPTIONS if read_only else ''}"
+    env["PGOPTIONS"] = " ".join(f"{env.get('PGOPTIONS', '')} {options}".split())
     return env
 
 
