@@ -118,3 +118,53 @@ def test_a_refresh_masks_and_audits_a_database_in_another_encoding(
         assert name != original_name and "Müller" not in name and name.isascii()
         assert email.endswith("@example.com")
         assert note.startswith("café at stop ") and note != original_note, "the phone in it masked, é kept"
+
+
+CASE_INSENSITIVE_SCHEMA = """
+CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE customers (
+    id int PRIMARY KEY,
+    email text COLLATE case_insensitive NOT NULL UNIQUE,
+    phone text COLLATE case_insensitive,
+    note text COLLATE case_insensitive,
+    aliases text[] COLLATE case_insensitive
+);
+INSERT INTO customers
+SELECT g, 'Rider' || g || '@Gmail.com', '+91 98765 ' || lpad(g::text, 5, '0'),
+       'call 98765' || lpad(g::text, 5, '0') || ' or rider' || g || '@gmail.com', ARRAY['rider' || g || '@yahoo.com']
+FROM generate_series(1, 60) g;
+CREATE TABLE bookings (id int PRIMARY KEY, email text COLLATE case_insensitive REFERENCES customers (email));
+INSERT INTO bookings SELECT g, 'RIDER' || (1 + g % 60) || '@GMAIL.COM' FROM generate_series(1, 200) g;
+"""
+CASE_INSENSITIVE_POLICY = """
+tables:
+  customers: {id: keep, email: email, phone: phone, note: scrub, aliases: {array: email}}
+  bookings: {id: keep, email: email}
+"""
+
+
+def test_columns_of_a_case_insensitive_collation_are_masked_audited_and_still_join(
+    create_database, write_config, tmp_path, capsys
+):
+    """A nondeterministic ICU collation (case-insensitive emails, as PostgreSQL's docs suggest instead of
+    citext) refuses regular expressions and LIKE: the refresh failed reading the originals."""
+    production = create_database("case_insensitive")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(CASE_INSENSITIVE_SCHEMA)
+        originals = {email.lower() for (email,) in conn.execute("SELECT email FROM customers")}
+        pairs = "SELECT b.id, c.id FROM bookings b JOIN customers c ON c.email = b.email ORDER BY 1"
+        production_pairs = conn.execute(pairs).fetchall()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(CASE_INSENSITIVE_POLICY)
+    config = write_config(production, policy)
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    with psycopg.connect(production.rsplit("dbname=", 1)[0] + f"dbname={staging}") as conn:
+        assert conn.execute(pairs).fetchall() == production_pairs, "booking emails still equal their customers'"
+        text = " ".join(str(row) for row in conn.execute("SELECT * FROM customers").fetchall()).lower()
+        assert not [email for email in originals if email in text]
+        emails = [email for (email,) in conn.execute("SELECT email FROM customers")]
+        assert len(emails) == 60 and all(email.lower().endswith("@example.com") for email in emails)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import TableInfo, with_pii_numbers
+from refresh_pipeline.masking.catalog import TableInfo, column_text, with_pii_numbers
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -42,7 +42,7 @@ def _fingerprint_sql(kind_and_value: sql.Composable) -> sql.Composed:
 
 
 def normalised_whole_value(column: sql.Composable) -> sql.Composed:
-    return sql.SQL("lower(btrim({}::text))").format(column)
+    return sql.SQL("lower(btrim({}))").format(column_text(column))
 
 
 def token_fingerprint(kind: sql.Composable, token: sql.Composable) -> sql.Composed:

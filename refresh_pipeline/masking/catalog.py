@@ -43,6 +43,14 @@ NUMBER_PII_TRANSFORMS = frozenset({"phone", "aadhaar"})
 AUDITED_BYTES = 65536
 
 
+def column_text(column: sql.Composable) -> sql.Composed:
+    """A column's value as text in the database's default collation. Masking and audit functions then work
+    whatever collation the column has (regular expressions and LIKE refuse a nondeterministic one, such as a
+    case-insensitive ICU collation), and values that collation calls equal stay apart (`Ravi@x.in` and
+    `ravi@x.in` are two values to mask alike, not one)."""
+    return sql.SQL('({}::text COLLATE "default")').format(column)
+
+
 @dataclass(frozen=True)
 class ColumnInfo:
     name: str
@@ -100,7 +108,7 @@ class ColumnInfo:
         column = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(self.name))
         if self.audited_bytes:
             return sql.SQL("encode(substring({} FROM 1 FOR {}), 'escape')").format(column, sql.Literal(AUDITED_BYTES))
-        return sql.SQL("{}::text").format(column)
+        return column_text(column)
 
     @property
     def numeric_digits(self) -> tuple[int | None, int]:

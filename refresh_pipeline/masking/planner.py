@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text
 from refresh_pipeline.masking.keys import MASKING_PURPOSE
 from refresh_pipeline.masking.lengths import fitted
 from refresh_pipeline.masking.policy import (
@@ -164,7 +164,7 @@ def _phone_lookups(column: ColumnInfo, rule: ColumnRule, ordinal: int) -> list[P
     """Plain phone columns and single-value JSON paths masked as phones (arrays, wildcard paths and phones
     inside free text or UPI handles keep mask_phone's own lookup)."""
     if isinstance(rule, TransformRule) and rule.transform == "phone" and not (column.is_array or column.is_json):
-        return [PhoneLookup(sql.SQL("{}::text").format(sql.Identifier(column.name)), ordinal)]
+        return [PhoneLookup(column_text(sql.Identifier(column.name)), ordinal)]
     if not isinstance(rule, JsonRule):
         return []
     return [
@@ -240,7 +240,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     if isinstance(rule, JsonRule):
         return _json_expression(column, ident, rule, ordinal, refs)
     if isinstance(rule, ArrayRule):
-        element = fitted(column, rule.element, _text_call(rule.element, sql.Identifier("element"), refs))
+        element = fitted(column, rule.element, _text_call(rule.element, column_text(sql.Identifier("element")), refs))
         return sql.SQL(
             "CASE WHEN {col} IS NULL THEN NULL ELSE refresh_pipeline.array_shaped_like(ARRAY(SELECT {element} "
             "FROM unnest({col}) WITH ORDINALITY AS u(element, position) ORDER BY position), {col}) END"
@@ -257,7 +257,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
         value = sql.Literal(rule.param_dict.get("value", "REDACTED"))
         return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE convert_to({}, 'UTF8') END").format(ident, value)
     lookups = _phone_lookups(column, rule, ordinal)
-    masked = _text_call(rule, sql.SQL("{}::text").format(ident), refs, lookups[0].mapped if lookups else None)
+    masked = _text_call(rule, column_text(ident), refs, lookups[0].mapped if lookups else None)
     masked = fitted(column, rule, masked)
     if column.is_text:
         return masked  # assignment casts back, and refuses values longer than the column

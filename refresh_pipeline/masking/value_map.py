@@ -6,7 +6,7 @@ from psycopg import sql
 
 from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, with_pii_numbers
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text, with_pii_numbers
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -59,8 +59,8 @@ def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Compos
     col = sql.Identifier(column.name)
     distinct = sql.SQL("" if column.is_json else "DISTINCT ")
     # Not ONLY: a partitioned table's rows live in its partitions.
-    return sql.SQL("(SELECT {distinct}{col}::text AS v FROM {target} WHERE {col} IS NOT NULL AND {condition})").format(
-        distinct=distinct, col=col, target=target, condition=condition
+    return sql.SQL("(SELECT {distinct}{text} AS v FROM {target} WHERE {col} IS NOT NULL AND {condition})").format(
+        distinct=distinct, text=column_text(col), col=col, target=target, condition=condition
     )
 
 
