@@ -3,6 +3,7 @@ mappings (production credentials) and subscriptions are cut right after the rest
 
 import json
 
+import dagster as dg
 import psycopg
 import pytest
 from psycopg import sql
@@ -12,6 +13,7 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.links_to_production import DISCONNECTED_HOST, cut_links_to_production
 from refresh_pipeline.masking.materialized_views import empty_views_over_foreign_tables
 from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline_tests.graph import materialize, step_failure_messages
 
 SECRET = "crm-password-of-production"
 
@@ -139,3 +141,62 @@ def test_the_restore_never_reads_production_through_a_link(production, pg_server
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
     assert populated == {"booking_email_counts": False, "booking_counts": True}
     assert emptied == ["public.booking_email_counts"]
+
+
+def test_a_partition_that_is_a_foreign_table_is_set_aside_for_the_refresh_and_attached_again(
+    pg_server, create_database, write_config, tmp_path
+):
+    """Old bookings archived on another server, as a foreign-table partition: every step on `bookings` read it
+    through the cut link and failed."""
+    archive = _database(
+        pg_server,
+        create_database,
+        "links_archive",
+        "CREATE TABLE bookings_archive (id int, booked_on date, contact text);"
+        "INSERT INTO bookings_archive SELECT g, date '2021-01-01' + g, 'rider' || g || '@gmail.com' "
+        "FROM generate_series(1, 20) g;",
+    )
+    archive_name = psycopg.conninfo.conninfo_to_dict(archive)["dbname"]
+    production = _database(
+        pg_server,
+        create_database,
+        "links_partitions",
+        f"""
+        CREATE EXTENSION postgres_fdw;
+        CREATE SERVER archive FOREIGN DATA WRAPPER postgres_fdw
+            OPTIONS (host '{{socket}}', port '{{port}}', dbname '{archive_name}');
+        CREATE USER MAPPING FOR CURRENT_USER SERVER archive OPTIONS (user 'refresh');
+        CREATE TABLE bookings (id int NOT NULL, booked_on date NOT NULL, contact text) PARTITION BY RANGE (booked_on);
+        CREATE FOREIGN TABLE bookings_archive PARTITION OF bookings FOR VALUES FROM ('2020-01-01') TO ('2025-01-01')
+            SERVER archive;
+        CREATE TABLE bookings_recent PARTITION OF bookings FOR VALUES FROM ('2025-01-01') TO ('2030-01-01');
+        CREATE TABLE bookings_other PARTITION OF bookings DEFAULT;
+        INSERT INTO bookings SELECT g, date '2025-01-01' + g, 'rider' || g || '@gmail.com'
+            FROM generate_series(1, 50) g;
+        """,
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  bookings: {id: keep, booked_on: keep, contact: email}\n")
+    partitions = (
+        "SELECT oid::regclass::text, relkind, pg_get_expr(relpartbound, oid) FROM pg_class WHERE relispartition "
+        "ORDER BY 1"
+    )
+    with psycopg.connect(production) as conn:
+        production_partitions = conn.execute(partitions).fetchall()
+
+    result = materialize(write_config(production, policy), dg.DagsterInstance.ephemeral())
+
+    assert result.success, step_failure_messages(result)
+    restored = result.asset_materializations_for_node("restored_instance")[0].metadata
+    promoted = result.asset_materializations_for_node("staging_database")[0].metadata
+    assert (
+        restored["foreign_partitions_detached"].value
+        == promoted["foreign_partitions_attached"].value
+        == ["bookings_archive"]
+    )
+    with psycopg.connect(pg_server.dsn(restored["database"].value)) as conn:
+        assert conn.execute(partitions).fetchall() == production_partitions, "attached again, with its bounds"
+        contacts = [contact for (contact,) in conn.execute("SELECT contact FROM ONLY bookings_recent").fetchall()]
+        assert len(contacts) == 50 and all(contact.endswith("@example.com") for contact in contacts)
+    with psycopg.connect(production) as conn:
+        assert conn.execute("SELECT count(*) FROM bookings").fetchone()[0] == 70, "production reads its archive"

@@ -14,6 +14,7 @@ from refresh_pipeline.audit.fingerprints import drop_fingerprints
 from refresh_pipeline.autovacuum import resume_autovacuum
 from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.foreign_partitions import attach_foreign_partitions_again
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.originals import drop_scratch_tokens
@@ -78,6 +79,8 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             logins = platform.staging_login_passwords()
             login_changes = set_staging_logins(conn, logins) if logins is not None else None
             conn.execute("ANALYZE")
+            # After ANALYZE: it samples a partitioned table's foreign partitions through their cut link.
+            attached = attach_foreign_partitions_again(conn)
         previous = platform.promoted()
         platform.promote(restored.database)
         promoted_at = datetime.now(UTC).isoformat()
@@ -92,6 +95,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "database_conninfo": redact(platform.conninfo(restored.database)),
                 "promoted_at": promoted_at,
                 "checks_verified": len(check_keys),
+                "foreign_partitions_attached": dg.MetadataValue.json(attached),
                 "logins": dg.MetadataValue.json(
                     login_changes.as_metadata() if login_changes else "left as they are (the server's roles)"
                 ),

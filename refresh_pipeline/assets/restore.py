@@ -10,6 +10,7 @@ from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.autovacuum import pause_autovacuum
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.foreign_partitions import detach_foreign_partitions
 from refresh_pipeline.links_to_production import cut_links_to_production
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.large_objects import remove_large_objects
@@ -51,6 +52,9 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         links = cut_links_to_production(conn)
         if links:
             context.log.info(f"links to production cut: {links.as_metadata()}")
+        foreign_partitions = detach_foreign_partitions(conn)
+        if foreign_partitions:
+            context.log.info(f"foreign-table partitions detached during the refresh: {foreign_partitions}")
         require_trigger_control(conn)
         # Unreadable secrets or unknown roles fail now rather than after the masking.
         logins = platform.staging_login_passwords()
@@ -92,6 +96,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "large_objects_removed": large_objects_removed,
             "row_security_lifted": dg.MetadataValue.json(row_security_lifted),
+            "foreign_partitions_detached": dg.MetadataValue.json(foreign_partitions),
             "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),
             "instance_cleared": dg.MetadataValue.json(restored.cleared),
