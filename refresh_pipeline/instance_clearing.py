@@ -59,7 +59,7 @@ _SCHEDULER_RUNNING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backen
 class ClearedInstance:
     databases_dropped: tuple[str, ...] = ()
     replication_slots_dropped: tuple[str, ...] = ()
-    emptied: tuple[str, ...] = ()  # "postgres: public.audit_log"; large objects as "postgres: 3 large objects"
+    emptied: tuple[str, ...] = ()  # "postgres: public.audit_log"; large objects as "postgres: 3 large object(s)"
     links_cut: dict[str, dict[str, object]] = field(default_factory=dict)  # database -> what was cut there
     cron_jobs_deactivated: tuple[str, ...] = ()  # "nightly (0 3 * * *) in app as app" (never the command)
     scheduler_was_running: bool = False

@@ -102,8 +102,8 @@ def aws_config(aws_world, write_config, demo_source, pg_server):
 @pytest.fixture(scope="session")
 def instance_stand_in(test_root) -> Iterator[LocalServer]:
     """A PostgreSQL server standing for the restored RDS instances (moto runs no database): pg_cron loaded for
-    `postgres` as RDS sets it up, the master user `app` (not a superuser, but a monitor that may replicate, as
-    on RDS) and its database `app`."""
+    `postgres` as RDS sets it up, the master user `app` (not a superuser, but a monitor that may replicate and
+    set session_replication_role, as on RDS) and its database `app`."""
     settings = {
         "shared_preload_libraries": "pg_cron", "cron.database_name": "postgres",
         "wal_level": "logical", "max_wal_senders": "4",  # production's replication slots come along
@@ -111,6 +111,7 @@ def instance_stand_in(test_root) -> Iterator[LocalServer]:
     with running_server(test_root / "instance_stand_in", **settings) as server:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute("CREATE ROLE app LOGIN CREATEDB CREATEROLE REPLICATION IN ROLE pg_monitor")
+            conn.execute("GRANT SET ON PARAMETER session_replication_role TO app")
             conn.execute("CREATE DATABASE app OWNER app")
         yield server
 

@@ -13,6 +13,7 @@ import boto3
 import dagster as dg
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from refresh_pipeline.config import load_config
@@ -306,3 +307,40 @@ def test_validate_names_what_the_restored_instances_parameter_group_would_start(
             conn.execute("DROP SUBSCRIPTION orders_feed")
 
     assert [w for w in warnings if "pg_cron" in w or "subscriptions" in w] == [e.format(group=group) for e in expected]
+
+
+def test_a_whole_refresh_on_a_restored_instance_masks_its_database_and_clears_the_rest(
+    aws_world, aws_config, instances_on_stand_in, tmp_path
+):
+    """The production path end to end, with no data plane: the restore step clears the instance, the masked
+    database is the instance's own, promotion points the staging name at it."""
+    server = instances_on_stand_in
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE analytics OWNER app")
+    with psycopg.connect(server.dsn("app"), autocommit=True) as conn:
+        conn.execute("SET ROLE app")
+        conn.execute("CREATE TABLE riders (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO riders SELECT g, 'rider' || g || '@gmail.com' FROM generate_series(1, 40) g")
+    config_path = aws_config(data_plane_dsn=None)
+    policy = tmp_path / "riders_policy.yaml"
+    policy.write_text("tables:\n  riders: {id: keep, email: email}\n")
+    settings = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**settings, "policy": str(policy)}))
+    try:
+        result = materialize(config_path, dg.DagsterInstance.ephemeral())
+
+        assert result.success, step_failure_messages(result)
+        cleared = result.asset_materializations_for_node("restored_instance")[0].metadata["instance_cleared"].value
+        assert cleared["databases_dropped"] == ["analytics"]
+        with psycopg.connect(server.dsn("app")) as conn:
+            emails = [email for (email,) in conn.execute("SELECT email FROM riders")]
+        assert len(emails) == 40 and all(email.endswith("@example.com") for email in emails)
+        assert (
+            AwsPlatform(load_config(config_path)).promoted()
+            == result.asset_materializations_for_node("staging_database")[0].metadata["database"].value
+        )
+    finally:
+        with psycopg.connect(server.dsn("app"), autocommit=True) as conn:
+            conn.execute("DROP TABLE riders; DROP SCHEMA IF EXISTS refresh_pipeline, refresh_pipeline_audit CASCADE")
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS analytics")
