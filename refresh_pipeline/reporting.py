@@ -6,11 +6,32 @@ from typing import Any
 
 import dagster as dg
 
-from refresh_pipeline.assets.keys import masked_table_key, required_check_keys
+from refresh_pipeline.assets.keys import RESTORED_INSTANCE, masked_table_key, required_check_keys
 from refresh_pipeline.audit.report import write_report
 from refresh_pipeline.checks.records import latest_outcome, metadata_values
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.masking.policy import MaskingPolicy, describe_rule
+
+# What restored_instance records about what it removed, cut or set aside before anything was masked.
+BEFORE_MASKING = (
+    "links_to_production_cut", "instance_cleared", "foreign_partitions_detached", "row_security_lifted",
+    "large_objects_removed", "restore_notes",
+)  # fmt: skip
+
+
+def _before_masking(instance: dg.DagsterInstance, database: str) -> dict[str, Any]:
+    event = instance.get_latest_materialization_event(RESTORED_INSTANCE)
+    metadata = metadata_values(event.asset_materialization.metadata) if event and event.asset_materialization else {}
+    if metadata.get("database") != database:
+        return {}
+    return {name: metadata[name] for name in BEFORE_MASKING if _anything_in(metadata.get(name))}
+
+
+def _anything_in(value: object) -> bool:
+    """A metadata value that records something (not 0, [], {} or a dict of empty lists)."""
+    if isinstance(value, dict):
+        return any(_anything_in(item) for item in value.values())
+    return bool(value)
 
 
 def _check_entry(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database: str) -> dict[str, Any]:
@@ -51,6 +72,7 @@ def collect_audit_report(
         "passed": all(check["passed"] is True for check in checks),
         "checks": checks,
         "tables": tables,
+        "before_masking": _before_masking(instance, database),
     }
 
 

@@ -200,3 +200,9 @@ def test_a_partition_that_is_a_foreign_table_is_set_aside_for_the_refresh_and_at
         assert len(contacts) == 50 and all(contact.endswith("@example.com") for contact in contacts)
     with psycopg.connect(production) as conn:
         assert conn.execute("SELECT count(*) FROM bookings").fetchone()[0] == 70, "production reads its archive"
+    reports = tmp_path / "work" / "reports" / restored["database"].value
+    before_masking = json.loads((reports / "audit_report.json").read_text())["before_masking"]
+    assert before_masking["foreign_partitions_detached"] == ["bookings_archive"]
+    assert before_masking["links_to_production_cut"]["foreign_servers"] == ["archive"]
+    assert "row_security_lifted" not in before_masking, "only what the restore did"
+    assert '- foreign_partitions_detached: `["bookings_archive"]`' in (reports / "audit_report.md").read_text()

@@ -40,6 +40,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {table['table']} | {rules} | {_blank(table.get('rows'))} | {table.get('status') or 'not run'} |"
             f" {_blank(table.get('seconds'))} |"
         )
+    if report.get("before_masking"):
+        lines += ["", "## Before masking (removed, cut or set aside by the restore)", ""]
+        for name, value in report["before_masking"].items():
+            lines.append(f"- {name}: `{json.dumps(value, sort_keys=True)}`")
     findings = [c for c in report["checks"] if c.get("findings")]
     if findings:
         lines += ["", "## Findings (counts and row locations only, never values)", ""]
