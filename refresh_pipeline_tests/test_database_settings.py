@@ -18,6 +18,7 @@ HOSTILE = {
     "idle_in_transaction_session_timeout": "1ms",
     "idle_session_timeout": "1s",
     "default_transaction_read_only": "on",
+    "default_transaction_isolation": "serializable",
 }
 POLICY = "tables:\n  '\"billing-v2\".invoices': {id: keep, email: email, contact: email}\n"
 
@@ -103,7 +104,7 @@ def test_a_refresh_carries_productions_settings_and_is_not_stopped_by_them(
     staging = json.loads(capsys.readouterr().out)["staging_database"]
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         assert _settings(conn, staging) == production_settings
-        assert len(production_settings) == 9
+        assert len(production_settings) == 10
         for name in HOSTILE:  # the staging users' sessions get them, as production's do
             conn.execute(sql.SQL("ALTER DATABASE {} RESET {}").format(sql.Identifier(staging), sql.Identifier(name)))
     with psycopg.connect(pg_server.dsn(staging)) as conn:

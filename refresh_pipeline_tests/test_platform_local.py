@@ -43,15 +43,18 @@ def test_tool_environment_for_production_is_read_only_and_keeps_the_password_off
     assert "read-only transaction" in result.stderr
 
 
-def test_tool_sessions_are_not_cancelled_by_productions_timeouts(create_database, pg_server):
+def test_sessions_are_not_cancelled_or_isolated_by_productions_defaults(create_database, pg_server):
     production = create_database("timeouts")
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         database = sql.Identifier(database_name(production))
         conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '1ms'").format(database))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = serializable").format(database))
     for read_only in (True, False):
         env = libpq_env(production, read_only)
         result = subprocess.run(["psql", "-Atc", "SELECT pg_sleep(0.05)"], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        with connect(production, read_only=read_only) as conn:
+            assert conn.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
 
 
 def test_redacted_conninfo_has_no_password():

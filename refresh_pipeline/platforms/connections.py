@@ -13,9 +13,11 @@ READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 # A row-level security policy that would hide rows fails the query instead (row_security.py): the refresh
 # reads, masks and audits every row or none. Production's own timeouts (ALTER DATABASE ... SET
 # statement_timeout = '30s', which an RDS restore keeps and the local restore carries over) would cancel
-# long masking and audit statements or close idle pooled sessions mid-refresh.
+# long masking and audit statements or close idle pooled sessions mid-refresh; under production's
+# default_transaction_isolation = serializable, parallel swaps recording their markers could fail each other.
 SESSION_OPTIONS = (
     "-c row_security=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+    r" -c default_transaction_isolation=read\ committed"
 )
 WRITABLE_OPTIONS = "-c default_transaction_read_only=off"  # production's setting, carried to its copy
 
