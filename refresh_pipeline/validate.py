@@ -11,7 +11,6 @@ from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
-from refresh_pipeline.platforms.aws import AwsPlatform
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
@@ -38,7 +37,12 @@ def validate_against_source(config: RefreshConfig) -> Validation:
             other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
         )
         subscriptions = database_subscriptions(conn)
-    start_up_warnings = platform.start_up_risks(subscriptions) if isinstance(platform, AwsPlatform) else []
+    start_up_warnings = []
+    if config.aws:
+        from refresh_pipeline.platforms.aws import AwsPlatform  # boto3 clients only when asked for
+
+        assert isinstance(platform, AwsPlatform)
+        start_up_warnings = platform.start_up_risks(subscriptions)
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
