@@ -1,6 +1,7 @@
 """Small helpers the tests share: reading a database the way a reviewer would."""
 
 import contextlib
+import json
 import re
 import socket
 import socketserver
@@ -13,6 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.cli import main
 from refresh_pipeline.masking.runner import install_functions
 from refresh_pipeline.platforms.local_server import LocalServer
 
@@ -27,6 +29,15 @@ def database_with(create_database, prefix: str, schema: str) -> str:
         conn.execute(schema)
         install_functions(conn)
     return conninfo
+
+
+def refresh_through_cli(config: Path, capsys) -> str:
+    """Run the whole refresh as `refresh-pipeline run` does (in process); returns the staging database it
+    promoted, as `status --json` names it."""
+    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["staging_database"]
 
 
 @contextmanager

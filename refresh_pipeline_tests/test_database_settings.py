@@ -1,15 +1,12 @@
 """Production's per-database settings, which pg_dump leaves out, on real PostgreSQL: carried to the restored
 database, and never able to stop the refresh's own sessions (timeouts of a millisecond, read-only)."""
 
-import json
-
 import psycopg
 import pytest
 from psycopg import sql
 
-from refresh_pipeline.cli import main
 from refresh_pipeline.platforms.database_settings import DatabaseSetting, _list_items, apply_settings
-from refresh_pipeline_tests.helpers import database_with
+from refresh_pipeline_tests.helpers import database_with, refresh_through_cli
 
 # Each would stop a refresh whose sessions took production's settings as they are.
 HOSTILE = {
@@ -98,10 +95,7 @@ def test_a_refresh_carries_productions_settings_and_is_not_stopped_by_them(
     policy.write_text(POLICY)
     config = write_config(production, policy)
 
-    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    staging = refresh_through_cli(config, capsys)
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         assert _settings(conn, staging) == production_settings
         assert len(production_settings) == 10

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from refresh_pipeline.cli import main
 from refresh_pipeline.config import load_config
 from refresh_pipeline.platforms.database_locale import LOCALE_FILE
 from refresh_pipeline.platforms.local import LocalPlatform
+from refresh_pipeline_tests.helpers import refresh_through_cli
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, full_name text, email text, note text);
@@ -102,10 +102,7 @@ def test_a_refresh_masks_and_audits_a_database_in_another_encoding(
     policy.write_text(POLICY)
     config = write_config(productions[encoding], policy)
 
-    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = pg_server.dsn(json.loads(capsys.readouterr().out)["staging_database"])
+    staging = pg_server.dsn(refresh_through_cli(config, capsys))
 
     assert _database_settings(staging)[0] == encoding
     with psycopg.connect(staging) as conn:
@@ -158,10 +155,7 @@ def test_columns_of_a_case_insensitive_collation_are_masked_audited_and_still_jo
     policy.write_text(CASE_INSENSITIVE_POLICY)
     config = write_config(production, policy)
 
-    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    staging = refresh_through_cli(config, capsys)
     with psycopg.connect(production.rsplit("dbname=", 1)[0] + f"dbname={staging}") as conn:
         assert conn.execute(pairs).fetchall() == production_pairs, "booking emails still equal their customers'"
         text = " ".join(str(row) for row in conn.execute("SELECT * FROM customers").fetchall()).lower()

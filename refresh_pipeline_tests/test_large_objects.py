@@ -1,8 +1,6 @@
 """Large objects (pg_largeobject), on real PostgreSQL: files beside the tables that no column rule masks. The
 policy must say `remove` or `keep`; removed ones are gone before masking starts, kept ones are audited."""
 
-import json
-
 import psycopg
 import pytest
 
@@ -15,7 +13,7 @@ from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects, remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline_tests.helpers import database_with
+from refresh_pipeline_tests.helpers import database_with, refresh_through_cli
 
 KEY = MaskingKey("large-objects-test-key-0123456789")
 # Documents 1-20 quote their customer's email and phone; 21-25 hold nothing personal; 26 a stranger's email.
@@ -121,10 +119,7 @@ def test_a_refresh_removes_them_or_fails_on_the_kept_ones(create_database, pg_se
     assert "the first large objects holding it:" in err
 
     config = write_config(production, policies["remove"])
-    assert main(["run", "--config", str(config), "--in-process"]) == 0
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    staging = refresh_through_cli(config, capsys)
     with psycopg.connect(pg_server.dsn(staging)) as conn:
         assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0] == 0
     with psycopg.connect(production) as conn:

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from refresh_pipeline.cli import main
 from refresh_pipeline.config import load_config
 from refresh_pipeline.links_to_production import DISCONNECTED_HOST, cut_links_to_production
 from refresh_pipeline.masking.materialized_views import empty_views_over_foreign_tables
 from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline_tests.graph import materialize, step_failure_messages
+from refresh_pipeline_tests.helpers import refresh_through_cli
 
 SECRET = "crm-password-of-production"
 
@@ -86,10 +86,7 @@ def test_a_refresh_cuts_every_link_and_leaves_productions_alone(production, pg_s
     policy.write_text("tables:\n  bookings: keep\n")
     config = write_config(production, policy)
 
-    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = pg_server.dsn(json.loads(capsys.readouterr().out)["staging_database"])
+    staging = pg_server.dsn(refresh_through_cli(config, capsys))
 
     mappings, servers, subscriptions = _links(staging)
     assert mappings == [] and subscriptions == []

@@ -1,7 +1,6 @@
 """Row-level security on real PostgreSQL, as a role that is not a superuser (an RDS master user is not): the
 refresh masks and audits every row or fails; it never swaps in only the rows a policy lets it see."""
 
-import json
 import uuid
 from collections.abc import Iterator
 
@@ -10,7 +9,6 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from refresh_pipeline.cli import main
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
@@ -19,6 +17,7 @@ from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table, require_trigger_control
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.row_security import force_row_security_again, lift_forced_row_security
+from refresh_pipeline_tests.helpers import refresh_through_cli
 
 KEY = MaskingKey("row-security-test-key-0123456789")
 # Half the customers belong to tenant 2, which the policy hides unless app.tenant_id says otherwise.
@@ -180,10 +179,7 @@ def test_a_refresh_as_a_role_that_is_not_a_superuser_masks_every_row_and_forces_
     server = make_conninfo(pg_server.dsn("postgres"), user=roles[0])
     config = write_config(production, policy, local={"server_dsn": server})
 
-    assert main(["run", "--config", str(config), "--in-process"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    staging = refresh_through_cli(config, capsys)
     assert _emails_left(pg_server, staging) == (1000, 0), "every row restored and masked"
     with psycopg.connect(pg_server.dsn(staging)) as conn:
         forced = conn.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'customers'").fetchone()[0]

@@ -1,8 +1,6 @@
 """PostGIS locations (geometry and geography), on real PostgreSQL with PostGIS: `geo` moves customers'
 locations by a keyed offset, and the audit finds a production location kept in any spatial column."""
 
-import json
-
 import psycopg
 import pytest
 
@@ -15,7 +13,7 @@ from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.masking.validation import find_policy_problems
-from refresh_pipeline_tests.helpers import database_with
+from refresh_pipeline_tests.helpers import database_with, refresh_through_cli
 
 KEY = MaskingKey("spatial-test-key-0123456789abcdef")
 # Customers 1-200 have a home (4326), an office (geography), a last position (SRID 0 in degrees) and a
@@ -232,10 +230,7 @@ def test_a_refresh_fails_on_a_kept_copy_and_promotes_once_it_is_moved(
     assert "public.stops: PII left in location (1 original value(s))" in err, "the stop a customer gave as home"
 
     config = write_config(production, moved)
-    assert main(["run", "--config", str(config), "--in-process"]) == 0
-    capsys.readouterr()
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    staging = json.loads(capsys.readouterr().out)["staging_database"]
+    staging = refresh_through_cli(config, capsys)
     query = (
         "SELECT (SELECT string_agg(location::text, ',' ORDER BY id) FROM stops), "
         "(SELECT array_agg(home::text ORDER BY id) FROM customers), "
