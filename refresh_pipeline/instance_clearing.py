@@ -34,9 +34,9 @@ from refresh_pipeline.platforms.connections import connect
 MAINTENANCE_DATABASES = ("postgres", "template1")  # kept, emptied of production's rows
 UNTOUCHED_DATABASES = ("template0", "rdsadmin")  # PostgreSQL's and RDS's own; no one connects to them
 
-_OTHER_DATABASES = """
-SELECT datname, pg_get_userbyid(datdba), datistemplate, pg_has_role(current_user, datdba, 'MEMBER')
-FROM pg_database WHERE datname <> ALL(%s) ORDER BY 1
+_DATABASES = """
+SELECT d.datname, r.rolname, r.rolsuper, d.datistemplate, pg_has_role(current_user, d.datdba, 'MEMBER')
+FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba ORDER BY 1
 """
 # Tables and populated materialized views of the database's own, not an extension's.
 _PRODUCTION_RELATIONS = f"""
@@ -101,19 +101,37 @@ def _drop_replication_slots(conn: psycopg.Connection) -> list[str]:
     return slots
 
 
-def _drop_database(conn: psycopg.Connection, name: str, owner: str, is_template: bool, owns: bool) -> None:
-    database = sql.Identifier(name)
+@dataclass(frozen=True)
+class _Database:
+    name: str
+    owner: str
+    owner_is_superuser: bool
+    is_template: bool
+    owned: bool  # the connecting role is its owner or a member of the owner
+
+
+def _databases(conn: psycopg.Connection) -> list[_Database]:
+    return [_Database(*row) for row in conn.execute(_DATABASES).fetchall()]
+
+
+def _others(databases: list[_Database], keep: str) -> list[_Database]:
+    """The server's databases but `keep` and the server's own."""
+    return [db for db in databases if db.name not in (keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES)]
+
+
+def _drop_database(conn: psycopg.Connection, db: _Database) -> None:
+    database, owner = sql.Identifier(db.name), sql.Identifier(db.owner)
     try:
-        if not owns:  # the master user may make itself a member of an ordinary role
-            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner)))
-        if is_template:
+        if not db.owned:  # the master user may make itself a member of an ordinary role
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(owner))
+        if db.is_template:
             conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(database))
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
-        if not owns:
-            conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(owner)))
+        if not db.owned:
+            conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(owner))
     except psycopg.Error as exc:
         raise _refused(
-            f"drop production's database {name} (owner {owner})",
+            f"drop production's database {db.name} (owner {db.owner})",
             exc,
             "Nothing masks it, so the instance is not promoted; its owner must be a role the master user may "
             "be granted (not a superuser).",
@@ -165,19 +183,15 @@ def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> list[str]:
 def other_databases_findings(production: psycopg.Connection, keep: str) -> tuple[list[str], list[str]]:
     """What `validate` says about production's other databases (read through its read-only session):
     problems (a refresh would fail) and warnings."""
-    others = production.execute(
-        "SELECT datname, r.rolname, r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
-        "WHERE datname <> ALL(%s) ORDER BY 1",
-        ([keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES],),
-    ).fetchall()
+    others = _others(_databases(production), keep)
     problems = [
-        f"database {name} on production's server is owned by superuser {owner}: the master user could not drop "
-        "it from the restored instance, so every refresh would fail; give it an ordinary owner"
-        for name, owner, superuser in others
-        if superuser
+        f"database {db.name} on production's server is owned by superuser {db.owner}: the master user could not "
+        "drop it from the restored instance, so every refresh would fail; give it an ordinary owner"
+        for db in others
+        if db.owner_is_superuser
     ]
     warnings = [
-        f"production's server also holds database(s) {', '.join(name for name, *_ in others)}: an RDS restore "
+        f"production's server also holds database(s) {', '.join(db.name for db in others)}: an RDS restore "
         f"brings them, and the refresh drops them from the restored instance (staging holds only {keep})"
     ]
     return problems, warnings if others else []
@@ -187,16 +201,17 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
     """Clear an instance restored from production's snapshot but for `keep`; `conninfo(database)` reaches one
     of its databases as the master user."""
     with connect(conninfo("postgres"), autocommit=True) as conn:
-        present = [name for (name,) in conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+        databases = _databases(conn)
+        present = [db.name for db in databases]
         if keep not in present:
             raise RefreshError(
                 f"the restored instance has no database {keep!r} (aws.database_name); it has: {', '.join(present)}."
             )
         scheduler_was_running = bool(conn.execute(_SCHEDULER_RUNNING).fetchone()[0])
         slots = _drop_replication_slots(conn)
-        others = conn.execute(_OTHER_DATABASES, ([keep, *MAINTENANCE_DATABASES, *UNTOUCHED_DATABASES],)).fetchall()
-        for name, owner, is_template, owns in others:
-            _drop_database(conn, name, owner, is_template, owns)
+        others = _others(databases, keep)
+        for db in others:
+            _drop_database(conn, db)
     emptied: list[str] = []
     links_cut: dict[str, dict[str, object]] = {}
     jobs: list[str] = []
@@ -208,5 +223,5 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
                 if links:
                     links_cut[database] = links.as_metadata()
             jobs += _deactivate_scheduler(conn, database)
-    dropped = tuple(name for name, *_ in others)
+    dropped = tuple(db.name for db in others)
     return ClearedInstance(dropped, tuple(slots), tuple(emptied), links_cut, tuple(jobs), scheduler_was_running)

@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
-from refresh_pipeline.masking.policy import TransformRule
+from refresh_pipeline.masking.policy import REDACTED, TransformRule
 
 # Transforms whose every value is this long (email) or as long as asked (hash): a shorter column is refused
 # by the policy check before any work.
@@ -25,7 +25,7 @@ def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
     if minimum and column.max_length < minimum:
         return f"`{rule.transform}` produces up to {minimum} characters; the column holds {column.max_length}"
     if rule.transform == "redact":
-        value = rule.param_dict.get("value", "REDACTED")
+        value = rule.param_dict.get("value", REDACTED)
         if len(value) > column.max_length:
             return f"the redact value is {len(value)} characters; the column holds {column.max_length}"
     return None

@@ -12,6 +12,7 @@ from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text
 from refresh_pipeline.masking.keys import MASKING_PURPOSE
 from refresh_pipeline.masking.lengths import fitted
 from refresh_pipeline.masking.policy import (
+    REDACTED,
     ArrayRule,
     ColumnRule,
     JsonPathRule,
@@ -254,7 +255,7 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     if rule.transform in ("geo", "number"):
         return _geo_or_number_expression(column, ident, rule, refs)
     if rule.transform == "redact" and column.is_bytes:  # a file: its bytes become the redact text's
-        value = sql.Literal(rule.param_dict.get("value", "REDACTED"))
+        value = sql.Literal(rule.param_dict.get("value", REDACTED))
         return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE convert_to({}, 'UTF8') END").format(ident, value)
     lookups = _phone_lookups(column, rule, ordinal)
     masked = _text_call(rule, column_text(ident), refs, lookups[0].mapped if lookups else None)

@@ -19,6 +19,7 @@ TEXT_TRANSFORMS = frozenset({
     "aadhaar", "fpe", "ip",
 })  # fmt: skip
 LARGE_OBJECT_CHOICES = ("remove", "keep")
+REDACTED = "REDACTED"  # what `redact` writes without a `value` (functions.sql has the same default)
 SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
     "redact": frozenset({"value"}),

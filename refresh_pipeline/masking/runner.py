@@ -110,7 +110,7 @@ def _disable_always_firing(conn: psycopg.Connection, info: TableInfo) -> list[tu
         conn.execute(
             sql.SQL("ALTER TABLE {} DISABLE {} {}").format(sql.SQL(table), sql.SQL(kind), sql.Identifier(name))
         )
-    return [(kind, table, name) for kind, table, name in always]
+    return always
 
 
 def _enable_always_firing(conn: psycopg.Connection, always: list[tuple[str, str, str]]) -> None:
