@@ -12,6 +12,7 @@ from refresh_pipeline.masking.large_objects import large_objects_problem, read_l
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
+from refresh_pipeline.platforms.extensions import unavailable_extensions_problem
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
 
@@ -37,14 +38,19 @@ def validate_against_source(config: RefreshConfig) -> Validation:
             other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
         )
         subscriptions = database_subscriptions(conn)
+        extensions = [name for (name,) in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
     start_up_warnings = []
+    missing_extensions = None
     if config.aws:
         from refresh_pipeline.platforms.aws import AwsPlatform  # boto3 clients only when asked for
 
         assert isinstance(platform, AwsPlatform)
         start_up_warnings = platform.start_up_risks(subscriptions)
+    else:  # an RDS restore brings production's engine; a local one creates each extension on its server
+        with connect(platform.conninfo("postgres")) as staging_server:
+            missing_extensions = unavailable_extensions_problem(staging_server, extensions)
     problems = find_policy_problems(policy, tables)
-    problems += filter(None, [missing_logins])
+    problems += filter(None, [missing_logins, missing_extensions])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     problems += databases_problems
     uncovered = find_uncovered(policy, tables)

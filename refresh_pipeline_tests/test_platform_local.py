@@ -20,6 +20,7 @@ from refresh_pipeline.platforms.connections import connect, database_name, libpq
 from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
 from refresh_pipeline.platforms.local_server import TUNING_FILE, LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary, find_server_bin_dir
+from refresh_pipeline.validate import validate_against_source
 from refresh_pipeline_tests.helpers import free_port, row_counts, table_fingerprint
 
 
@@ -107,6 +108,52 @@ def test_failed_restore_leaves_no_database_behind(platform):
         platform.restore(snapshot, platform.new_database_name())
 
     assert platform.list_managed() == []
+
+
+@pytest.fixture
+def production_with_extensions_no_server_has(create_database, tmp_path) -> tuple[str, Path, int]:
+    """Production using pg_trgm, hstore and uuid-ossp, two of them renamed in its catalog to extensions that no
+    server has (as pgvector or timescaledb would be to a server without their packages); its policy; the
+    server's major version."""
+    production = create_database("extensions")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute('CREATE EXTENSION pg_trgm; CREATE EXTENSION hstore; CREATE EXTENSION "uuid-ossp"')
+        conn.execute("UPDATE pg_extension SET extname = 'vector_absent' WHERE extname = 'pg_trgm'")
+        conn.execute("UPDATE pg_extension SET extname = 'time-series-absent' WHERE extname = 'hstore'")
+        conn.execute("CREATE TABLE riders (id int PRIMARY KEY, email text)")
+        major = conn.info.server_version // 10000
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  riders: {id: keep, email: email}\n")
+    return production, policy, major
+
+
+def _missing_extensions(major: int) -> str:
+    return (
+        "production uses extension(s) time-series-absent, vector_absent, which the staging server (PostgreSQL "
+        f"{major}) does not have: install them for PostgreSQL {major} on it (Debian and Ubuntu package most as "
+        f"postgresql-{major}-<name>; `apt-cache search postgresql-{major}` lists them) and run again"
+    )
+
+
+def test_a_restore_names_every_extension_the_server_lacks_before_restoring_anything(
+    production_with_extensions_no_server_has, write_config
+):
+    production, policy, major = production_with_extensions_no_server_has
+    platform = LocalPlatform(load_config(write_config(production, policy)))
+    snapshot = platform.snapshot()
+
+    with pytest.raises(RefreshError) as err:
+        platform.restore(snapshot, platform.new_database_name())
+
+    # Not uuid-ossp, which the server has.
+    assert str(err.value) == f"cannot restore the snapshot: {_missing_extensions(major)}."
+    assert platform.list_managed() == []
+
+
+def test_validate_names_the_extensions_the_staging_server_lacks(production_with_extensions_no_server_has, write_config):
+    production, policy, major = production_with_extensions_no_server_has
+    problems = validate_against_source(load_config(write_config(production, policy))).problems
+    assert problems == [_missing_extensions(major)]
 
 
 def test_failed_snapshot_leaves_no_partial_snapshot(write_config, pg_server):

@@ -21,6 +21,7 @@ from pathlib import Path
 from refresh_pipeline.masking.materialized_views import views_reading_foreign_tables
 from refresh_pipeline.platforms.client_tools import run_client_tool
 from refresh_pipeline.platforms.connections import connect, database_name
+from refresh_pipeline.platforms.extensions import refuse_unavailable_extensions
 
 # pg_restore --list lines: "<dump id>; <catalog oid> <oid> <description> <schema> <name> <owner>"
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
@@ -57,6 +58,8 @@ def restore_snapshot(
     """Restore `snapshot` into the (empty) database of `conninfo`; returns notes on what was left out."""
     restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database_name(conninfo)]
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
+    with connect(conninfo) as conn:
+        refuse_unavailable_extensions(conn, lines)
     row_security = _entries(lines, "ROW SECURITY")
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
     scheduler = _scheduler_entries(lines)
