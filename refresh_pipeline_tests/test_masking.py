@@ -459,6 +459,37 @@ def test_an_email_or_upi_handle_in_a_phone_field_is_masked_as_one(create_databas
     assert rows[3][1].startswith("+91 9") and rows[3][1] != "+91 98765 43210"
 
 
+PLACEHOLDERS = [" ", "  ", "-", "  --  ", "--------", "N/A"]
+
+
+def test_placeholders_stay_as_they_are_and_are_no_known_value_to_the_audit(create_database):
+    """A customer without an email keeps none: ' ' became an email (the same one as '  ', which a unique index
+    then refused)."""
+    rows = ", ".join(f"({i}, %(v{i})s, %(v{i})s, %(v{i})s, %(v{i})s, %(v{i})s, %(v{i})s)" for i in range(6))
+    conninfo = database_with(
+        create_database,
+        "placeholders",
+        "CREATE TABLE riders (id int PRIMARY KEY, email text UNIQUE, name text, address text, upi text,"
+        " hashed text, redacted text)",
+    )
+    policy = parse_policy(
+        "tables:\n  riders: {id: keep, email: email, name: name, address: address, upi: upi, hashed: hash,"
+        " redacted: redact}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO riders VALUES {rows}", {f"v{i}": value for i, value in enumerate(PLACEHOLDERS)})
+        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
+        mask_table(conn, policy, "riders", KEY)
+        masked = conn.execute("SELECT email, name, address, upi, hashed, redacted FROM riders ORDER BY id").fetchall()
+        audit = scan_table(conn, read_tables(conn)[("public", "riders")], KEY, kept_columns={"id"})
+    for placeholder, (email, name, address, upi, hashed, redacted) in zip(PLACEHOLDERS[:5], masked, strict=False):
+        assert (email, name, address, upi) == (placeholder,) * 4
+        assert hashed != placeholder and redacted == "REDACTED"
+    email, name, address, upi, _, _ = masked[5]  # a word placeholder could be a name: masked
+    assert email.endswith("@example.com") and "N/A" not in (name, address, upi)
+    assert audit.passed, audit.summary()
+
+
 def test_files_are_redacted_to_the_redact_texts_bytes_and_nulls_stay_null(create_database):
     conninfo = database_with(
         create_database,

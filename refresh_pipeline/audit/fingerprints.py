@@ -175,7 +175,9 @@ def fingerprint_whole_values(
                 sql.SQL(
                     "INSERT INTO refresh_pipeline_audit.original_fingerprints (fingerprint, kind) "
                     "SELECT {fingerprint}, 'whole' FROM (SELECT DISTINCT {normalised} AS v FROM {target} "
-                    "WHERE length(btrim({column}::text)) >= %(min_length)s AND {condition}) AS distinct_values "
+                    "WHERE length(btrim({column}::text)) >= %(min_length)s AND {condition} "
+                    # Masks keep placeholders ('--------'): not a production value to look for.
+                    "AND NOT refresh_pipeline.is_placeholder({column}::text)) AS distinct_values "
                     "CROSS JOIN {key}"
                 ).format(
                     key=key_relation(AUDIT_PURPOSE),

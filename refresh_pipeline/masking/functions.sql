@@ -593,12 +593,23 @@ BEGIN
     RAISE EXCEPTION 'refresh_pipeline.mask_text: unknown transform %', transform;
 END $$;
 
+-- A value of ASCII spaces and punctuation only (' ', '-', '--', '.'): a form's placeholder, which
+-- identifies no one. Letters and digits of any script are not in the list, so whatever else is masked.
+CREATE OR REPLACE FUNCTION refresh_pipeline.is_placeholder(v text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT btrim(v, E' \t\r\n!"#$%&''()*+,-./:;<=>?@[\\]^_`{|}~') = '' $$;
+
 -- One entry point for every text transform (used for columns, JSON values and array elements). Called
 -- with a constant transform it inlines to just that transform's expression. `mapped`: a phone's value-map
 -- entry when the caller joined the map (mask_phone_mapped); other transforms ignore it.
+-- The masks that shape a value (an email, a name) keep a placeholder, so staging has a blank where production
+-- has one (' ' became an email; phone, scrub and the identifiers keep it anyway); hash and redact replace it.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_text_mapped(key bytea, transform text, v text, params jsonb, mapped text)
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN v IS NULL OR v = '' THEN v ELSE CASE transform
+    SELECT CASE WHEN v IS NULL OR v = '' THEN v
+                WHEN transform IN ('email', 'upi', 'name', 'first_name', 'last_name', 'address', 'ip')
+                 AND refresh_pipeline.is_placeholder(v) THEN v
+                ELSE CASE transform
         WHEN 'email' THEN refresh_pipeline.mask_email(key, v)
         -- An email or UPI handle typed into a phone field is masked as free text is, not digit by digit
         -- (which left 'rider6@gmail.com' as 'rider0@gmail.com').
