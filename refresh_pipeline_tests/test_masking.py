@@ -142,6 +142,27 @@ def test_masked_values_keep_their_format(db):
     assert name1 != "Ravi Kumar" and " " in name1
 
 
+def test_addresses_and_networks_keep_their_prefix_length_and_stay_valid(create_database):
+    conninfo = database_with(
+        create_database,
+        "networks",
+        "CREATE TABLE logins (id int PRIMARY KEY, host inet, network cidr, seen_from text);"
+        "INSERT INTO logins VALUES (1, '49.36.1.7', '49.36.0.0/16', 'N/A'), (2, '2401:4900::7/64', '2401:4900::/32',"
+        " '49.36.1.7/24')",
+    )
+    policy = parse_policy("tables:\n  logins: {id: keep, host: ip, network: ip, seen_from: ip}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        mask_table(conn, policy, "logins", KEY)
+        rows = conn.execute("SELECT host::text, network::text, seen_from FROM logins ORDER BY id").fetchall()
+    (host1, network1, text1), (host2, network2, text2) = rows
+    assert host1.startswith("10.") and host1 != "49.36.1.7"
+    assert network1.startswith("10.") and network1.endswith(".0.0/16"), "a network: host bits cleared"
+    assert host2.startswith("fd") and host2.endswith("/64")
+    assert network2.startswith("fd") and network2.endswith("::/32")
+    assert "/" not in text1, "'N/A' is no address with a prefix length 'A'"
+    assert text2.startswith("10.") and text2.endswith("/24")
+
+
 def test_unique_phones_stay_unique_with_many_near_identical_values(create_database):
     conninfo = create_database("unique")
     with psycopg.connect(conninfo, autocommit=True) as conn:

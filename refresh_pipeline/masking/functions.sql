@@ -491,11 +491,13 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     FROM d
 $$;
 
--- IPv4 -> an address in 10.0.0.0/8, IPv6 -> one in fd00::/8; a /prefix is kept.
+-- IPv4 -> an address in 10.0.0.0/8, IPv6 -> one in fd00::/8; a /prefix length is kept (any other text after
+-- a '/', as in 'N/A', is not: it would be copied into the masked address).
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_ip(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
-    WITH h AS (SELECT encode(refresh_pipeline.hmac(key, 'ip:' || lower(split_part(v, '/', 1))), 'hex') AS x,
-                      CASE WHEN position('/' IN v) > 0 THEN '/' || split_part(v, '/', 2) ELSE '' END AS suffix)
+    WITH h AS (SELECT encode(refresh_pipeline.hmac(key, 'ip:' || lower(regexp_replace(v, '/[0-9]{1,3}$', ''))),
+                             'hex') AS x,
+                      coalesce('/' || substring(v FROM '/([0-9]{1,3})$'), '') AS suffix)
     SELECT CASE WHEN v ~ '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+' THEN
         format('10.%s.%s.%s', ('x' || substr(x, 1, 2))::bit(8)::int, ('x' || substr(x, 3, 2))::bit(8)::int,
                ('x' || substr(x, 5, 2))::bit(8)::int) || suffix

@@ -262,6 +262,8 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
     masked = fitted(column, rule, masked)
     if column.is_text:
         return masked  # assignment casts back, and refuses values longer than the column
+    if column.base_type == "cidr":  # a masked network's address has host bits set, which cidr refuses
+        masked = sql.SQL("network(CAST({} AS inet))").format(masked)
     return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
 
 
