@@ -146,17 +146,26 @@ def test_addresses_and_networks_keep_their_prefix_length_and_stay_valid(create_d
     conninfo = database_with(
         create_database,
         "networks",
-        "CREATE TABLE logins (id int PRIMARY KEY, host inet, network cidr, seen_from text);"
-        "INSERT INTO logins VALUES (1, '49.36.1.7', '49.36.0.0/16', 'N/A'), (2, '2401:4900::7/64', '2401:4900::/32',"
-        " '49.36.1.7/24')",
+        "CREATE TABLE logins (id int PRIMARY KEY, host inet, network cidr, seen_from text, networks cidr[],"
+        " devices uuid[]);"
+        "INSERT INTO logins VALUES (1, '49.36.1.7', '49.36.0.0/16', 'N/A', '{49.36.0.0/16, NULL}',"
+        " '{5f0c6a55-1f6e-4c8e-9a43-2b8f0f5d1e11}'), (2, '2401:4900::7/64', '2401:4900::/32', '49.36.1.7/24', NULL,"
+        " NULL)",
     )
-    policy = parse_policy("tables:\n  logins: {id: keep, host: ip, network: ip, seen_from: ip}\n")
+    policy = parse_policy(
+        "tables:\n  logins: {id: keep, host: ip, network: ip, seen_from: ip, networks: {array: ip},"
+        " devices: {array: fpe}}\n"
+    )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         mask_table(conn, policy, "logins", KEY)
-        rows = conn.execute("SELECT host::text, network::text, seen_from FROM logins ORDER BY id").fetchall()
-    (host1, network1, text1), (host2, network2, text2) = rows
+        rows = conn.execute(
+            "SELECT host::text, network::text, seen_from, networks::text[], devices::text[] FROM logins ORDER BY id"
+        ).fetchall()
+    (host1, network1, text1, networks, devices), (host2, network2, text2, _, _) = rows
     assert host1.startswith("10.") and host1 != "49.36.1.7"
     assert network1.startswith("10.") and network1.endswith(".0.0/16"), "a network: host bits cleared"
+    assert networks == [network1, None], "in an array too, masked alike"
+    assert len(devices) == 1 and devices[0] != "5f0c6a55-1f6e-4c8e-9a43-2b8f0f5d1e11"
     assert host2.startswith("fd") and host2.endswith("/64")
     assert network2.startswith("fd") and network2.endswith("::/32")
     assert "/" not in text1, "'N/A' is no address with a prefix length 'A'"
@@ -228,7 +237,7 @@ def test_sequences_and_identity_columns_survive_masking(create_database):
     ("rule", "expected"),
     [
         ("id: phone", "public.customers.id (integer): `phone` needs a text column"),
-        ("profile: {array: email}", "an array rule needs a text array column, not jsonb"),
+        ("profile: {array: email}", "an array rule with `email` needs a text array column, not jsonb"),
         ("note: {json: {'$.a': email}}", "a JSON path rule needs a json/jsonb column, not text"),
         ("ghost: email", "column public.customers.ghost does not exist"),
         ('email: "null"', "`null` on a NOT NULL column"),

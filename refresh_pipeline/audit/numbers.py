@@ -25,13 +25,14 @@ _PROBE = """
 WITH candidates AS MATERIALIZED (
     SELECT src.ctid AS location, v.column_name, right(v.n::bigint::text, 10) AS national
     FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {any_in_range}) AS src,
-         LATERAL (VALUES {columns}) AS v (column_name, n)
+         LATERAL ({columns}) AS v (column_name, n)
     WHERE ({in_range}) AND v.n = trunc(v.n)
 ),
 hashed AS MATERIALIZED (  -- each fingerprint computed once (see scan.py)
     SELECT c.column_name, c.location, {fingerprint} AS fingerprint FROM candidates AS c CROSS JOIN {key}
 )
-SELECT h.column_name, count(*), (array_agg(h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
+SELECT h.column_name, count(DISTINCT h.location),
+       (array_agg(DISTINCT h.location ORDER BY h.location))[1:%(max_locations)s]::text[]
 FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
@@ -39,13 +40,12 @@ GROUP BY h.column_name
 
 
 def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[ColumnInfo]:
-    """Kept bigint and numeric columns that can hold ten digits before the point (integer cannot, nor a
-    numeric(9,6) latitude)."""
+    """Kept bigint and numeric columns (and arrays of them) that can hold ten digits before the point (integer
+    cannot, nor a numeric(9,6) latitude)."""
     return [
         column
         for column in table.columns
         if column.name in kept_columns
-        and not column.is_array
         and not column.pii_number
         and column.base_type in WHOLE_NUMBER_TYPES
         and (column.numeric_digits[0] or 10) >= 10
@@ -60,11 +60,15 @@ def phones_in_kept_numbers(
     sample: sql.Composable,
     max_locations: int,
 ) -> list[ColumnHits]:
-    """Per column, the rows whose number equals a production phone (needs the fingerprints)."""
+    """Per column, the rows whose number (or a number in whose array) equals a production phone (needs the
+    fingerprints)."""
     if not columns:
         return []
-    values = sql.SQL(", ").join(
-        sql.SQL("({}, src.{}::numeric)").format(sql.Literal(c.name), sql.Identifier(c.name)) for c in columns
+    values = sql.SQL(" UNION ALL ").join(
+        sql.SQL(
+            "SELECT {}, e::numeric FROM unnest(src.{}) AS e" if c.is_array else "SELECT {}, src.{}::numeric"
+        ).format(sql.Literal(c.name), sql.Identifier(c.name))
+        for c in columns
     )
 
     def in_range(value: sql.Composable) -> sql.Composable:
@@ -73,8 +77,14 @@ def phones_in_kept_numbers(
             for low, high in PHONE_NUMBER_RANGES
         )
 
-    # Filtered on the columns' own types first (bigint comparisons, no cast): most rows stop there.
-    any_in_range = sql.SQL(" OR ").join(in_range(sql.SQL("src.{}").format(sql.Identifier(c.name))) for c in columns)
+    # Filtered on the columns' own types first (bigint comparisons, no cast): most rows stop there. An array is
+    # read element by element.
+    any_in_range = sql.SQL(" OR ").join(
+        sql.SQL("src.{} IS NOT NULL").format(sql.Identifier(c.name))
+        if c.is_array
+        else in_range(sql.SQL("src.{}").format(sql.Identifier(c.name)))
+        for c in columns
+    )
     query = sql.SQL(_PROBE).format(
         target=table.ident,
         sample=sample,

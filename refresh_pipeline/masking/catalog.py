@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
+from refresh_pipeline.masking.policy import ArrayRule, MaskingPolicy, TransformRule
 
 # Schemas the pipeline itself creates on the restored database; never part of the policy.
 OWN_SCHEMAS = ("refresh_pipeline", "refresh_pipeline_audit")
@@ -62,7 +62,8 @@ class ColumnInfo:
     identity_always: bool
     max_length: int | None
     composite: bool = False  # a row type (or an array of one): its fields print as text
-    pii_number: bool = False  # a whole number the policy masks as a phone or an Aadhaar number (with_pii_numbers)
+    # A whole number (or an array of them) the policy masks as phones or Aadhaar numbers (with_pii_numbers).
+    pii_number: bool = False
     audited_bytes: bool = False  # a kept bytea column the audit reads as text (with_kept_bytes)
 
     @property
@@ -114,7 +115,7 @@ class ColumnInfo:
     def numeric_digits(self) -> tuple[int | None, int]:
         """(digits before the point, digits after) of a numeric(p, s); (None, 0) when unbounded (bigint,
         unconstrained numeric) or not a number."""
-        if match := re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)", self.type_name):
+        if match := re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)(?:\[\])*", self.type_name):
             scale = int(match[2] or 0)
             return int(match[1]) - scale, scale
         return None, 0
@@ -122,7 +123,7 @@ class ColumnInfo:
     @property
     def scalar_text(self) -> bool:
         """One text value per row (not JSON, an array or a row type): its whole value can be PII."""
-        return self.is_text or self.pii_number
+        return self.is_text or (self.pii_number and not self.is_array)
 
 
 @dataclass(frozen=True)
@@ -209,18 +210,22 @@ def read_materialized_views(conn: psycopg.Connection) -> dict[tuple[str, str], T
 
 
 def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
-    """The table with its whole-number columns the policy masks as phones or Aadhaar numbers marked
-    `pii_number`, so that collecting production's PII and the audit read them as text like text columns."""
+    """The table with its whole-number columns (and arrays of them) the policy masks as phones or Aadhaar
+    numbers marked `pii_number`, so that collecting production's PII and the audit read them as text like
+    text columns."""
     table_policy = policy.tables.get((table.schema, table.name))
     if table_policy is None:
         return table
 
     def pii_number(column: ColumnInfo) -> bool:
         rule = table_policy.columns.get(column.name)
+        if isinstance(rule, ArrayRule) and column.is_array:
+            rule = rule.element
+        elif column.is_array:
+            return False
         return (
             isinstance(rule, TransformRule)
             and rule.transform in NUMBER_PII_TRANSFORMS
-            and not column.is_array
             and column.base_type in WHOLE_NUMBER_TYPES
         )
 

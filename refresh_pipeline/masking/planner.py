@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text
+from refresh_pipeline.masking.catalog import TEXT_TYPES, ColumnInfo, TableInfo, column_text
 from refresh_pipeline.masking.keys import MASKING_PURPOSE
 from refresh_pipeline.masking.lengths import fitted
 from refresh_pipeline.masking.policy import (
@@ -242,10 +242,15 @@ def column_expression(column: ColumnInfo, rule: ColumnRule, ordinal: int, refs: 
         return _json_expression(column, ident, rule, ordinal, refs)
     if isinstance(rule, ArrayRule):
         element = fitted(column, rule.element, _text_call(rule.element, column_text(sql.Identifier("element")), refs))
-        return sql.SQL(
+        if column.base_type == "cidr":
+            element = sql.SQL("network(CAST({} AS inet))::text").format(element)
+        masked = sql.SQL(
             "CASE WHEN {col} IS NULL THEN NULL ELSE refresh_pipeline.array_shaped_like(ARRAY(SELECT {element} "
             "FROM unnest({col}) WITH ORDINALITY AS u(element, position) ORDER BY position), {col}) END"
         ).format(col=ident, element=element)
+        # A text array is assigned as is; others (bigint[], inet[], uuid[]) cast back explicitly.
+        text_array = column.unqualified_type in TEXT_TYPES
+        return masked if text_array else sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
     if rule.transform == "keep":
         return ident
     if rule.transform == "null":

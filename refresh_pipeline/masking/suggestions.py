@@ -27,9 +27,9 @@ _PERSON_NAME = re.compile(
 )
 _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("email", re.compile(r"(^|_)e_?mail(_|$)|(^|_)email")),
-    ("upi", re.compile(r"(^|_)(upi|vpa)(_|$)")),
-    ("phone", re.compile(r"(^|_)(phone|mobile|msisdn|cell|tel|telephone|whatsapp)(_|$)")),
-    ("aadhaar", re.compile(r"(^|_)aadh?aar(_|$)")),
+    ("upi", re.compile(r"(^|_)(upi|vpa)s?(_|$)")),  # plurals too: arrays are named so (`phones bigint[]`)
+    ("phone", re.compile(r"(^|_)(phone|mobile|msisdn|cell|tel|telephone|whatsapp)s?(_|$)")),
+    ("aadhaar", re.compile(r"(^|_)aadh?aars?(_|$)")),
     ("pan", re.compile(r"(^|_)pan(_no|_number)?$")),
     ("ip", re.compile(r"(^|_)ip(_addr|_address)?(_|$)|remote_addr")),
     ("first_name", re.compile(r"(^|_)(first_name|given_name|fname|forename)(_|$)")),
@@ -65,6 +65,8 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
     unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
+    if column.is_array and (number := _number_transform(column, words)):
+        return f"{{array: {number[0]}}}", number[1]
     if column.is_array:
         if unqualified not in TEXT_TYPES or column.composite:
             return "keep", ""
@@ -78,10 +80,8 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
         return "geo", _LOCATION_WHY
     if column.base_type in FRACTIONAL_TYPES and not column.is_array and _COORDINATE.search(words):
         return "geo", _LOCATION_WHY
-    if column.base_type in WHOLE_NUMBER_TYPES and column.numeric_digits[1] == 0:
-        for transform, pattern in _NUMBER_BY_NAME:
-            if pattern.search(words):
-                return transform, f"named like {transform}"
+    if number := _number_transform(column, words):
+        return number
     if column.is_text:
         transform, why = _text_transform(words)
         rule, too_short = _fitting(column, transform)
@@ -92,6 +92,15 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
         why = "a file of a person (photo, scan, document): the audit cannot read an image; keep only public files"
         return ("null" if column.nullable else "redact"), why
     return "keep", ""
+
+
+def _number_transform(column: ColumnInfo, words: str) -> tuple[str, str] | None:
+    """A whole number (or an array of them) named like a phone or an Aadhaar number."""
+    if column.base_type in WHOLE_NUMBER_TYPES and column.numeric_digits[1] == 0:
+        for transform, pattern in _NUMBER_BY_NAME:
+            if pattern.search(words):
+                return transform, f"named like {transform}"
+    return None
 
 
 def _text_transform(words: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from refresh_pipeline.masking.catalog import (
     NUMBER_PII_TRANSFORMS,
     NUMBER_TYPES,
     TEXT_CASTABLE,
+    TEXT_TYPES,
     ColumnInfo,
     TableInfo,
 )
@@ -21,9 +22,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if isinstance(rule, JsonRule):
         return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
     if isinstance(rule, ArrayRule):
-        if column.is_array and column.unqualified_type in {"text", "character varying", "character", "citext"}:
-            return length_problem(column, rule.element)
-        return f"an array rule needs a text array column, not {column.type_name}"
+        return _array_rule_problem(column, rule)
     transform = rule.transform
     if transform == "keep":
         return None
@@ -46,12 +45,28 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if transform == "redact" and column.is_bytes:
         return None
     if not column.is_array and column.unqualified_type in TEXT_CASTABLE.get(transform, ()):
-        if transform in NUMBER_PII_TRANSFORMS and column.numeric_digits[1] > 0:
-            return f"`{transform}` needs whole numbers, not {column.type_name}"
-        return None
+        return _castable_problem(column, transform)
     if not column.is_text:
         return f"`{transform}` needs a text column, not {column.type_name}"
     return length_problem(column, rule)
+
+
+def _castable_problem(column: ColumnInfo, transform: str) -> str | None:
+    if transform in NUMBER_PII_TRANSFORMS and column.numeric_digits[1] > 0:
+        return f"`{transform}` needs whole numbers, not {column.type_name}"
+    return None
+
+
+def _array_rule_problem(column: ColumnInfo, rule: ArrayRule) -> str | None:
+    """An array rule masks each element as its transform masks a column of the element's type."""
+    transform = rule.element.transform
+    if column.is_array and column.unqualified_type in TEXT_TYPES - {"name"}:
+        return length_problem(column, rule.element)
+    if column.is_array and column.unqualified_type in TEXT_CASTABLE.get(transform, ()):
+        return _castable_problem(column, transform)
+    castable = sorted(TEXT_CASTABLE.get(transform, ()))
+    also = f" or an array of {', '.join(castable)}" if castable else ""
+    return f"an array rule with `{transform}` needs a text array column{also}, not {column.type_name}"
 
 
 def find_policy_problems(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[str]:
