@@ -96,6 +96,17 @@ def data_dump(conninfo: str, schema: str = "public") -> str:
     return out.stdout.lower()
 
 
+def statistics_dump(conninfo: str) -> str:
+    """The sampled values ANALYZE keeps of every table's columns (pg_stats: most common values, histogram
+    bounds), which anyone who may read a column can read, as text, lower-cased."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT concat_ws(' ', most_common_vals::text, histogram_bounds::text, most_common_elems::text) "
+            "FROM pg_stats WHERE schemaname = 'public'"
+        ).fetchall()
+    return "\n".join(row[0] for row in rows).lower()
+
+
 def production_identifiers(conninfo: str) -> tuple[set[str], set[str], set[str]]:
     """Customer emails, email local parts and 10-digit phone numbers of a demo production database."""
     with psycopg.connect(conninfo, options="-c default_transaction_read_only=on") as conn:

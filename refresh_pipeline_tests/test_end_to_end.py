@@ -18,6 +18,7 @@ from refresh_pipeline_tests.helpers import (
     leaked_identifiers,
     production_identifiers,
     row_counts,
+    statistics_dump,
     table_fingerprint,
 )
 
@@ -47,6 +48,10 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
     emails, local_parts, phones = production_identifiers(demo_source)
     leaks = leaked_identifiers(data_dump(staging_dsn), emails, local_parts, phones)
     assert leaks == {"emails": set(), "local_parts": set(), "phones": set()}
+    statistics = statistics_dump(staging_dsn)
+    assert "@example.com" in statistics, "ANALYZE sampled the masked emails"
+    sampled_leaks = leaked_identifiers(statistics, emails, local_parts, phones)
+    assert sampled_leaks == {"emails": set(), "local_parts": set(), "phones": set()}, "nor the planner's samples"
     for table in OPERATIONAL_TABLES:
         assert table_fingerprint(staging_dsn, table) == table_fingerprint(demo_source, table), table
     assert row_counts(staging_dsn) == row_counts(demo_source)
