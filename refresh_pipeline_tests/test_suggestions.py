@@ -36,6 +36,8 @@ def _column(name: str, base_type: str) -> ColumnInfo:
         ("lap_count", "double precision", "keep"),
         ("kyc_scan", "bytea", "null"),  # was `keep`: the audit reads no image
         ("route_map", "bytea", "keep"),
+        ("last_seen_from", "inet", "ip"),  # was `keep`: any address, whatever its name
+        ("network", "cidr", "ip"),
     ],
 )
 def test_a_rule_is_suggested_from_the_column_name(column, base_type, rule):
@@ -74,7 +76,7 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         "CREATE TABLE riders (id int, full_name text, search tsvector, search_strict tsvector NOT NULL,"
         " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
         " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2),"
-        " profile_photo bytea NOT NULL);",
+        " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[]);",
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -95,3 +97,4 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
     assert lines["email_lower"] == "keep", "a generated column is recomputed from the masked ones"
     assert lines["phone"] == "keep", "numeric(12,2) holds no whole phone number: `phone` would be refused"
     assert lines["profile_photo"] == "redact", "a NOT NULL file cannot be nulled: its bytes become REDACTED's"
+    assert lines["seen_from"] == "{array: ip}" and lines["device_ids"] == "keep"

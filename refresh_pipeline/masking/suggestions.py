@@ -46,6 +46,7 @@ _PERSONAL_FILE = re.compile(
     r"|attachment|file)s?(_|$)"
 )
 _COORDINATE = re.compile(r"(^|_)(lat|lng|lon|latitude|longitude)(_|$)")
+_ADDRESS_WHY = "an IP address: a customer's is personal data; keep only a server's"
 _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
 
 
@@ -67,6 +68,8 @@ def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
     if column.is_array and (number := _number_transform(column, words)):
         return f"{{array: {number[0]}}}", number[1]
+    if unqualified in TEXT_CASTABLE["ip"]:
+        return ("{array: ip}" if column.is_array else "ip"), _ADDRESS_WHY
     if column.is_array:
         if unqualified not in TEXT_TYPES or column.composite:
             return "keep", ""
