@@ -44,6 +44,16 @@ def test_a_rule_is_suggested_from_the_column_name(column, base_type, rule):
     assert suggested_rule(_column(column, base_type))[0] == rule
 
 
+@pytest.mark.parametrize(
+    ("table", "rule"),
+    [("customers", "name"), ("emergency_contacts", "name"), ("Passengers", "name"), ("routes", "redact"),
+     ("stops", "redact")],
+)  # fmt: skip
+def test_a_bare_name_is_a_persons_only_in_a_table_of_people(table, rule):
+    assert suggested_rule(_column("name", "text"), table)[0] == rule
+    assert suggested_rule(_column("full_name", "text"), table)[0] == "name"
+
+
 def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_database):
     conninfo = database_with(
         create_database,

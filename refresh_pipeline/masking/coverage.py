@@ -45,7 +45,7 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
             current = (column.schema, column.table)
             name = policy_table_name(column.schema, column.table)
             lines.append(f"  {_yaml_key(name)}:")
-        rule, why = suggested_rule(column.column)
+        rule, why = suggested_rule(column.column, column.table)
         note = f"{column.column.type_name}; {why}" if why else column.column.type_name
         lines.append(f"    {_yaml_key(column.column.name)}: {rule}  # REVIEW: {note}")
     return "\n".join(lines)

@@ -38,6 +38,13 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("address", re.compile(r"(^|_)(address|addr|street)(_line_?\d)?(_|$)")),
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
+# A bare `name` is a person's only in a table of people; in `routes` or `stops` it is a thing's, as `route_name` is.
+_BARE_NAME = re.compile(r"^name$")
+_PEOPLE = re.compile(
+    r"(^|_)(customer|passenger|rider|commuter|traveller|user|member|person|people|contact|driver|employee|staff"
+    r"|account|profile|guest|nominee|beneficiar(y|ies))s?(_|$)"
+)
+_THING_NAME_WHY = "a name, but maybe of a thing (a route, a stop): `keep` for a thing, `name` for a person"
 _BIRTH_DATE = re.compile(r"(^|_)(dob|birth|birthday)(_|$)")  # birth_date, date_of_birth too
 # Files of a person kept in bytea: a photo, an ID or KYC scan, a signature. The audit reads a kept file's text
 # only, never an image, so these are emptied rather than kept.
@@ -60,9 +67,13 @@ def _words(column: str) -> str:
 _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
 
 
-def suggested_rule(column: ColumnInfo) -> tuple[str, str]:
-    """(rule as YAML, why) for the snippet line of an unclassified column; the rule applies as pasted."""
+def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
+    """(rule as YAML, why) for the snippet line of an unclassified column of `table`; the rule applies as
+    pasted."""
     words = _words(column.name)
+    if column.is_text and _BARE_NAME.match(words) and not _PEOPLE.search(_words(table)):
+        rule, too_short = _fitting(column, "redact")
+        return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
     unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
