@@ -2,7 +2,8 @@
 text audit never reads.
 
 The text audit scans only text-like columns; scanning every ID and amount for phone-shaped numbers
-would flag ordinary keys. Instead, the values of kept whole-number columns that lie in the range of an
+would flag ordinary keys. Instead, the values of kept number columns (bigint, numeric, double precision, and
+arrays of them) that lie in the range of an
 Indian mobile (10 digits from 6000000000, or 12 with the 91 country code) are compared with production's
 phone fingerprints. Only a value equal to a real production phone counts. All such columns of a table are
 read in one scan, and the range test leaves ordinary IDs and amounts out before anything is hashed.
@@ -14,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import ColumnHits, run_fingerprint_probe, token_fingerprint
-from refresh_pipeline.masking.catalog import WHOLE_NUMBER_TYPES, ColumnInfo, TableInfo
+from refresh_pipeline.masking.catalog import PHONE_NUMBER_TYPES, ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation
 
@@ -47,7 +48,7 @@ def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[Column
         for column in table.columns
         if column.name in kept_columns
         and not column.pii_number
-        and column.base_type in WHOLE_NUMBER_TYPES
+        and column.base_type in PHONE_NUMBER_TYPES
         and (column.numeric_digits[0] or 10) >= 10
     ]
 

@@ -26,13 +26,16 @@ SPATIAL_TYPES = frozenset({"geometry", "geography"})
 FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
 NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
 WHOLE_NUMBER_TYPES = frozenset({"bigint", "numeric"})
+# Where a phone or an Aadhaar number is stored as a number: a bigint or whole numeric, or a double precision
+# (a spreadsheet's import; it holds 15 digits exactly). integer is too small, real too coarse.
+PHONE_NUMBER_TYPES = WHOLE_NUMBER_TYPES | {"double precision"}
 # Non-text types some text transforms also accept (cast to text and back): a phone or an Aadhaar number is
 # often stored as a bigint (integer is too small for either). Names are unqualified (an extension's hstore).
 TEXT_CASTABLE = {
     "ip": frozenset({"inet", "cidr"}),
     "fpe": frozenset({"uuid"}),
-    "phone": WHOLE_NUMBER_TYPES,
-    "aadhaar": WHOLE_NUMBER_TYPES,
+    "phone": PHONE_NUMBER_TYPES,
+    "aadhaar": PHONE_NUMBER_TYPES,
     # A whole document or markup, scrubbed as its text: masked tokens are letters, digits and @, which keep
     # it valid (an email inside a JSON string, a phone that is a JSON number).
     "scrub": frozenset({"json", "jsonb", "xml", "hstore"}),
@@ -226,7 +229,7 @@ def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
         return (
             isinstance(rule, TransformRule)
             and rule.transform in NUMBER_PII_TRANSFORMS
-            and column.base_type in WHOLE_NUMBER_TYPES
+            and column.base_type in PHONE_NUMBER_TYPES
         )
 
     return _with_marked(table, "pii_number", pii_number)

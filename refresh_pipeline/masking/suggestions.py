@@ -12,9 +12,9 @@ import re
 
 from refresh_pipeline.masking.catalog import (
     FRACTIONAL_TYPES,
+    PHONE_NUMBER_TYPES,
     TEXT_CASTABLE,
     TEXT_TYPES,
-    WHOLE_NUMBER_TYPES,
     ColumnInfo,
 )
 from refresh_pipeline.masking.lengths import length_problem
@@ -110,7 +110,7 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
 
 def _number_transform(column: ColumnInfo, words: str) -> tuple[str, str] | None:
     """A whole number (or an array of them) named like a phone or an Aadhaar number."""
-    if column.base_type in WHOLE_NUMBER_TYPES and column.numeric_digits[1] == 0:
+    if column.base_type in PHONE_NUMBER_TYPES and column.numeric_digits[1] == 0:
         for transform, pattern in _NUMBER_BY_NAME:
             if pattern.search(words):
                 return transform, f"named like {transform}"
