@@ -41,8 +41,8 @@ GROUP BY h.column_name
 
 
 def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[ColumnInfo]:
-    """Kept bigint and numeric columns (and arrays of them) that can hold ten digits before the point (integer
-    cannot, nor a numeric(9,6) latitude)."""
+    """Kept bigint, numeric and double precision columns (and arrays of them) that can hold ten digits before
+    the point (integer cannot, nor a numeric(9,6) latitude)."""
     return [
         column
         for column in table.columns

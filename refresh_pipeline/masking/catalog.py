@@ -65,7 +65,7 @@ class ColumnInfo:
     identity_always: bool
     max_length: int | None
     composite: bool = False  # a row type (or an array of one): its fields print as text
-    # A whole number (or an array of them) the policy masks as phones or Aadhaar numbers (with_pii_numbers).
+    # A number (or an array of them) the policy masks as phones or Aadhaar numbers (with_pii_numbers).
     pii_number: bool = False
     audited_bytes: bool = False  # a kept bytea column the audit reads as text (with_kept_bytes)
 
@@ -213,8 +213,8 @@ def read_materialized_views(conn: psycopg.Connection) -> dict[tuple[str, str], T
 
 
 def with_pii_numbers(table: TableInfo, policy: MaskingPolicy) -> TableInfo:
-    """The table with its whole-number columns (and arrays of them) the policy masks as phones or Aadhaar
-    numbers marked `pii_number`, so that collecting production's PII and the audit read them as text like
+    """The table with its number columns (and arrays of them) the policy masks as phones or Aadhaar numbers
+    marked `pii_number`, so that collecting production's PII and the audit read them as text like
     text columns."""
     table_policy = policy.tables.get((table.schema, table.name))
     if table_policy is None:

@@ -39,7 +39,6 @@ _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("scrub", re.compile(r"(^|_)(notes?|comments?|body|description|message|remarks?|feedback|details)(_|$)")),
 ]
 # A bare `name` is a person's only in a table of people; in `routes` or `stops` it is a thing's, as `route_name` is.
-_BARE_NAME = re.compile(r"^name$")
 _PEOPLE = re.compile(
     r"(^|_)(customer|passenger|rider|commuter|traveller|user|member|person|people|contact|driver|employee|staff"
     r"|account|profile|guest|nominee|beneficiar(y|ies))s?(_|$)"
@@ -71,12 +70,12 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
     """(rule as YAML, why) for the snippet line of an unclassified column of `table`; the rule applies as
     pasted."""
     words = _words(column.name)
-    if column.is_text and _BARE_NAME.match(words) and not _PEOPLE.search(_words(table)):
-        rule, too_short = _fitting(column, "redact")
-        return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
     unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
+    if column.is_text and words == "name" and not _PEOPLE.search(_words(table)):
+        rule, too_short = _fitting(column, "redact")
+        return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
     if column.is_array and (number := _number_transform(column, words)):
         return f"{{array: {number[0]}}}", number[1]
     if unqualified in TEXT_CASTABLE["ip"]:
