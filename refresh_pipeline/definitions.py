@@ -11,6 +11,7 @@ from refresh_pipeline.assets.restore import restored_instance
 from refresh_pipeline.assets.retire import retired_staging
 from refresh_pipeline.assets.snapshot import production_snapshot
 from refresh_pipeline.checks.coverage import policy_covers_every_column
+from refresh_pipeline.checks.definitions import no_pii_in_definitions
 from refresh_pipeline.checks.integrity import integrity_intact
 from refresh_pipeline.checks.large_objects import no_pii_in_large_objects
 from refresh_pipeline.checks.materialized_views import no_pii_in_materialized_views
@@ -41,6 +42,7 @@ def build_definitions(config_path: str | Path) -> dg.Definitions:
             integrity_intact,
             no_pii_in_materialized_views,
             no_pii_in_large_objects,
+            no_pii_in_definitions,
         ],
         jobs=[job],
         schedules=[build_weekly_schedule(config, job)],

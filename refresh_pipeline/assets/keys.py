@@ -21,6 +21,7 @@ NO_PII_CHECK = "no_pii_left"
 INTEGRITY_CHECK = "integrity_intact"
 VIEWS_CHECK = "no_pii_in_materialized_views"
 LARGE_OBJECTS_CHECK = "no_pii_in_large_objects"
+DEFINITIONS_CHECK = "no_pii_in_definitions"
 
 
 # What Dagster takes in an asset name (its step and op names are made of them) and a tag value.
@@ -53,4 +54,5 @@ def required_check_keys(policy: MaskingPolicy) -> list[dg.AssetCheckKey]:
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, INTEGRITY_CHECK))
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, VIEWS_CHECK))
     keys.append(dg.AssetCheckKey(MASKED_DATABASE, LARGE_OBJECTS_CHECK))
+    keys.append(dg.AssetCheckKey(MASKED_DATABASE, DEFINITIONS_CHECK))
     return keys
