@@ -29,6 +29,7 @@ CREATE TRIGGER vip_changed AFTER UPDATE ON customers FOR EACH ROW WHEN (NEW.emai
     EXECUTE FUNCTION notify_vip();
 ALTER TABLE customers ADD CONSTRAINT not_the_ceo CHECK (phone <> '+91 {PHONE}');
 COMMENT ON COLUMN customers.email IS 'e.g. {VIP}';
+CREATE DOMAIN not_the_vip AS text CHECK (VALUE <> '{VIP}');
 COMMENT ON TABLE customers IS 'write to support@cityflo.com';  -- the company's own address: no customer's
 CREATE POLICY own_rows ON customers USING (email <> 'asha@yahoo.co.in');
 """
@@ -46,6 +47,7 @@ def test_production_values_in_definitions_are_found_and_the_company_s_own_are_no
     assert audit.findings == {
         "comment on column email of table customers": 1,
         "constraint not_the_ceo on customers": 1,
+        "domain not_the_vip": 1,
         "function notify_vip()": 1,
         "policy own_rows on customers": 1,
         "trigger vip_changed on customers": 1,

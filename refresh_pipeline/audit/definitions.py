@@ -1,6 +1,6 @@
 """Production PII written into the database's definitions, which every restore copies verbatim: a view that
 filters on a customer's email, a function with a phone in its body, a column default, a CHECK constraint,
-a row-level security policy, a trigger's condition, a rule, or a comment.
+a domain's default or CHECK, a row-level security policy, a trigger's condition, a rule, or a comment.
 
 No pattern is applied (definitions hold the company's own addresses and numbers); only tokens equal to a
 production value of the masked database's fingerprints count, and the allowlist applies as for tables.
@@ -51,6 +51,11 @@ SELECT 'constraint ' || quote_ident(con.conname) || ' on ' || con.conrelid::regc
        pg_get_constraintdef(con.oid)
   FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE con.contype = 'c' AND {_USER_SCHEMA} AND {_not_extension("pg_class", "c.oid")}
+UNION ALL
+SELECT 'domain ' || t.oid::regtype::text, concat_ws(' ', t.typdefault,
+       (SELECT string_agg(pg_get_constraintdef(con.oid), ' ') FROM pg_constraint con WHERE con.contypid = t.oid))
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typtype = 'd' AND {_USER_SCHEMA} AND {_not_extension("pg_type", "t.oid")}
 UNION ALL
 SELECT 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text,
        concat_ws(' ', pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid))

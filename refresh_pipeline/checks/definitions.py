@@ -14,7 +14,7 @@ from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
     name=DEFINITIONS_CHECK,
     blocking=True,
     description="No production email, phone or UPI handle written into a view, function, column default, CHECK "
-    "constraint, row-level security policy, trigger, rule or comment.",
+    "constraint, domain, row-level security policy, trigger, rule or comment.",
 )
 @without_row_data_in_errors
 def no_pii_in_definitions(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
