@@ -27,35 +27,33 @@ _USER_SCHEMA = f"{USER_SCHEMA} AND n.nspname <> ALL(%(own)s)"
 
 
 def _not_extension(catalog: str, oid: str) -> str:
-    return (
-        f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {oid} "
-        "AND e.deptype = 'e')"
-    )
+    """`catalog`: the SQL for the object's catalog (`'pg_class'::regclass`, or a column holding one)."""
+    return f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = {catalog} AND e.objid = {oid} AND e.deptype = 'e')"
 
 
 _DEFINITIONS = f"""
 SELECT 'view ' || c.oid::regclass::text, pg_get_viewdef(c.oid)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('v', 'm') AND {_USER_SCHEMA} AND {_not_extension("pg_class", "c.oid")}
+ WHERE c.relkind IN ('v', 'm') AND {_USER_SCHEMA} AND {_not_extension("'pg_class'::regclass", "c.oid")}
 UNION ALL
 SELECT 'function ' || p.oid::regprocedure::text, p.prosrc
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {_USER_SCHEMA} AND {_not_extension("pg_proc", "p.oid")}
+ WHERE {_USER_SCHEMA} AND {_not_extension("'pg_proc'::regclass", "p.oid")}
 UNION ALL
 SELECT 'default of ' || a.adrelid::regclass::text || '.' || quote_ident(att.attname), pg_get_expr(a.adbin, a.adrelid)
   FROM pg_attrdef a JOIN pg_attribute att ON att.attrelid = a.adrelid AND att.attnum = a.adnum
   JOIN pg_class c ON c.oid = a.adrelid JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {_USER_SCHEMA} AND {_not_extension("pg_class", "c.oid")}
+ WHERE {_USER_SCHEMA} AND {_not_extension("'pg_class'::regclass", "c.oid")}
 UNION ALL
 SELECT 'constraint ' || quote_ident(con.conname) || ' on ' || con.conrelid::regclass::text,
        pg_get_constraintdef(con.oid)
   FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE con.contype = 'c' AND {_USER_SCHEMA} AND {_not_extension("pg_class", "c.oid")}
+ WHERE con.contype = 'c' AND {_USER_SCHEMA} AND {_not_extension("'pg_class'::regclass", "c.oid")}
 UNION ALL
 SELECT 'domain ' || t.oid::regtype::text, concat_ws(' ', t.typdefault,
        (SELECT string_agg(pg_get_constraintdef(con.oid), ' ') FROM pg_constraint con WHERE con.contypid = t.oid))
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE t.typtype = 'd' AND {_USER_SCHEMA} AND {_not_extension("pg_type", "t.oid")}
+ WHERE t.typtype = 'd' AND {_USER_SCHEMA} AND {_not_extension("'pg_type'::regclass", "t.oid")}
 UNION ALL
 SELECT 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text,
        concat_ws(' ', pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid))
@@ -73,7 +71,7 @@ UNION ALL
 SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description
   FROM pg_description d, LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) AS o
  WHERE d.objoid >= 16384
-   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')
+   AND {_not_extension("d.classoid", "d.objoid")}
    AND coalesce(o.schema, '') <> ALL(%(own)s)
    AND NOT (o.type = 'schema' AND o.identity = ANY(%(own)s))
 """
