@@ -12,7 +12,7 @@ from refresh_pipeline.masking.large_objects import large_objects_problem, read_l
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
-from refresh_pipeline.platforms.extensions import unavailable_extensions_problem
+from refresh_pipeline.platforms.extensions import installed_extensions, unavailable_extensions_problem
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
 
@@ -38,7 +38,7 @@ def validate_against_source(config: RefreshConfig) -> Validation:
             other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
         )
         subscriptions = database_subscriptions(conn)
-        extensions = [name for (name,) in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
+        extensions = installed_extensions(conn)
     start_up_warnings = []
     missing_extensions = None
     if config.aws:

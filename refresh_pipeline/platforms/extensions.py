@@ -22,6 +22,11 @@ def snapshot_extensions(listing: list[str]) -> list[str]:
     return [match["quoted"] or match["name"] for line in listing if (match := _EXTENSION.match(line))]
 
 
+def installed_extensions(conn: psycopg.Connection) -> list[str]:
+    """The extensions of the database of `conn` (production's, for `validate`)."""
+    return [name for (name,) in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
+
+
 def unavailable_extensions(conn: psycopg.Connection, names: list[str]) -> list[str]:
     """Those of `names` the server of `conn` has no control file for, sorted (pg_cron never: it is left out)."""
     rows = conn.execute(
