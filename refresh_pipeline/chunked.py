@@ -89,7 +89,10 @@ class Progress:
             self.rows += rows
             self.done += work
             now = time.monotonic()
-            if self.done < self.total and now - self._last_log < self.interval:
+            # The items' work adds up to the total in another order than it was summed: rounding may leave
+            # the last item a hair short of it.
+            finished = math.isclose(self.done, self.total, rel_tol=1e-9) or self.done > self.total
+            if not finished and now - self._last_log < self.interval:
                 return
             self._last_log = now
             self.log(self.describe(now))

@@ -107,3 +107,44 @@ def text_column_work(
         for block_range in (ranges if in_ranges(column) else [whole])
     ]
     return sorted(work, key=lambda item: -item.cost)
+
+
+# A kept number is compared with the phone range before anything else: far cheaper than tokenising a value.
+NUMBER_VALUE_COST = 8
+
+
+@dataclass(frozen=True)
+class ProbeRange:
+    """Several columns of one table read in one scan over one block range (kept numbers, locations)."""
+
+    columns: tuple[ColumnInfo, ...]
+    block_range: BlockRange
+    cost: float = 1.0  # in the units of text_column_work's costs
+
+    @property
+    def work(self) -> float:
+        return self.cost
+
+
+def probe_work(
+    conn: psycopg.Connection, table: TableInfo, columns: list[ColumnInfo], blocks_per_range: int = BLOCKS_PER_RANGE
+) -> list[ProbeRange]:
+    """`columns` read together, block range by block range (a kept vehicle-position table holds millions of
+    locations, each hashed), costed like text_column_work's items: a location is hashed as a token is,
+    a number mostly only compared."""
+    if not columns:
+        return []
+    rows, blocks, stats = _statistics(conn, table)
+    if not rows:
+        rows = blocks * DEFAULT_ROWS_PER_BLOCK
+    rows_per_block = rows / blocks if blocks else rows
+
+    def value_cost(column: ColumnInfo) -> float:
+        column_stats = stats.get(column.name, UNKNOWN)
+        return column_stats.non_null * (column_stats.value_cost if column.is_spatial else NUMBER_VALUE_COST)
+
+    per_row = ROW_OVERHEAD + sum(value_cost(column) for column in columns)
+    return [
+        ProbeRange(tuple(columns), block_range, max(1.0, rows_per_block * block_range.blocks * per_row))
+        for block_range in block_ranges(conn, table, blocks_per_range)
+    ]

@@ -59,3 +59,14 @@ def test_progress_counts_work_not_items():
     assert messages[1].startswith("reading: 510 tokens (80%)")
     progress.add(0, 20.0)
     assert "(100%)" in messages[-1] and messages[-1].endswith("ETA 0 s")
+
+
+def test_progress_logs_the_end_when_the_items_add_up_to_the_total_in_another_order():
+    """The total is summed in the pool's order, the work as items end: 72.43 + 23.65 + 94.58 is 190.66000000000003
+    one way and 190.66 the other, which must still count as done."""
+    costs = [72.43, 23.65, 94.58]
+    messages: list[str] = []
+    progress = Progress("auditing", total=sum(costs), log=messages.append, interval=3600.0)
+    for cost in reversed(costs):
+        progress.add(1, cost)
+    assert len(messages) == 1 and messages[0].startswith("auditing: 3 rows (100%)"), messages

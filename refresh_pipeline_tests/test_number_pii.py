@@ -135,10 +135,26 @@ def test_production_phones_kept_in_number_columns_are_found_and_ids_are_not(crea
         install_functions(conn)
         record_originals(conn, list(read_tables(conn).values()), policy, KEY)
         table = read_tables(conn)[("public", "referrals")]
-        audit = scan_table(conn, table, KEY, kept_columns={"id", "referrer_mobile", "code", "lat", "clicks"})
+        kept = {"id", "referrer_mobile", "code", "lat", "clicks"}
+        audit = scan_table(conn, table, KEY, kept_columns=kept)
+        messages: list[str] = []
+        ranged = scan_table(
+            conn,
+            table,
+            KEY,
+            kept_columns=kept,
+            log=messages.append,
+            connect=lambda: psycopg.connect(conninfo, autocommit=True),
+            workers=2,
+            blocks_per_range=1,
+        )
     found = {f.column: (f.known_values, len(f.locations)) for f in audit.findings}
     assert found == {"referrer_mobile": (10, 5), "code": (1, 1)}, found
     assert audit.columns_scanned == ["id", "referrer_mobile", "code"], "not columns too small for a mobile"
+    # Read range by range on a pool: the same findings, and progress counting every number read.
+    assert [f.as_metadata() for f in ranged.findings] == [f.as_metadata() for f in audit.findings]
+    progress = [m for m in messages if m.startswith("public.referrals: auditing 3 column(s): ")]
+    assert progress and "1,010 values (100%)" in progress[-1], messages
 
 
 # Two customers' phones as a bigint[] (one with the country code) and as a numeric(12,0)[][] (2 x 1).

@@ -171,6 +171,38 @@ def test_the_audit_finds_production_locations_kept_in_any_spatial_column(restore
     assert allowed.passed, "a public place listed in the allowlist as WKT is not a finding"
 
 
+def test_kept_locations_are_audited_block_range_by_block_range_on_the_pool_with_progress(restored):
+    """A kept vehicle-position table holds millions of locations: they are hashed range by range on every session
+    of the pool, with progress, and the ranges' findings add up to those of one scan."""
+    opened: list[psycopg.Connection] = []
+
+    def connect() -> psycopg.Connection:
+        opened.append(psycopg.connect(restored, autocommit=True))
+        return opened[-1]
+
+    messages: list[str] = []
+    with psycopg.connect(restored, autocommit=True) as conn:
+        mask_table(conn, POLICY, "customers", KEY)
+        bookings = read_tables(conn)[("public", "bookings")]
+        kept = {"id", "customer_id"}
+        whole = scan_table(conn, bookings, KEY, kept_columns=kept)
+        ranged = scan_table(
+            conn, bookings, KEY, kept_columns=kept, log=messages.append, connect=connect, workers=2, blocks_per_range=1
+        )
+        blocks = conn.execute("SELECT pg_relation_size('bookings') / 8192").fetchone()[0]
+        first_rows = [  # the first row holding each location, the first five of those
+            row[0]
+            for row in conn.execute("SELECT min(ctid)::text FROM bookings GROUP BY pickup ORDER BY min(ctid) LIMIT 5")
+        ]
+    assert blocks > 2, "the table spans several ranges"
+    assert len(opened) == 4, "a pool of two read the ranges (another of two compares the tokens found afterwards)"
+    found = {f.column: (f.known_values, list(f.locations)) for f in ranged.findings}
+    assert found == {"pickup": (600, first_rows), "pickup_geog": (600, first_rows)}
+    assert [f.as_metadata() for f in ranged.findings] == [f.as_metadata() for f in whole.findings]
+    progress = [m for m in messages if m.startswith("public.bookings: auditing 2 column(s): ")]
+    assert progress and "1,200 values (100%)" in progress[-1], messages
+
+
 def test_without_moved_locations_no_geometry_column_is_hashed(create_database):
     """A policy that moves no location leaves nothing to compare: the audit skips every geometry column (a kept
     vehicle-position table is not hashed row by row for nothing)."""

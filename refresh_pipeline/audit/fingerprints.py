@@ -64,14 +64,42 @@ class ColumnHits:
     locations: list[str]  # ctids of the first rows; never the values
 
 
+@dataclass(frozen=True)
+class CountedHits:
+    """What a probe over part of a table found, and how many values it read there (for progress)."""
+
+    hits: list[ColumnHits]
+    values_read: int
+
+
+# The last row of a counted probe: no column, the values read.
+VALUES_READ_ROW = "SELECT NULL::text, ({})::bigint, ARRAY[]::text[]"
+
+
+def _probe_rows(
+    conn: psycopg.Connection, key: MaskingKey, query: sql.Composable, params: dict[str, object]
+) -> list[tuple[str | None, int, list[str]]]:
+    with conn.transaction():
+        share_key(conn, key, AUDIT_PURPOSE)
+        return conn.execute(query, params).fetchall()
+
+
 def run_fingerprint_probe(
     conn: psycopg.Connection, key: MaskingKey, query: sql.Composable, params: dict[str, object]
 ) -> list[ColumnHits]:
     """Run a probe returning (column, rows, first rows' ctids) per column, with the audit key shared."""
-    with conn.transaction():
-        share_key(conn, key, AUDIT_PURPOSE)
-        rows = conn.execute(query, params).fetchall()
-    return [ColumnHits(name, count, list(locations)) for name, count, locations in rows]
+    return [
+        ColumnHits(name, count, list(locations)) for name, count, locations in _probe_rows(conn, key, query, params)
+    ]
+
+
+def run_counted_probe(
+    conn: psycopg.Connection, key: MaskingKey, query: sql.Composable, params: dict[str, object]
+) -> CountedHits:
+    """Run a probe like run_fingerprint_probe whose query ends with a VALUES_READ_ROW."""
+    rows = _probe_rows(conn, key, query, params)
+    hits = [ColumnHits(name, count, list(locations)) for name, count, locations in rows if name is not None]
+    return CountedHits(hits, sum(count for name, count, _locations in rows if name is None))
 
 
 def location_hex(column: sql.Composable) -> sql.Composed:

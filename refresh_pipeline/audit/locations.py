@@ -14,11 +14,12 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import (
-    ColumnHits,
+    VALUES_READ_ROW,
+    CountedHits,
     location_fingerprint,
     location_fingerprints_present,
     location_hex,
-    run_fingerprint_probe,
+    run_counted_probe,
 )
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
@@ -29,7 +30,7 @@ from refresh_pipeline.masking.session_key import key_relation
 _PROBE = """
 WITH candidates AS MATERIALIZED (
     SELECT v.column_name, v.ewkb, count(*) AS n, min(src.ctid) AS location
-    FROM (SELECT ctid, * FROM {target} AS src {sample}) AS src,
+    FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {condition}) AS src,
          LATERAL (VALUES {columns}) AS v (column_name, ewkb, wkt)
     WHERE v.ewkb IS NOT NULL AND v.wkt <> ALL(%(allowlist)s::text[])
     GROUP BY v.column_name, v.ewkb
@@ -41,6 +42,8 @@ SELECT h.column_name, sum(h.n)::bigint, (array_agg(h.location ORDER BY h.locatio
 FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.location_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
+UNION ALL
+{values_read}
 """
 
 
@@ -59,11 +62,12 @@ def production_locations(
     sample: sql.Composable,
     allowlist: list[str],
     max_locations: int,
-) -> list[ColumnHits]:
-    """Per column, the rows holding a production customer location (needs the fingerprints); values whose
-    lower-case WKT is in `allowlist` are public places."""
+    condition: sql.Composable,
+) -> CountedHits:
+    """Per column, the rows (of those meeting `condition`) holding a production customer location (needs the
+    fingerprints); values whose lower-case WKT is in `allowlist` are public places."""
     if not columns:
-        return []
+        return CountedHits([], 0)
     values = sql.SQL(", ").join(
         sql.SQL("({}, {}, refresh_pipeline.location_text(src.{}))").format(
             sql.Literal(column.name),
@@ -75,8 +79,10 @@ def production_locations(
     query = sql.SQL(_PROBE).format(
         target=table.ident,
         sample=sample,
+        condition=condition,
         columns=values,
         key=key_relation(AUDIT_PURPOSE),
         fingerprint=location_fingerprint(sql.SQL("c.ewkb")),
+        values_read=sql.SQL(VALUES_READ_ROW).format(sql.SQL("SELECT coalesce(sum(n), 0) FROM candidates")),
     )
-    return run_fingerprint_probe(conn, key, query, {"allowlist": allowlist, "max_locations": max_locations})
+    return run_counted_probe(conn, key, query, {"allowlist": allowlist, "max_locations": max_locations})

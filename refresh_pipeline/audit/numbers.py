@@ -6,7 +6,8 @@ would flag ordinary keys. Instead, the values of kept number columns (bigint, nu
 arrays of them) that lie in the range of an
 Indian mobile (10 digits from 6000000000, or 12 with the 91 country code) are compared with production's
 phone fingerprints. Only a value equal to a real production phone counts. All such columns of a table are
-read in one scan, and the range test leaves ordinary IDs and amounts out before anything is hashed.
+read in one scan per block range, and the range test leaves ordinary IDs and amounts out before anything is
+hashed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.audit.fingerprints import ColumnHits, run_fingerprint_probe, token_fingerprint
+from refresh_pipeline.audit.fingerprints import VALUES_READ_ROW, CountedHits, run_counted_probe, token_fingerprint
 from refresh_pipeline.masking.catalog import PHONE_NUMBER_TYPES, ColumnInfo, TableInfo
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation
@@ -25,7 +26,7 @@ PHONE_NUMBER_RANGES = ((6_000_000_000, 9_999_999_999), (916_000_000_000, 919_999
 _PROBE = """
 WITH candidates AS MATERIALIZED (
     SELECT src.ctid AS location, v.column_name, right(v.n::bigint::text, 10) AS national
-    FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {any_in_range}) AS src,
+    FROM (SELECT ctid, * FROM {target} AS src {sample} WHERE {condition} AND ({any_in_range})) AS src,
          LATERAL ({columns}) AS v (column_name, n)
     WHERE ({in_range}) AND v.n = trunc(v.n)
 ),
@@ -37,7 +38,11 @@ SELECT h.column_name, count(DISTINCT h.location),
 FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
 GROUP BY h.column_name
+UNION ALL
+{values_read}
 """
+# The values read, for progress: a second pass over the range's blocks, which the probe has just read.
+_VALUES_READ = "SELECT {non_null} FROM {target} AS src {sample} WHERE {condition}"
 
 
 def kept_number_columns(table: TableInfo, kept_columns: set[str]) -> list[ColumnInfo]:
@@ -60,11 +65,12 @@ def phones_in_kept_numbers(
     key: MaskingKey,
     sample: sql.Composable,
     max_locations: int,
-) -> list[ColumnHits]:
-    """Per column, the rows whose number (or a number in whose array) equals a production phone (needs the
-    fingerprints)."""
+    condition: sql.Composable,
+) -> CountedHits:
+    """Per column, the rows (of those meeting `condition`) whose number (or a number in whose array) equals a
+    production phone (needs the fingerprints)."""
     if not columns:
-        return []
+        return CountedHits([], 0)
     values = sql.SQL(" UNION ALL ").join(
         sql.SQL(
             "SELECT {}, e::numeric FROM unnest(src.{}) AS e" if c.is_array else "SELECT {}, src.{}::numeric"
@@ -89,10 +95,19 @@ def phones_in_kept_numbers(
     query = sql.SQL(_PROBE).format(
         target=table.ident,
         sample=sample,
+        condition=condition,
         columns=values,
         any_in_range=any_in_range,
         in_range=in_range(sql.SQL("v.n")),
         key=key_relation(AUDIT_PURPOSE),
         fingerprint=token_fingerprint(sql.Literal("phone"), sql.SQL("c.national")),
+        values_read=sql.SQL(VALUES_READ_ROW).format(
+            sql.SQL(_VALUES_READ).format(
+                non_null=sql.SQL(" + ").join(sql.SQL("count(src.{})").format(sql.Identifier(c.name)) for c in columns),
+                target=table.ident,
+                sample=sample,
+                condition=condition,
+            )
+        ),
     )
-    return run_fingerprint_probe(conn, key, query, {"max_locations": max_locations})
+    return run_counted_probe(conn, key, query, {"max_locations": max_locations})

@@ -28,7 +28,7 @@ from refresh_pipeline.chunked import (
     run_ranges,
     token_share_column,
 )
-from refresh_pipeline.column_work import ColumnRange, text_column_work
+from refresh_pipeline.column_work import ColumnRange, ProbeRange, probe_work, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo, with_kept_bytes
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
@@ -243,8 +243,8 @@ def scan_table(
     location `geo` moved in any geometry or geography column (locations.py). Patterns: in
     `kept_columns` every detector applies; in masked columns only emails outside the masked domain
     (masked phones are phone-shaped by design). Plain columns are scanned value by
-    distinct value; JSON columns block range by block range, spread over `workers` sessions from
-    `connect` when given.
+    distinct value; JSON columns, and the number and spatial columns (each kind together), block range by
+    block range; all of it spread over `workers` sessions from `connect` when given.
     """
     started = time.monotonic()
     table = with_kept_bytes(table, kept_columns)
@@ -263,12 +263,31 @@ def scan_table(
     numbers = kept_number_columns(table, kept_columns) if known else []
     spatial = spatial_columns(conn, table) if known else []
     audit.columns_scanned = [column.name for column in columns + numbers + spatial]
-    work = text_column_work(conn, table, blocks_per_range)
+    work: list[ColumnRange | ProbeRange] = [
+        *text_column_work(conn, table, blocks_per_range),
+        *probe_work(conn, table, numbers, blocks_per_range),
+        *probe_work(conn, table, spatial, blocks_per_range),
+    ]
+    work.sort(key=lambda item: -item.cost)
     totals = {column.name: _ColumnTotals() for column in columns + numbers + spatial}
     totals_lock = threading.Lock()
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
-    def scan(session: psycopg.Connection, item: ColumnRange) -> int:
+    def probe(session: psycopg.Connection, item: ProbeRange) -> int:
+        arguments = (session, table, list(item.columns), key, sample)
+        condition = item.block_range.condition()
+        if item.columns[0].is_spatial:  # one probe's columns are all spatial or all numbers
+            found = production_locations(*arguments, params["allowlist"], MAX_LOCATIONS, condition)
+        else:
+            found = phones_in_kept_numbers(*arguments, MAX_LOCATIONS, condition)
+        with totals_lock:
+            for hits in found.hits:
+                totals[hits.column].add(hits.rows, {}, hits.locations)
+        return found.values_read
+
+    def scan(session: psycopg.Connection, item: ColumnRange | ProbeRange) -> int:
+        if isinstance(item, ProbeRange):
+            return probe(session, item)
         column = item.column
         values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
             column=sql.Identifier(column.name),
@@ -322,7 +341,7 @@ def scan_table(
                 totals[name].add(known_count, {}, locations)
         return 0
 
-    label = f"{table.qualified_name}: auditing {len(columns)} column(s)"
+    label = f"{table.qualified_name}: auditing {len(audit.columns_scanned)} column(s)"
     progress = Progress(label, sum(item.cost for item in work), log, unit="values")
     if known:
         conn.execute(
@@ -338,11 +357,6 @@ def scan_table(
             log(f"{table.qualified_name}: comparing the tokens found with production's fingerprints")
             run_ranges(list(range(shares)), check_tokens, conn, connect, workers)
             log(f"{table.qualified_name}: tokens compared in {time.monotonic() - checking:.1f} s")
-        for found in phones_in_kept_numbers(conn, table, numbers, key, sample, MAX_LOCATIONS):
-            totals[found.column].add(found.rows, {}, found.locations)
-        allowlist = params["allowlist"]
-        for found in production_locations(conn, table, spatial, key, sample, allowlist, MAX_LOCATIONS):
-            totals[found.column].add(found.rows, {}, found.locations)
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
