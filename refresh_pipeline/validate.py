@@ -9,6 +9,7 @@ from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
+from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
@@ -39,6 +40,12 @@ def validate_against_source(config: RefreshConfig) -> Validation:
         )
         subscriptions = database_subscriptions(conn)
         extensions = installed_extensions(conn)
+        too_long = [
+            problem
+            for table in tables.values()
+            if (table_policy := policy.tables.get((table.schema, table.name))) is not None
+            for problem in masked_lengths_too_long(conn, table, table_policy)
+        ]
     start_up_warnings = []
     missing_extensions = None
     if config.aws:
@@ -53,6 +60,12 @@ def validate_against_source(config: RefreshConfig) -> Validation:
     problems += filter(None, [missing_logins, missing_extensions])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     problems += databases_problems
+    if too_long:
+        problems.append(
+            "masked values would not fit their columns, so the masking would fail: "
+            + "; ".join(too_long)
+            + f". {FIT_ADVICE}"
+        )
     uncovered = find_uncovered(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))

@@ -6,14 +6,17 @@ from importlib import resources
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
-from refresh_pipeline.masking.lengths import FITTED_MAX_LENGTHS
+from refresh_pipeline.masking.lengths import FIT_ADVICE, FITTED_MAX_LENGTHS, IPV6_LENGTH, masked_length
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.validate import validate_against_source
 from refresh_pipeline_tests.helpers import database_with
 
 KEY = MaskingKey("lengths-test-key-0123456789")
@@ -137,3 +140,86 @@ def test_arrays_and_domains_of_short_text_fit_or_fail_naming_the_column(create_d
     assert "public.payers.handles: 300 masked value(s) longer than its 12 characters (up to 14)" in str(raised.value)
     assert "public.payers.upi: 300 masked value(s) longer than its 12 characters (up to 14)" in str(raised.value)
     assert unchanged == 300, "nothing changed"
+
+
+# Values of every shape the growing transforms meet: emails and UPI handles of any length, phone-shaped UPI
+# local parts, phones typed as emails, placeholders, IPv4 and IPv6 with and without a prefix.
+GROWING = """
+CREATE TABLE samples (id int PRIMARY KEY, upi text, note text, phone text, ip text, handles text[]);
+INSERT INTO samples VALUES
+ (1, 'ravi.kumar@okaxis', 'mail ravi@gmail.com or +91 98765 43210', '+91 98765 43210', '192.168.1.10',
+  ARRAY['a@ybl', 'ravi.kumar@okaxis']),
+ (2, 'a@ybl', 'upi a.b@ybl and 9876543210@ybl, A.B@Example.CO.in', 'ravi@gmail.com', '10.0.0.1/24',
+  ARRAY['9876543210@ybl']),
+ (3, '9876543210@ybl', 'nothing here', '98765-43210', '2001:db8::1', ARRAY['-', 'x@y@ybl']),
+ (4, '+919876543210@paytm', 'call 09876543210 or x@y@ybl', '-', '2001:db8::/32', NULL),
+ (5, 'noatsign', '--', 'mail: ravi@gmail.com', 'N/A', ARRAY[]::text[]),
+ (6, ' ', '', NULL, '-', ARRAY['']),
+ (7, 'x@y@ybl', 'a@b.in a@b.in', '', '1.2.3.4', ARRAY['RAVI@OKSBI']),
+ (8, NULL, NULL, '(022) 2345 6789', NULL, NULL),
+ (9, '', 'Ravi@Gmail.Com wrote', '9876543210', '255.255.255.255/8', ARRAY['ravi@gmail.com']);
+"""
+GROWING_POLICY = parse_policy(
+    "tables:\n  samples: {id: keep, upi: upi, note: scrub, phone: phone, ip: ip, handles: {array: upi}}\n"
+)
+
+
+def test_the_length_measured_without_the_key_is_the_masked_values_length(create_database):
+    """`validate` measures production's values without the key: what it predicts is what the masking makes
+    (the largest IPv4 address being its bound)."""
+    conninfo = database_with(create_database, "growing", GROWING)
+    columns = ["upi", "note", "phone", "ip"]
+    predictions = sql.SQL(", ").join(
+        [
+            masked_length(transform, sql.SQL("{}::text").format(sql.Identifier(column)))
+            for column, transform in zip(columns, ["upi", "scrub", "phone", "ip"], strict=True)
+        ]
+        + [sql.SQL("(SELECT max({}) FROM unnest(handles) AS e)").format(masked_length("upi", sql.SQL("e")))]
+    )
+    lengths = sql.SQL(", ").join(
+        [sql.SQL("length({})").format(sql.Identifier(c)) for c in columns]
+        + [sql.SQL("(SELECT max(length(e)) FROM unnest(handles) AS e)")]
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        predicted = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(predictions)).fetchall()
+        mask_table(conn, GROWING_POLICY, "samples", KEY)
+        masked = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(lengths)).fetchall()
+        notes = [row[0] for row in conn.execute("SELECT note FROM samples ORDER BY id")]
+    assert sum("@example.com" in (note or "").lower() for note in notes) == 4, notes
+    for before, after in zip(predicted, masked, strict=True):
+        ip_row = before[4] != after[4]
+        assert before[:4] + before[5:] == after[:4] + after[5:], (before, after)
+        assert not ip_row or (after[4] <= before[4] and before[0] in (1, 2, 7, 9)), "IPv4: at most the bound"
+    assert max(row[4] for row in predicted if row[4] is not None) == IPV6_LENGTH + 3
+
+
+def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_database, write_config, tmp_path):
+    production = create_database("growing_production")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE users (id int PRIMARY KEY, upi varchar(12), note varchar(40), ip varchar(15),"
+            " handles varchar(16)[], phone varchar(20));"
+            "INSERT INTO users SELECT g,"
+            " CASE WHEN g <= 3 THEN 'ab' || g || '@ybl' ELSE '98765' || lpad(g::text, 5, '0') || '@y' END,"
+            " CASE WHEN g = 1 THEN 'write to ab@cd.in or a@b.in' ELSE 'write to a@b.in' END,"
+            " CASE WHEN g = 2 THEN '::1' ELSE '192.168.1.10' END,"
+            " ARRAY['a@ybl', CASE WHEN g = 5 THEN 'b@okaxis' END], '+91 98765 43210' FROM generate_series(1, 5) g"
+        )
+        before = conn.execute("SELECT * FROM users ORDER BY id").fetchall()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  users: {id: keep, upi: upi, note: scrub, ip: ip, handles: {array: upi}, phone: phone}\n"
+    )
+
+    problems = validate_against_source(load_config(write_config(production, policy))).problems
+
+    assert problems == [
+        "masked values would not fit their columns, so the masking would fail: "
+        "public.users.upi: 3 value(s) would be longer than its 12 characters once masked with `upi` (up to 14); "
+        "public.users.note: 1 value(s) would be longer than its 40 characters once masked with `scrub` (up to 69); "
+        "public.users.ip: 1 value(s) would be longer than its 15 characters once masked with `ip` (up to 39); "
+        "public.users.handles: 1 value(s) would be longer than its 16 characters once masked with `upi` (up to 17)"
+        f". {FIT_ADVICE}"
+    ]
+    with psycopg.connect(production) as conn:
+        assert conn.execute("SELECT * FROM users ORDER BY id").fetchall() == before

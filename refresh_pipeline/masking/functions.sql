@@ -507,15 +507,9 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     FROM h
 $$;
 
--- Emails, UPI handles and Indian phone numbers in any common spelling, as one pattern without capture
--- groups; used by the scrubber and by the audit so both see the same tokens. regexp_matches() returns
--- the whole match of such a pattern as m[1] (a group around it gives the same, a few % slower).
-CREATE OR REPLACE FUNCTION refresh_pipeline.pii_pattern() RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+'
-        || '|[A-Za-z0-9._-]+@[A-Za-z]{2,}(?![A-Za-z0-9])'
-        || '|(?<![0-9A-Za-z+])(?:\+91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])'
-$$;
+-- refresh_pipeline.pii_pattern(): emails, UPI handles and Indian phone numbers, used by the scrubber and by
+-- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), which
+-- `validate` also reads production with.
 
 -- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean

@@ -6,7 +6,8 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
-from refresh_pipeline.masking.policy import REDACTED, TransformRule
+from refresh_pipeline.masking.patterns import PHONE_SHAPED_UPI_LOCAL, PII_PATTERN, PLACEHOLDER_CHARACTERS
+from refresh_pipeline.masking.policy import REDACTED, ArrayRule, TablePolicy, TransformRule
 
 # Transforms whose every value is this long (email) or as long as asked (hash): a shorter column is refused
 # by the policy check before any work.
@@ -15,6 +16,15 @@ EMAIL_LENGTH = 28
 # In a shorter column their trailing words are dropped until the value fits: `Lakshmi Srinivasan` is
 # `Lakshmi` in a varchar(14), `12, Gandhi Nagar Lane, Andheri East` `12, Gandhi Nagar Lane` in a varchar(24).
 FITTED_MAX_LENGTHS = {"first_name": 7, "last_name": 10, "name": 18, "address": 36}
+# Transforms whose values may be longer than the original, by how much depending on the value: measured on
+# production by `validate` (masked_lengths_too_long). A UPI handle's local part becomes this many letters
+# (unless it is a phone: phones keep their spelling), an email EMAIL_LENGTH characters; a masked IPv4
+# address has at most IPV4_LENGTH characters, an IPv6 one always IPV6_LENGTH, before a kept /prefix.
+FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`), or widen the column."
+GROWING_TRANSFORMS = frozenset({"upi", "scrub", "phone", "ip"})
+UPI_LOCAL_LENGTH = 10
+IPV4_LENGTH = 14
+IPV6_LENGTH = 39
 
 
 def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
@@ -63,5 +73,91 @@ def too_long_for_their_columns(
         f"{table.qualified_name}.{column.name}: {too_long:,} masked value(s) longer than its {column.max_length} "
         f"characters (up to {length})"
         for column, too_long, length in zip(limited, row[0::2], row[1::2], strict=True)
+        if too_long
+    ]
+
+
+def _placeholder(v: sql.Composable) -> sql.Composed:
+    return sql.SQL("btrim({}, {}) = ''").format(v, sql.Literal(PLACEHOLDER_CHARACTERS))
+
+
+def _upi_length(v: sql.Composable) -> sql.Composed:
+    local = sql.SQL("substring({} FROM '^(.*)@')").format(v)
+    return sql.SQL(
+        "CASE WHEN strpos({v}, '@') = 0 THEN {letters}"
+        " ELSE length({v}) - length({local}) + CASE WHEN {local} ~ {phone} THEN length({local}) ELSE {letters} END END"
+    ).format(v=v, local=local, phone=sql.Literal(PHONE_SHAPED_UPI_LOCAL), letters=sql.Literal(UPI_LOCAL_LENGTH))
+
+
+def _scrub_length(v: sql.Composable) -> sql.Composed:
+    """Each token of the pattern replaced: an email by EMAIL_LENGTH characters, a UPI handle's local part by
+    its letters, a phone by a phone spelled alike."""
+    token = sql.SQL("m[1]")
+    delta = sql.SQL(
+        "CASE WHEN strpos({t}, '@') = 0 THEN 0"
+        " WHEN strpos(substr({t}, strpos({t}, '@')), '.') > 0 THEN {email} - length({t})"
+        " ELSE {upi} - length({t}) END"
+    ).format(t=token, email=sql.Literal(EMAIL_LENGTH), upi=_upi_length(token))
+    tokens = sql.SQL("regexp_matches({}, {}, 'g') AS m").format(v, sql.Literal(PII_PATTERN))
+    return sql.SQL("length({v}) + coalesce((SELECT sum({delta}) FROM {tokens}), 0)").format(
+        v=v, delta=delta, tokens=tokens
+    )
+
+
+def masked_length(transform: str, v: sql.Composable) -> sql.Composed:
+    """The length of `v` once masked with one of GROWING_TRANSFORMS, without the key: exact but for `ip`
+    (IPV4_LENGTH at most). NULL stays NULL, and placeholders (spaces and punctuation) stay as they are."""
+    if transform == "upi":
+        grown = _upi_length(v)
+    elif transform == "scrub":
+        grown = _scrub_length(v)
+    elif transform == "phone":  # digits keep their places; an email typed in is scrubbed
+        grown = sql.SQL("CASE WHEN strpos({v}, '@') > 0 THEN {scrub} ELSE length({v}) END").format(
+            v=v, scrub=_scrub_length(v)
+        )
+    elif transform == "ip":
+        grown = sql.SQL(
+            "CASE WHEN {v} ~ '^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+' THEN {v4} ELSE {v6} END"
+            " + coalesce(length('/' || substring({v} FROM '/([0-9]{{1,3}})$')), 0)"
+        ).format(v=v, v4=sql.Literal(IPV4_LENGTH), v6=sql.Literal(IPV6_LENGTH))
+    else:
+        raise ValueError(f"{transform} does not change a value's length by the value")
+    return sql.SQL("CASE WHEN {v} IS NULL OR {placeholder} THEN length({v}) ELSE {grown} END").format(
+        placeholder=_placeholder(v), v=v, grown=grown
+    )
+
+
+def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_policy: TablePolicy) -> list[str]:
+    """Which of the table's limited columns would hold masked values longer than they allow, measured on the
+    values `conn` reads (production, read-only, before any work): how many rows and how long, never the values.
+    One scan of the table for all of them; none when no such column is masked with a GROWING_TRANSFORM."""
+    measured: list[tuple[ColumnInfo, str]] = []
+    for column in table.columns:
+        rule = table_policy.columns.get(column.name)
+        element = rule.element if isinstance(rule, ArrayRule) else rule
+        growing = isinstance(element, TransformRule) and element.transform in GROWING_TRANSFORMS
+        if column.max_length is not None and growing:
+            measured.append((column, element.transform))
+    if not measured:
+        return []
+
+    def longest(column: ColumnInfo, transform: str) -> sql.Composable:
+        if column.is_array:  # the longest element of each row's array
+            return sql.SQL("(SELECT max({}) FROM unnest({}::text[]) AS e)").format(
+                masked_length(transform, sql.SQL("e")), sql.Identifier(column.name)
+            )
+        return masked_length(transform, sql.SQL("{}::text").format(sql.Identifier(column.name)))
+
+    measures = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {v} > {n}), max({v})").format(
+            v=longest(column, transform), n=sql.Literal(column.max_length)
+        )
+        for column, transform in measured
+    )
+    row = conn.execute(sql.SQL("SELECT {} FROM {}").format(measures, table.ident)).fetchone()
+    return [
+        f"{table.qualified_name}.{column.name}: {too_long:,} value(s) would be longer than its {column.max_length} "
+        f"characters once masked with `{transform}` (up to {length})"
+        for (column, transform), too_long, length in zip(measured, row[0::2], row[1::2], strict=True)
         if too_long
     ]

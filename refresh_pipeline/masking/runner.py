@@ -25,7 +25,8 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.constraints import constraint_violations_explained
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
-from refresh_pipeline.masking.lengths import too_long_for_their_columns
+from refresh_pipeline.masking.lengths import FIT_ADVICE, too_long_for_their_columns
+from refresh_pipeline.masking.patterns import install_pii_pattern
 from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_masking
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
@@ -55,6 +56,7 @@ def install_functions(conn: psycopg.Connection) -> None:
     with conn.transaction():
         # Parallel steps may all install at once; CREATE OR REPLACE of one function is not concurrency-safe.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('refresh_pipeline.install_functions'))")
+        install_pii_pattern(conn)
         conn.execute(script)
 
 
@@ -258,7 +260,7 @@ def mask_table(
                 raise RefreshError(
                     "masked values do not fit their columns, so nothing was changed: "
                     + "; ".join(too_long)
-                    + ". Use a transform whose values fit (`hash` with a `length`, `redact`), or widen the column."
+                    + f". {FIT_ADVICE}"
                 ) from None
             raise
     finally:

@@ -1,0 +1,33 @@
+"""The PII pattern the scrubber and the audit share, installed as refresh_pipeline.pii_pattern() and read
+from here by whatever cannot call that function (production, through a read-only session)."""
+
+import string
+
+import psycopg
+from psycopg import sql
+
+# Emails, UPI handles and Indian phone numbers in any common spelling, as one pattern without capture groups:
+# regexp_matches() returns the whole match of such a pattern as m[1] (a group around it gives the same, a
+# few % slower).
+PII_PATTERN = (
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+    r"|[A-Za-z0-9._-]+@[A-Za-z]{2,}(?![A-Za-z0-9])"
+    r"|(?<![0-9A-Za-z+])(?:\+91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
+)
+
+# A UPI handle's local part masked like a phone (functions.sql: mask_upi_local); any other takes letters.
+PHONE_SHAPED_UPI_LOCAL = r"^(\+?91|0)?[6-9][0-9]{9}$"
+# What is_placeholder() strips: spaces and ASCII punctuation.
+PLACEHOLDER_CHARACTERS = " \t\r\n" + string.punctuation
+
+_CREATE = """
+CREATE SCHEMA IF NOT EXISTS refresh_pipeline;
+CREATE OR REPLACE FUNCTION refresh_pipeline.pii_pattern() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS {body}
+"""
+
+
+def install_pii_pattern(conn: psycopg.Connection) -> None:
+    """Create refresh_pipeline.pii_pattern() (before the functions that call it)."""
+    body = sql.Literal(f"SELECT {sql.Literal(PII_PATTERN).as_string(conn)}")
+    conn.execute(sql.SQL(_CREATE).format(body=body))
