@@ -115,8 +115,10 @@ NUMBER_VALUE_COST = 8
 
 @dataclass(frozen=True)
 class ProbeRange:
-    """Several columns of one table read in one scan over one block range (kept numbers, locations)."""
+    """Several columns of one table read in one scan over one block range by one kind of probe (the caller's
+    name for it: kept numbers, locations, coordinates)."""
 
+    kind: str
     columns: tuple[ColumnInfo, ...]
     block_range: BlockRange
     cost: float = 1.0  # in the units of text_column_work's costs
@@ -127,11 +129,16 @@ class ProbeRange:
 
 
 def probe_work(
-    conn: psycopg.Connection, table: TableInfo, columns: list[ColumnInfo], blocks_per_range: int = BLOCKS_PER_RANGE
+    conn: psycopg.Connection,
+    table: TableInfo,
+    kind: str,
+    columns: list[ColumnInfo],
+    hashed: bool,
+    blocks_per_range: int = BLOCKS_PER_RANGE,
 ) -> list[ProbeRange]:
-    """`columns` read together, block range by block range (a kept vehicle-position table holds millions of
-    locations, each hashed), costed like text_column_work's items: a location is hashed as a token is,
-    a number mostly only compared."""
+    """`columns` read together by the `kind` of probe, block range by block range (a kept vehicle-position
+    table holds millions of locations), costed like text_column_work's items: a `hashed` value (a location)
+    as a token, any other (a number, mostly only compared) far less."""
     if not columns:
         return []
     rows, blocks, stats = _statistics(conn, table)
@@ -141,10 +148,10 @@ def probe_work(
 
     def value_cost(column: ColumnInfo) -> float:
         column_stats = stats.get(column.name, UNKNOWN)
-        return column_stats.non_null * (column_stats.value_cost if column.is_spatial else NUMBER_VALUE_COST)
+        return column_stats.non_null * (column_stats.value_cost if hashed else NUMBER_VALUE_COST)
 
     per_row = ROW_OVERHEAD + sum(value_cost(column) for column in columns)
     return [
-        ProbeRange(tuple(columns), block_range, max(1.0, rows_per_block * block_range.blocks * per_row))
+        ProbeRange(kind, tuple(columns), block_range, max(1.0, rows_per_block * block_range.blocks * per_row))
         for block_range in block_ranges(conn, table, blocks_per_range)
     ]

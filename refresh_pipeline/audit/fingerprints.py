@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import TableInfo, column_text, with_pii_numbers
+from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text, with_pii_numbers
+from refresh_pipeline.masking.coordinates import coordinate_pairs
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -112,6 +113,16 @@ def location_fingerprint(ewkb_hex: sql.Composable) -> sql.Composed:
     return _fingerprint_sql(sql.SQL("'location:' || {}").format(ewkb_hex))
 
 
+def coordinates_fingerprint(latitude: sql.Composable, longitude: sql.Composable) -> sql.Composed:
+    """The fingerprint of a place given as two numbers (to 6 decimals, ~0.1 m: a numeric(9,6) and a double
+    precision copy of it read the same): recorded and audited alike."""
+    return _fingerprint_sql(
+        sql.SQL("'coordinates:' || round(CAST({} AS numeric), 6) || ',' || round(CAST({} AS numeric), 6)").format(
+            latitude, longitude
+        )
+    )
+
+
 def _moved_location_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
     """The table's geometry and geography columns the policy moves with `geo`: customers' locations."""
     table_policy = policy.tables.get((table.schema, table.name))
@@ -124,6 +135,19 @@ def _moved_location_columns(policy: MaskingPolicy, table: TableInfo) -> list[str
         and isinstance(rule := table_policy.columns.get(column.name), TransformRule)
         and rule.transform == "geo"
     ]
+
+
+def _moved_coordinate_pairs(policy: MaskingPolicy, table: TableInfo) -> list[tuple[ColumnInfo, ColumnInfo]]:
+    """The table's latitude/longitude number pairs (masking/coordinates.py) the policy moves with `geo`."""
+    table_policy = policy.tables.get((table.schema, table.name))
+    if table_policy is None:
+        return []
+
+    def moved(column: ColumnInfo) -> bool:
+        rule = table_policy.columns.get(column.name)
+        return isinstance(rule, TransformRule) and rule.transform == "geo"
+
+    return [(lat, lon) for lat, lon in coordinate_pairs(table.columns) if moved(lat) and moved(lon)]
 
 
 def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
@@ -251,15 +275,57 @@ def fingerprint_locations(
     conn.execute(sql.SQL("ANALYZE {}").format(LOCATION_FINGERPRINTS))
 
 
+# As locations: made only when the policy moves some pair, so that without it no number pair is hashed.
+COORDINATE_FINGERPRINTS = sql.SQL("refresh_pipeline_audit.coordinate_fingerprints")
+
+
+def fingerprint_coordinates(
+    conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
+) -> None:
+    """Fingerprint each distinct place of every latitude/longitude pair the policy moves with `geo`
+    (audit/coordinates.py)."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(COORDINATE_FINGERPRINTS))
+    moved = [(table, pair) for table in tables for pair in _moved_coordinate_pairs(policy, table)]
+    if not moved:
+        return
+    share_key(conn, key, AUDIT_PURPOSE)
+    conn.execute(sql.SQL("CREATE TABLE {} (fingerprint bytea NOT NULL)").format(COORDINATE_FINGERPRINTS))
+    for table, (latitude, longitude) in moved:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {coordinates} SELECT {fingerprint} FROM (SELECT DISTINCT {lat} AS lat, {lon} AS lon "
+                "FROM {target} WHERE {lat} IS NOT NULL AND {lon} IS NOT NULL) AS d CROSS JOIN {key}"
+            ).format(
+                coordinates=COORDINATE_FINGERPRINTS,
+                fingerprint=coordinates_fingerprint(sql.SQL("d.lat"), sql.SQL("d.lon")),
+                lat=sql.Identifier(latitude.name),
+                lon=sql.Identifier(longitude.name),
+                target=table.ident,
+                key=key_relation(AUDIT_PURPOSE),
+            )
+        )
+    conn.execute(sql.SQL("CREATE INDEX ON {} (fingerprint)").format(COORDINATE_FINGERPRINTS))
+    conn.execute(sql.SQL("ANALYZE {}").format(COORDINATE_FINGERPRINTS))
+
+
+def _audit_table_present(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{AUDIT_SCHEMA}.{name}",)).fetchone()[0]
+
+
+def coordinate_fingerprints_present(conn: psycopg.Connection) -> bool:
+    return _audit_table_present(conn, "coordinate_fingerprints")
+
+
 def location_fingerprints_present(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('refresh_pipeline_audit.location_fingerprints') IS NOT NULL").fetchone()[0]
+    return _audit_table_present(conn, "location_fingerprints")
 
 
 def record_original_fingerprints(
     conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
 ) -> None:
     """Fingerprint every email, phone and UPI token in every text/JSON/array column of every table (kept
-    columns too), the whole values of masked PII columns and the locations `geo` moves, in one transaction."""
+    columns too), the whole values of masked PII columns and the locations and coordinates `geo` moves, in one
+    transaction."""
     with conn.transaction():
         if not original_tokens_collected(conn):
             collect_original_tokens(conn, tables, policy)
@@ -267,11 +333,12 @@ def record_original_fingerprints(
         fingerprint_tokens(conn, key)
         fingerprint_whole_values(conn, tables, policy, key)
         fingerprint_locations(conn, tables, policy, key)
+        fingerprint_coordinates(conn, tables, policy, key)
         index_fingerprints(conn)
 
 
 def fingerprints_present(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('refresh_pipeline_audit.original_fingerprints') IS NOT NULL").fetchone()[0]
+    return _audit_table_present(conn, "original_fingerprints")
 
 
 def drop_fingerprints(conn: psycopg.Connection) -> None:

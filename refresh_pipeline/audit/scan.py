@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.audit.coordinates import kept_coordinate_pairs, pair_name, production_coordinates
 from refresh_pipeline.audit.fingerprints import (
     MIN_WHOLE_VALUE_LENGTH,
     fingerprints_present,
@@ -37,7 +38,8 @@ MASKED_EMAIL_DOMAIN = "example.com"
 DETECTOR_VERSIONS = {
     "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1; "
     "production phones kept in bigint/numeric columns, v1; "
-    "production locations (PostGIS) moved by geo, in every geometry/geography column, v1",
+    "production locations (PostGIS) moved by geo, in every geometry/geography column, v1; "
+    "production coordinates (latitude/longitude number pairs) moved by geo, in kept pairs, v1",
     "email": "email outside @example.com, v1",
     "phone": "Indian mobile (+91/0 prefix, 5-5 or 10 digits), v1",
     "upi": "UPI handle <local>@<bank>, v1",
@@ -239,12 +241,13 @@ def scan_table(
     of each value, escaped), its kept bigint and numeric columns and its geometry and geography columns.
 
     Known values: any token (or whole value) whose fingerprint equals an original's fails, in any
-    column; so does a production phone in a kept bigint or numeric column (numbers.py), and a production
-    location `geo` moved in any geometry or geography column (locations.py). Patterns: in
+    column; so does a production phone in a kept bigint or numeric column (numbers.py), a production
+    location `geo` moved in any geometry or geography column (locations.py), and a production place `geo`
+    moved in a kept latitude/longitude pair of number columns (coordinates.py). Patterns: in
     `kept_columns` every detector applies; in masked columns only emails outside the masked domain
     (masked phones are phone-shaped by design). Plain columns are scanned value by
-    distinct value; JSON columns, and the number and spatial columns (each kind together), block range by
-    block range; all of it spread over `workers` sessions from `connect` when given.
+    distinct value; JSON columns, and the number, spatial and coordinate columns (each kind together), block
+    range by block range; all of it spread over `workers` sessions from `connect` when given.
     """
     started = time.monotonic()
     table = with_kept_bytes(table, kept_columns)
@@ -262,24 +265,34 @@ def scan_table(
     columns = [column for column in table.columns if column.holds_text]
     numbers = kept_number_columns(table, kept_columns) if known else []
     spatial = spatial_columns(conn, table) if known else []
-    audit.columns_scanned = [column.name for column in columns + numbers + spatial]
+    pairs = kept_coordinate_pairs(conn, table, kept_columns) if known else []
+    pair_names = [pair_name(latitude, longitude) for latitude, longitude in pairs]
+    audit.columns_scanned = [column.name for column in columns + numbers + spatial] + pair_names
     work: list[ColumnRange | ProbeRange] = [
         *text_column_work(conn, table, blocks_per_range),
-        *probe_work(conn, table, numbers, blocks_per_range),
-        *probe_work(conn, table, spatial, blocks_per_range),
+        *probe_work(conn, table, "numbers", numbers, False, blocks_per_range),
+        *probe_work(conn, table, "locations", spatial, True, blocks_per_range),
+        *probe_work(conn, table, "coordinates", [column for pair in pairs for column in pair], True, blocks_per_range),
     ]
     work.sort(key=lambda item: -item.cost)
-    totals = {column.name: _ColumnTotals() for column in columns + numbers + spatial}
+    totals = {name: _ColumnTotals() for name in audit.columns_scanned}
     totals_lock = threading.Lock()
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
     def probe(session: psycopg.Connection, item: ProbeRange) -> int:
-        arguments = (session, table, list(item.columns), key, sample)
+        columns = list(item.columns)
         condition = item.block_range.condition()
-        if item.columns[0].is_spatial:  # one probe's columns are all spatial or all numbers
-            found = production_locations(*arguments, params["allowlist"], MAX_LOCATIONS, condition)
-        else:
-            found = phones_in_kept_numbers(*arguments, MAX_LOCATIONS, condition)
+        if item.kind == "numbers":
+            found = phones_in_kept_numbers(session, table, columns, key, sample, MAX_LOCATIONS, condition)
+        elif item.kind == "locations":
+            found = production_locations(
+                session, table, columns, key, sample, params["allowlist"], MAX_LOCATIONS, condition
+            )
+        else:  # coordinates: the pairs' columns one after the other
+            pairs = list(zip(columns[0::2], columns[1::2], strict=True))
+            found = production_coordinates(
+                session, table, pairs, key, sample, params["allowlist"], MAX_LOCATIONS, condition
+            )
         with totals_lock:
             for hits in found.hits:
                 totals[hits.column].add(hits.rows, {}, hits.locations)
@@ -360,10 +373,10 @@ def scan_table(
     finally:
         if known:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
-    for column in columns + numbers + spatial:
-        found = totals[column.name]
+    for name in audit.columns_scanned:
+        found = totals[name]
         if found.known or found.patterns:
-            audit.findings.append(ColumnFindings(column.name, found.known, found.patterns, tuple(found.locations)))
+            audit.findings.append(ColumnFindings(name, found.known, found.patterns, tuple(found.locations)))
     audit.seconds = time.monotonic() - started
     log(f"{audit.summary()} in {audit.seconds:.1f} s")
     return audit

@@ -243,3 +243,10 @@ def with_kept_bytes(table: TableInfo, kept_columns: set[str]) -> TableInfo:
 def _with_marked(table: TableInfo, flag: str, marked: Callable[[ColumnInfo], bool]) -> TableInfo:
     columns = tuple(dataclasses.replace(c, **{flag: True}) if marked(c) else c for c in table.columns)
     return dataclasses.replace(table, columns=columns)
+
+
+def column_words(name: str) -> str:
+    """A column's name as lower-case words joined by `_`: `homeAddress` -> `home_address`, `Passenger Email` ->
+    `passenger_email`."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", snake.lower()).strip("_")

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import (
+    fingerprint_coordinates,
     fingerprint_locations,
     fingerprint_tokens,
     fingerprint_whole_values,
@@ -117,6 +118,7 @@ def record_originals(
         run_ranges(work, read, conn, connect, workers, reading)
         with conn.transaction():
             fingerprint_locations(conn, tables, policy, key)
+            fingerprint_coordinates(conn, tables, policy, key)
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
         started = time.monotonic()
         log(f"fingerprinting and mapping each distinct token once, on {shares} session(s)")

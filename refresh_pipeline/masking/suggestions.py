@@ -16,7 +16,9 @@ from refresh_pipeline.masking.catalog import (
     TEXT_CASTABLE,
     TEXT_TYPES,
     ColumnInfo,
+    column_words,
 )
+from refresh_pipeline.masking.coordinates import COORDINATE_WORDS
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import TransformRule
 
@@ -51,15 +53,8 @@ _PERSONAL_FILE = re.compile(
     r"(^|_)(photo|picture|image|img|avatar|selfie|scan|kyc|id_proof|passport|licen[cs]e|signature|document|doc"
     r"|attachment|file)s?(_|$)"
 )
-_COORDINATE = re.compile(r"(^|_)(lat|lng|lon|latitude|longitude)(_|$)")
 _ADDRESS_WHY = "an IP address: a customer's is personal data; keep only a server's"
 _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
-
-
-def _words(column: str) -> str:
-    """`homeAddress` -> `home_address`; `Passenger Email` -> `passenger_email`."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", column)
-    return re.sub(r"[^a-z0-9]+", "_", snake.lower()).strip("_")
 
 
 # Number columns named like these hold the same PII as text ones (a phone as a bigint).
@@ -69,11 +64,11 @@ _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME 
 def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
     """(rule as YAML, why) for the snippet line of an unclassified column of `table`; the rule applies as
     pasted."""
-    words = _words(column.name)
+    words = column_words(column.name)
     unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
-    if column.is_text and words == "name" and not _PEOPLE.search(_words(table)):
+    if column.is_text and words == "name" and not _PEOPLE.search(column_words(table)):
         rule, too_short = _fitting(column, "redact")
         return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
     if column.is_array and (number := _number_transform(column, words)):
@@ -91,7 +86,7 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
         return _derived_or_composite(column)
     if column.is_spatial:
         return "geo", _LOCATION_WHY
-    if column.base_type in FRACTIONAL_TYPES and not column.is_array and _COORDINATE.search(words):
+    if column.base_type in FRACTIONAL_TYPES and not column.is_array and COORDINATE_WORDS.search(words):
         return "geo", _LOCATION_WHY
     if number := _number_transform(column, words):
         return number
