@@ -12,7 +12,13 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
-from refresh_pipeline.masking.lengths import FIT_ADVICE, FITTED_MAX_LENGTHS, IPV6_LENGTH, masked_length
+from refresh_pipeline.masking.lengths import (
+    FIT_ADVICE,
+    FITTED_MAX_LENGTHS,
+    IPV6_LENGTH,
+    masked_length,
+    masked_length_bound,
+)
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.masking.validation import find_policy_problems
@@ -180,8 +186,14 @@ def test_the_length_measured_without_the_key_is_the_masked_values_length(create_
         [sql.SQL("length({})").format(sql.Identifier(c)) for c in columns]
         + [sql.SQL("(SELECT max(length(e)) FROM unnest(handles) AS e)")]
     )
+    # The cheap bound validate measures only values above the limit of: never below the masked length.
+    bounds = sql.SQL(", ").join(
+        masked_length_bound(transform, sql.SQL("{}::text").format(sql.Identifier(column)))
+        for column, transform in zip([*columns, "handles"], ["upi", "scrub", "phone", "ip", "upi"], strict=True)
+    )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         predicted = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(predictions)).fetchall()
+        bounded = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(bounds)).fetchall()
         mask_table(conn, GROWING_POLICY, "samples", KEY)
         masked = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(lengths)).fetchall()
         notes = [row[0] for row in conn.execute("SELECT note FROM samples ORDER BY id")]
@@ -191,6 +203,8 @@ def test_the_length_measured_without_the_key_is_the_masked_values_length(create_
         assert before[:4] + before[5:] == after[:4] + after[5:], (before, after)
         assert not ip_row or (after[4] <= before[4] and before[0] in (1, 2, 7, 9)), "IPv4: at most the bound"
     assert max(row[4] for row in predicted if row[4] is not None) == IPV6_LENGTH + 3
+    for bound, after in zip(bounded, masked, strict=True):
+        assert all(b >= a for b, a in zip(bound[1:], after[1:], strict=True) if a is not None), (bound, after)
 
 
 def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_database, write_config, tmp_path):

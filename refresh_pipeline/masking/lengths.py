@@ -127,10 +127,23 @@ def masked_length(transform: str, v: sql.Composable) -> sql.Composed:
     )
 
 
+def masked_length_bound(transform: str, v: sql.Composable) -> sql.Composed:
+    """Cheap: at least the masked length of `v` (or of any element, for an array's text). An email or UPI
+    token holds one '@' and grows by at most EMAIL_LENGTH - 5 (`a@b.c`); a phone keeps its length."""
+    if transform == "ip":
+        return sql.SQL("{}").format(sql.Literal(IPV6_LENGTH + len("/128")))
+    if transform == "upi":
+        return sql.SQL("length({}) + {}").format(v, sql.Literal(UPI_LOCAL_LENGTH))
+    return sql.SQL("length({v}) + {growth} * (length({v}) - length(replace({v}, '@', '')))").format(
+        v=v, growth=sql.Literal(EMAIL_LENGTH - len("a@b.c"))
+    )
+
+
 def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_policy: TablePolicy) -> list[str]:
     """Which of the table's limited columns would hold masked values longer than they allow, measured on the
     values `conn` reads (production, read-only, before any work): how many rows and how long, never the values.
-    One scan of the table for all of them; none when no such column is masked with a GROWING_TRANSFORM."""
+    One scan of the table for all of them (values that cannot outgrow the limit are not measured, so long
+    free text costs little); none when no such column is masked with a GROWING_TRANSFORM."""
     measured: list[tuple[ColumnInfo, str]] = []
     for column in table.columns:
         rule = table_policy.columns.get(column.name)
@@ -149,8 +162,10 @@ def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_po
         return masked_length(transform, sql.SQL("{}::text").format(sql.Identifier(column.name)))
 
     measures = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {v} > {n}), max({v})").format(
-            v=longest(column, transform), n=sql.Literal(column.max_length)
+        sql.SQL("count(*) FILTER (WHERE {bound} > {n} AND {v} > {n}), max({v}) FILTER (WHERE {bound} > {n})").format(
+            v=longest(column, transform),
+            bound=masked_length_bound(transform, sql.SQL("{}::text").format(sql.Identifier(column.name))),
+            n=sql.Literal(column.max_length),
         )
         for column, transform in measured
     )
