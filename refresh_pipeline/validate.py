@@ -13,7 +13,11 @@ from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
-from refresh_pipeline.platforms.extensions import installed_extensions, unavailable_extensions_problem
+from refresh_pipeline.platforms.extensions import (
+    plan_extension_versions,
+    read_extension_versions,
+    unavailable_extensions_problem,
+)
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
 
@@ -39,7 +43,7 @@ def validate_against_source(config: RefreshConfig) -> Validation:
             other_databases_findings(conn, config.aws.database_name) if config.aws else ([], [])
         )
         subscriptions = database_subscriptions(conn)
-        extensions = installed_extensions(conn)
+        extensions = read_extension_versions(conn)
         too_long = [
             problem
             for table in tables.values()
@@ -48,14 +52,17 @@ def validate_against_source(config: RefreshConfig) -> Validation:
         ]
     start_up_warnings = []
     missing_extensions = None
+    version_warnings: list[str] = []
     if config.aws:
         from refresh_pipeline.platforms.aws import AwsPlatform  # boto3 clients only when asked for
 
         assert isinstance(platform, AwsPlatform)
         start_up_warnings = platform.start_up_risks(subscriptions)
     else:  # an RDS restore brings production's engine; a local one creates each extension on its server
+        names = [extension.name for extension in extensions]
         with connect(platform.conninfo("postgres")) as staging_server:
-            missing_extensions = unavailable_extensions_problem(staging_server, extensions)
+            missing_extensions = unavailable_extensions_problem(staging_server, names)
+            version_warnings = plan_extension_versions(staging_server, extensions, names).notes
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins, missing_extensions])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
@@ -70,4 +77,5 @@ def validate_against_source(config: RefreshConfig) -> Validation:
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))
     warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
+    warnings += version_warnings
     return Validation(problems, warnings)

@@ -156,6 +156,46 @@ def test_validate_names_the_extensions_the_staging_server_lacks(production_with_
     assert problems == [_missing_extensions(major)]
 
 
+def test_a_restore_creates_production_extensions_at_production_versions(create_database, write_config, tmp_path):
+    """pg_restore creates an extension at the server's default version: production's are created first where
+    the server offers them (pg_trgm 1.5, hstore 1.7 in its own schema), and a version it does not offer is said."""
+    production = create_database("extension_versions")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA ext; CREATE EXTENSION pg_trgm VERSION '1.5';"
+            "CREATE EXTENSION hstore WITH SCHEMA ext VERSION '1.7'; CREATE EXTENSION citext;"
+            "UPDATE pg_extension SET extversion = '9.9' WHERE extname = 'citext';"  # a version no server offers
+            "CREATE TABLE riders (id int PRIMARY KEY, email citext UNIQUE, prefs ext.hstore, name text);"
+            "CREATE INDEX riders_name ON riders USING gin (name gin_trgm_ops);"
+            "INSERT INTO riders SELECT g, 'r' || g || '@x.in', ext.hstore('seat', 'aisle'), 'Rider ' || g"
+            " FROM generate_series(1, 50) g"
+        )
+        default, offered = conn.execute(
+            "SELECT a.default_version, string_agg(v.version, ', ' ORDER BY v.version) FROM pg_available_extensions a"
+            " JOIN pg_available_extension_versions v USING (name) WHERE name = 'citext' GROUP BY 1"
+        ).fetchone()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  riders: {id: keep, email: email, prefs: scrub, name: name}\n")
+    config = load_config(write_config(production, policy))
+    platform = LocalPlatform(config)
+
+    restored = platform.restore(platform.snapshot(), platform.new_database_name())
+    with psycopg.connect(platform.conninfo(restored.name)) as conn:
+        versions = dict(conn.execute("SELECT e.extname, e.extversion || ' in ' || n.nspname FROM pg_extension e"
+                                     " JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall())  # fmt: skip
+        riders = conn.execute("SELECT count(*) FROM riders WHERE ext.fetchval(prefs, 'seat') = 'aisle'").fetchone()[0]
+    warnings = validate_against_source(config).warnings
+    platform.retire(restored.name)
+
+    assert versions["pg_trgm"] == "1.5 in public" and versions["hstore"] == "1.7 in ext"
+    assert versions["citext"] == f"{default} in public" and riders == 50
+    note = (
+        f"extension citext is {default} on the staging server and 9.9 in production, which the server does not "
+        f"offer (it offers {offered})"
+    )
+    assert note in restored.notes and note in warnings
+
+
 def test_failed_snapshot_leaves_no_partial_snapshot(write_config, pg_server):
     platform = LocalPlatform(load_config(write_config(pg_server.dsn("no_such_database"))))
     with pytest.raises(RefreshError, match="snapshot of"):

@@ -26,6 +26,11 @@ from refresh_pipeline.platforms.connections import (
 )
 from refresh_pipeline.platforms.database_locale import create_database_like, load_locale, read_locale, save_locale
 from refresh_pipeline.platforms.database_settings import apply_settings, load_settings, read_settings, save_settings
+from refresh_pipeline.platforms.extensions import (
+    load_extension_versions,
+    read_extension_versions,
+    save_extension_versions,
+)
 from refresh_pipeline.platforms.local_server import LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary
 from refresh_pipeline.platforms.restore_passes import restore_snapshot
@@ -111,6 +116,7 @@ class LocalPlatform:
             with connect(self.config.source_dsn, read_only=True) as production:
                 save_locale(read_locale(production), partial)
                 save_settings(read_settings(production), partial)
+                save_extension_versions(read_extension_versions(production), partial)
         except RefreshError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -166,6 +172,7 @@ class LocalPlatform:
                 snapshot.location,
                 libpq_env(self.conninfo(name)),
                 f"restore of {snapshot.snapshot_id} into {name}",
+                load_extension_versions(Path(snapshot.location)),
             )
         except RefreshError:
             self._drop(name)

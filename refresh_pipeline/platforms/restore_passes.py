@@ -1,5 +1,7 @@
 """pg_restore of a snapshot, in passes when the snapshot needs them:
 
+0. the schemas, when an extension is to be created at production's version (extensions.py) in one of them
+   before the rest;
 1. everything but the materialized views' data and the tables' row-level security, in one parallel pass
    (index builds overlap other tables' rows arriving, as in a plain restore);
 2. the materialized views' data, except for views reading a foreign table: refreshing one would read
@@ -21,10 +23,17 @@ from pathlib import Path
 from refresh_pipeline.masking.materialized_views import views_reading_foreign_tables
 from refresh_pipeline.platforms.client_tools import run_client_tool
 from refresh_pipeline.platforms.connections import connect, database_name
-from refresh_pipeline.platforms.extensions import refuse_unavailable_extensions
+from refresh_pipeline.platforms.extensions import (
+    ExtensionVersion,
+    create_pinned_extensions,
+    plan_extension_versions,
+    refuse_unavailable_extensions,
+    snapshot_extensions,
+)
 
 # pg_restore --list lines: "<dump id>; <catalog oid> <oid> <description> <schema> <name> <owner>"
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
+_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - ")
 
 
 # The extension, its comment, and its tables' rows and sequences (pg_cron's schema is always `cron`).
@@ -53,18 +62,28 @@ def _names_view(line: str, views: set[tuple[str, str]]) -> bool:
 
 
 def restore_snapshot(
-    pg_restore: str, jobs: int, conninfo: str, snapshot: str, env: dict[str, str], what: str
+    pg_restore: str,
+    jobs: int,
+    conninfo: str,
+    snapshot: str,
+    env: dict[str, str],
+    what: str,
+    extensions: list[ExtensionVersion] | None = None,
 ) -> list[str]:
-    """Restore `snapshot` into the (empty) database of `conninfo`; returns notes on what was left out."""
+    """Restore `snapshot` into the (empty) database of `conninfo`, its `extensions` (production's, from the
+    snapshot) at production's versions where the server offers them; returns notes on what was left out or
+    differs."""
     restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database_name(conninfo)]
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     with connect(conninfo) as conn:
         refuse_unavailable_extensions(conn, lines)
+        versions = plan_extension_versions(conn, extensions or [], snapshot_extensions(lines))
+    schemas = [line for line in lines if _SCHEMA.match(line)] if versions.pinned else []
     row_security = _entries(lines, "ROW SECURITY")
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
     scheduler = _scheduler_entries(lines)
-    notes = [SCHEDULER_LEFT_OUT] if scheduler else []
-    if not row_security and not view_data and not scheduler:
+    notes = [*versions.notes, *([SCHEDULER_LEFT_OUT] if scheduler else [])]
+    if not versions.pinned and not row_security and not view_data and not scheduler:
         run_client_tool([*restore, snapshot], env, what)
         return notes
     with tempfile.TemporaryDirectory() as folder:
@@ -75,8 +94,12 @@ def restore_snapshot(
                 listing.write_text("\n".join(selected) + "\n")
                 run_client_tool([*restore, f"--use-list={listing}", snapshot], env, what)
 
-        later_or_never = {*row_security, *view_data, *scheduler}
-        restore_entries("schema and rows", [line for line in lines if line not in later_or_never])
+        if versions.pinned:
+            restore_entries("schemas", schemas)
+            with connect(conninfo, autocommit=True) as conn:
+                create_pinned_extensions(conn, versions.pinned)
+        apart = {*schemas, *row_security, *view_data, *scheduler}
+        restore_entries("schema and rows", [line for line in lines if line not in apart])
         with connect(conninfo) as conn:
             reading_production = {(schema, name) for schema, name, _ in views_reading_foreign_tables(conn)}
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
