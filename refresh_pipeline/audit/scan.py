@@ -280,16 +280,16 @@ def scan_table(
     scratch = sql.SQL("refresh_pipeline_audit.{}").format(sql.Identifier(f"tokens_{uuid.uuid4().hex[:12]}"))
 
     def probe(session: psycopg.Connection, item: ProbeRange) -> int:
-        columns = list(item.columns)
+        probed = list(item.columns)
         condition = item.block_range.condition()
         if item.kind == "numbers":
-            found = phones_in_kept_numbers(session, table, columns, key, sample, MAX_LOCATIONS, condition)
+            found = phones_in_kept_numbers(session, table, probed, key, sample, MAX_LOCATIONS, condition)
         elif item.kind == "locations":
             found = production_locations(
-                session, table, columns, key, sample, params["allowlist"], MAX_LOCATIONS, condition
+                session, table, probed, key, sample, params["allowlist"], MAX_LOCATIONS, condition
             )
         else:  # coordinates: the pairs' columns one after the other
-            pairs = list(zip(columns[0::2], columns[1::2], strict=True))
+            pairs = list(zip(probed[0::2], probed[1::2], strict=True))
             found = production_coordinates(
                 session, table, pairs, key, sample, params["allowlist"], MAX_LOCATIONS, condition
             )
