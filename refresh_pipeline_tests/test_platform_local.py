@@ -17,6 +17,7 @@ from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER
 from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
+from refresh_pipeline.platforms.extensions import ExtensionVersion, create_pinned_extensions
 from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
 from refresh_pipeline.platforms.local_server import TUNING_FILE, LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary, find_server_bin_dir
@@ -194,6 +195,16 @@ def test_a_restore_creates_production_extensions_at_production_versions(create_d
         f"offer (it offers {offered})"
     )
     assert note in restored.notes and note in warnings
+
+
+def test_an_extension_whose_schema_the_dump_does_not_create_is_created_where_it_puts_itself(create_database):
+    """postgis_topology makes its schema `topology` (an extension member, so not in the dump): it is created
+    without naming a schema, which does not exist yet (hstore stands for it here)."""
+    database = create_database("extension_own_schema")
+    with psycopg.connect(database, autocommit=True) as conn:
+        create_pinned_extensions(conn, [ExtensionVersion("hstore", "1.7", "topology")])
+        created = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'hstore'").fetchone()
+    assert created == ("1.7",)
 
 
 def test_failed_snapshot_leaves_no_partial_snapshot(write_config, pg_server):

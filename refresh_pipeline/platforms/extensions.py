@@ -129,13 +129,16 @@ def plan_extension_versions(
 
 
 def create_pinned_extensions(conn: psycopg.Connection, pinned: list[ExtensionVersion]) -> None:
-    """Create each extension at production's version in its schema (restored already), before the rest of the
-    restore, whose CREATE EXTENSION IF NOT EXISTS then leaves it as it is."""
+    """Create each extension at production's version in its schema (restored already, unless the extension
+    makes it: postgis_topology's `topology`), before the rest of the restore, whose CREATE EXTENSION IF NOT
+    EXISTS then leaves it as it is."""
     for extension in pinned:
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (extension.schema,)).fetchone()[0]
+        in_schema = sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema)) if exists else sql.SQL("")
         try:
             conn.execute(
-                sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {} VERSION {} CASCADE").format(
-                    sql.Identifier(extension.name), sql.Identifier(extension.schema), sql.Literal(extension.version)
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {}{} VERSION {} CASCADE").format(
+                    sql.Identifier(extension.name), in_schema, sql.Literal(extension.version)
                 )
             )
         except psycopg.Error as error:
