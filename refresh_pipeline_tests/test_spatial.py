@@ -260,6 +260,7 @@ def test_a_refresh_fails_on_a_kept_copy_and_promotes_once_it_is_moved(
     err = capsys.readouterr().err
     assert "public.bookings: PII left in pickup (600 original value(s)); pickup_geog (600 original value(s))" in err
     assert "public.stops: PII left in location (1 original value(s))" in err, "the stop a customer gave as home"
+    assert "public.bookings: public.bookings:" not in err, "the table is named once"
 
     config = write_config(production, moved)
     staging = refresh_through_cli(config, capsys)

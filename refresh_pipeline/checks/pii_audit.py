@@ -63,17 +63,18 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 (table.qualified_name,),
             ).fetchone()
 
-        problems = []
+        problems = []  # each starting with the table's name, as the audit's summary does
         if not audit.passed:
             problems.append(audit.summary())
         if restored_rows is None or restored_rows[0] != audit.rows_scanned:
             expected = restored_rows[0] if restored_rows else "unknown"
-            problems.append(f"row count {audit.rows_scanned} differs from {expected} at restore")
+            counts = f"row count {audit.rows_scanned} differs from {expected} at restore"
+            problems.append(f"{table.qualified_name}: {counts}")
         needs_masking = not table.keep_all and bool(table.masked_columns)
         if needs_masking and (marker is None or marker[0] != table.digest()):
-            problems.append("the table has not been masked under the current policy")
+            problems.append(f"{table.qualified_name}: the table has not been masked under the current policy")
         for problem in problems:
-            context.log.error(f"{table.qualified_name}: {problem}")
+            context.log.error(problem)
 
         findings = {f.column: f.as_metadata() for f in audit.findings}
         return dg.AssetCheckResult(
