@@ -16,11 +16,11 @@ EMAIL_LENGTH = 28
 # In a shorter column their trailing words are dropped until the value fits: `Lakshmi Srinivasan` is
 # `Lakshmi` in a varchar(14), `12, Gandhi Nagar Lane, Andheri East` `12, Gandhi Nagar Lane` in a varchar(24).
 FITTED_MAX_LENGTHS = {"first_name": 7, "last_name": 10, "name": 18, "address": 36}
+FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`), or widen the column."
 # Transforms whose values may be longer than the original, by how much depending on the value: measured on
 # production by `validate` (masked_lengths_too_long). A UPI handle's local part becomes this many letters
 # (unless it is a phone: phones keep their spelling), an email EMAIL_LENGTH characters; a masked IPv4
 # address has at most IPV4_LENGTH characters, an IPv6 one always IPV6_LENGTH, before a kept /prefix.
-FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`), or widen the column."
 GROWING_TRANSFORMS = frozenset({"upi", "scrub", "phone", "ip"})
 UPI_LOCAL_LENGTH = 10
 IPV4_LENGTH = 14
