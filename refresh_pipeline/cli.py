@@ -102,7 +102,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from refresh_pipeline.validate import validate_against_source
 
-    validation = validate_against_source(load_config(args.config))
+    validation = validate_against_source(load_config(args.config), log=lambda message: print(message, file=sys.stderr))
     for warning in validation.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not validation.problems:

@@ -1,5 +1,6 @@
 """`refresh-pipeline validate`: the policy checked against production's schema, through a read-only session."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from refresh_pipeline.config import RefreshConfig
@@ -28,7 +29,9 @@ class Validation:
     warnings: list[str]  # may stop one, depending on the data: unique indexes masking can break
 
 
-def validate_against_source(config: RefreshConfig) -> Validation:
+def validate_against_source(config: RefreshConfig, log: Callable[[str], None] = lambda _message: None) -> Validation:
+    """The policy against production's schema (and values, where masked ones could outgrow their columns:
+    each such table is scanned once, read-only, and `log` says so)."""
     policy = load_policy(config.policy_path)
     platform = platform_for(config)
     platform.ensure_ready()
@@ -48,7 +51,7 @@ def validate_against_source(config: RefreshConfig) -> Validation:
             problem
             for table in tables.values()
             if (table_policy := policy.tables.get((table.schema, table.name))) is not None
-            for problem in masked_lengths_too_long(conn, table, table_policy)
+            for problem in masked_lengths_too_long(conn, table, table_policy, log)
         ]
     start_up_warnings = []
     missing_extensions = None

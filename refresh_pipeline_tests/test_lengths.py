@@ -225,7 +225,8 @@ def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_dat
         "tables:\n  users: {id: keep, upi: upi, note: scrub, ip: ip, handles: {array: upi}, phone: phone}\n"
     )
 
-    problems = validate_against_source(load_config(write_config(production, policy))).problems
+    said: list[str] = []
+    problems = validate_against_source(load_config(write_config(production, policy)), log=said.append).problems
 
     assert problems == [
         "masked values would not fit their columns, so the masking would fail: "
@@ -235,5 +236,6 @@ def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_dat
         "public.users.handles: 1 value(s) would be longer than its 16 characters once masked with `upi` (up to 17)"
         f". {FIT_ADVICE}"
     ]
+    assert said[0] == "public.users: measuring how long upi, note, ip, handles, phone will be once masked (one read-only scan)"
     with psycopg.connect(production) as conn:
         assert conn.execute("SELECT * FROM users ORDER BY id").fetchall() == before

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import psycopg
 from psycopg import sql
 
@@ -139,7 +142,12 @@ def masked_length_bound(transform: str, v: sql.Composable) -> sql.Composed:
     )
 
 
-def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_policy: TablePolicy) -> list[str]:
+def masked_lengths_too_long(
+    conn: psycopg.Connection,
+    table: TableInfo,
+    table_policy: TablePolicy,
+    log: Callable[[str], None] = lambda _message: None,
+) -> list[str]:
     """Which of the table's limited columns would hold masked values longer than they allow, measured on the
     values `conn` reads (production, read-only, before any work): how many rows and how long, never the values.
     One scan of the table for all of them (values that cannot outgrow the limit are not measured, so long
@@ -153,6 +161,9 @@ def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_po
             measured.append((column, element.transform))
     if not measured:
         return []
+    started = time.monotonic()
+    names = ", ".join(column.name for column, _transform in measured)
+    log(f"{table.qualified_name}: measuring how long {names} will be once masked (one read-only scan)")
 
     def longest(column: ColumnInfo, transform: str) -> sql.Composable:
         if column.is_array:  # the longest element of each row's array
@@ -170,6 +181,7 @@ def masked_lengths_too_long(conn: psycopg.Connection, table: TableInfo, table_po
         for column, transform in measured
     )
     row = conn.execute(sql.SQL("SELECT {} FROM {}").format(measures, table.ident)).fetchone()
+    log(f"{table.qualified_name}: measured in {time.monotonic() - started:.1f} s")
     return [
         f"{table.qualified_name}.{column.name}: {too_long:,} value(s) would be longer than its {column.max_length} "
         f"characters once masked with `{transform}` (up to {length})"
