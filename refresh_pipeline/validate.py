@@ -3,15 +3,18 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
+
 from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.instance_clearing import other_databases_findings
 from refresh_pipeline.links_to_production import database_subscriptions
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
-from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.extensions import (
@@ -22,6 +25,8 @@ from refresh_pipeline.platforms.extensions import (
 from refresh_pipeline.platforms.factory import platform_for
 from refresh_pipeline.staging_logins import missing_roles_problem
 
+Log = Callable[[str], None]
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -29,7 +34,7 @@ class Validation:
     warnings: list[str]  # may stop one, depending on the data: unique indexes masking can break
 
 
-def validate_against_source(config: RefreshConfig, log: Callable[[str], None] = lambda _message: None) -> Validation:
+def validate_against_source(config: RefreshConfig, log: Log = lambda _message: None) -> Validation:
     """The policy against production's schema (and values, where masked ones could outgrow their columns:
     each such table is scanned once, read-only, and `log` says so)."""
     policy = load_policy(config.policy_path)
@@ -47,12 +52,7 @@ def validate_against_source(config: RefreshConfig, log: Callable[[str], None] = 
         )
         subscriptions = database_subscriptions(conn)
         extensions = read_extension_versions(conn)
-        too_long = [
-            problem
-            for table in tables.values()
-            if (table_policy := policy.tables.get((table.schema, table.name))) is not None
-            for problem in masked_lengths_too_long(conn, table, table_policy, log)
-        ]
+        too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
     start_up_warnings = []
     missing_extensions = None
     version_warnings: list[str] = []
@@ -69,7 +69,7 @@ def validate_against_source(config: RefreshConfig, log: Callable[[str], None] = 
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins, missing_extensions])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
-    problems += databases_problems
+    problems += databases_problems + unreadable
     if too_long:
         problems.append(
             "masked values would not fit their columns, so the masking would fail: "
@@ -82,3 +82,19 @@ def validate_against_source(config: RefreshConfig, log: Callable[[str], None] = 
     warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
     warnings += version_warnings
     return Validation(problems, warnings)
+
+
+def _masked_lengths_too_long(
+    conn: psycopg.Connection, tables: dict[tuple[str, str], TableInfo], policy: MaskingPolicy, log: Log
+) -> tuple[list[str], list[str]]:
+    """Columns whose masked values would not fit, and tables production's session cannot read to tell."""
+    too_long, unreadable = [], []
+    for table in tables.values():
+        table_policy = policy.tables.get((table.schema, table.name))
+        if table_policy is None:
+            continue
+        try:
+            too_long += masked_lengths_too_long(conn, table, table_policy, log)
+        except RefreshError as error:
+            unreadable.append(str(error))
+    return too_long, unreadable

@@ -2,11 +2,13 @@
 words to fit; any other overflow fails before anything changes, naming the column without quoting a value."""
 
 import re
+import uuid
 from importlib import resources
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
@@ -236,6 +238,34 @@ def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_dat
         "public.users.handles: 1 value(s) would be longer than its 16 characters once masked with `upi` (up to 17)"
         f". {FIT_ADVICE}"
     ]
-    assert said[0] == "public.users: measuring how long upi, note, ip, handles, phone will be once masked (one read-only scan)"
+    measured = "upi, note, ip, handles, phone"
+    assert said[0] == f"public.users: measuring how long {measured} will be once masked (one read-only scan)"
     with psycopg.connect(production) as conn:
         assert conn.execute("SELECT * FROM users ORDER BY id").fetchall() == before
+
+
+def test_validate_says_which_table_production_s_session_cannot_read_to_measure(create_database, write_config, tmp_path):
+    """A role that may not read a table cannot measure it (nor take the snapshot): a problem naming the table;
+    the tables after it are still measured in the same session."""
+    production = create_database("growing_unreadable")
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, upi varchar(12));"
+            "CREATE TABLE notes (id int PRIMARY KEY, body varchar(20)); INSERT INTO notes VALUES (1, 'mail a@b.in');"
+            f"CREATE ROLE {role} LOGIN; GRANT SELECT ON notes TO {role}"
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  accounts: {id: keep, upi: upi}\n  notes: {id: keep, body: scrub}\n")
+    try:
+        as_reader = make_conninfo(production, user=role)
+        problems = validate_against_source(load_config(write_config(as_reader, policy))).problems
+    finally:
+        with psycopg.connect(production, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+    assert problems == [
+        "public.accounts: cannot read its values to measure how long masked ones will be (InsufficientPrivilege: "
+        "permission denied for table accounts); the snapshot reads them too",
+        "masked values would not fit their columns, so the masking would fail: public.notes.body: 1 value(s) would "
+        f"be longer than its 20 characters once masked with `scrub` (up to 33). {FIT_ADVICE}",
+    ]

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.patterns import PHONE_SHAPED_UPI_LOCAL, PII_PATTERN, PLACEHOLDER_CHARACTERS
 from refresh_pipeline.masking.policy import REDACTED, ArrayRule, TablePolicy, TransformRule
+from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
 # Transforms whose every value is this long (email) or as long as asked (hash): a shorter column is refused
 # by the policy check before any work.
@@ -180,7 +182,14 @@ def masked_lengths_too_long(
         )
         for column, transform in measured
     )
-    row = conn.execute(sql.SQL("SELECT {} FROM {}").format(measures, table.ident)).fetchone()
+    try:
+        with conn.transaction():  # a savepoint when the session's transaction is open: it stays usable
+            row = conn.execute(sql.SQL("SELECT {} FROM {}").format(measures, table.ident)).fetchone()
+    except psycopg.Error as error:
+        raise RefreshError(
+            f"{table.qualified_name}: cannot read its values to measure how long masked ones will be "
+            f"({first_line_without_row_data(error)}); the snapshot reads them too"
+        ) from None
     log(f"{table.qualified_name}: measured in {time.monotonic() - started:.1f} s")
     return [
         f"{table.qualified_name}.{column.name}: {too_long:,} value(s) would be longer than its {column.max_length} "
