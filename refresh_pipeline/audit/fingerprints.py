@@ -248,31 +248,40 @@ def fingerprint_whole_values(
 LOCATION_FINGERPRINTS = sql.SQL("refresh_pipeline_audit.location_fingerprints")
 
 
+def _fingerprint_places(
+    conn: psycopg.Connection, places: sql.Composable, key: MaskingKey, inserts: list[sql.Composable]
+) -> None:
+    """(Re)make the table `places` from `inserts` (each a SELECT of fingerprints), or leave it absent without
+    any: its absence tells the audit there is nothing to compare."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(places))
+    if not inserts:
+        return
+    share_key(conn, key, AUDIT_PURPOSE)
+    conn.execute(sql.SQL("CREATE TABLE {} (fingerprint bytea NOT NULL)").format(places))
+    for select in inserts:
+        conn.execute(sql.SQL("INSERT INTO {} {}").format(places, select))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (fingerprint)").format(places))
+    conn.execute(sql.SQL("ANALYZE {}").format(places))
+
+
 def fingerprint_locations(
     conn: psycopg.Connection, tables: list[TableInfo], policy: MaskingPolicy, key: MaskingKey
 ) -> None:
     """Fingerprint each distinct location of every column the policy moves with `geo` (audit/locations.py)."""
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(LOCATION_FINGERPRINTS))
-    moved = [(table, name) for table in tables for name in _moved_location_columns(policy, table)]
-    if not moved:
-        return
-    share_key(conn, key, AUDIT_PURPOSE)
-    conn.execute(sql.SQL("CREATE TABLE {} (fingerprint bytea NOT NULL)").format(LOCATION_FINGERPRINTS))
-    for table, name in moved:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {locations} SELECT {fingerprint} FROM (SELECT DISTINCT {ewkb} AS ewkb FROM {target}) AS d "
-                "CROSS JOIN {key} WHERE d.ewkb IS NOT NULL"
-            ).format(
-                locations=LOCATION_FINGERPRINTS,
-                fingerprint=location_fingerprint(sql.SQL("d.ewkb")),
-                ewkb=location_hex(sql.Identifier(name)),
-                target=table.ident,
-                key=key_relation(AUDIT_PURPOSE),
-            )
+    selects: list[sql.Composable] = [
+        sql.SQL(
+            "SELECT {fingerprint} FROM (SELECT DISTINCT {ewkb} AS ewkb FROM {target}) AS d "
+            "CROSS JOIN {key} WHERE d.ewkb IS NOT NULL"
+        ).format(
+            fingerprint=location_fingerprint(sql.SQL("d.ewkb")),
+            ewkb=location_hex(sql.Identifier(name)),
+            target=table.ident,
+            key=key_relation(AUDIT_PURPOSE),
         )
-    conn.execute(sql.SQL("CREATE INDEX ON {} (fingerprint)").format(LOCATION_FINGERPRINTS))
-    conn.execute(sql.SQL("ANALYZE {}").format(LOCATION_FINGERPRINTS))
+        for table in tables
+        for name in _moved_location_columns(policy, table)
+    ]
+    _fingerprint_places(conn, LOCATION_FINGERPRINTS, key, selects)
 
 
 # As locations: made only when the policy moves some pair, so that without it no number pair is hashed.
@@ -284,28 +293,21 @@ def fingerprint_coordinates(
 ) -> None:
     """Fingerprint each distinct place of every latitude/longitude pair the policy moves with `geo`
     (audit/coordinates.py)."""
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(COORDINATE_FINGERPRINTS))
-    moved = [(table, pair) for table in tables for pair in _moved_coordinate_pairs(policy, table)]
-    if not moved:
-        return
-    share_key(conn, key, AUDIT_PURPOSE)
-    conn.execute(sql.SQL("CREATE TABLE {} (fingerprint bytea NOT NULL)").format(COORDINATE_FINGERPRINTS))
-    for table, (latitude, longitude) in moved:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {coordinates} SELECT {fingerprint} FROM (SELECT DISTINCT {lat} AS lat, {lon} AS lon "
-                "FROM {target} WHERE {lat} IS NOT NULL AND {lon} IS NOT NULL) AS d CROSS JOIN {key}"
-            ).format(
-                coordinates=COORDINATE_FINGERPRINTS,
-                fingerprint=coordinates_fingerprint(sql.SQL("d.lat"), sql.SQL("d.lon")),
-                lat=sql.Identifier(latitude.name),
-                lon=sql.Identifier(longitude.name),
-                target=table.ident,
-                key=key_relation(AUDIT_PURPOSE),
-            )
+    selects: list[sql.Composable] = [
+        sql.SQL(
+            "SELECT {fingerprint} FROM (SELECT DISTINCT {lat} AS lat, {lon} AS lon FROM {target} "
+            "WHERE {lat} IS NOT NULL AND {lon} IS NOT NULL) AS d CROSS JOIN {key}"
+        ).format(
+            fingerprint=coordinates_fingerprint(sql.SQL("d.lat"), sql.SQL("d.lon")),
+            lat=sql.Identifier(latitude.name),
+            lon=sql.Identifier(longitude.name),
+            target=table.ident,
+            key=key_relation(AUDIT_PURPOSE),
         )
-    conn.execute(sql.SQL("CREATE INDEX ON {} (fingerprint)").format(COORDINATE_FINGERPRINTS))
-    conn.execute(sql.SQL("ANALYZE {}").format(COORDINATE_FINGERPRINTS))
+        for table in tables
+        for latitude, longitude in _moved_coordinate_pairs(policy, table)
+    ]
+    _fingerprint_places(conn, COORDINATE_FINGERPRINTS, key, selects)
 
 
 def _audit_table_present(conn: psycopg.Connection, name: str) -> bool:
