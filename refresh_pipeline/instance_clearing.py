@@ -12,7 +12,9 @@ their run history. Nothing masks or audits those, and staging's master user reac
   (an extension's own tables, such as PostGIS's `spatial_ref_sys`, stay), and their links to production
   cut as the masked database's are (links_to_production.py);
 - pg_cron's jobs, wherever the extension is, are deactivated (kept, so staging shows what production
-  schedules) and its run history, which holds the jobs' output, is emptied.
+  schedules) and its run history, which holds the jobs' output, is emptied. Their commands, which the
+  masking never reads, are copied into the audit schema of the database to mask (SCHEDULED_COMMANDS), so that
+  no_pii_in_definitions reads them too (audit/definitions.py); the audit schema is dropped before promotion.
 
 Only ever called on an instance this pipeline restored (aws.py); the local platform's restores are one
 database each, and leave pg_cron out (restore_passes.py).
@@ -53,6 +55,8 @@ UPDATE cron.job SET active = false WHERE active
 RETURNING format('%s (%s) in %s as %s', coalesce(jobname, 'job ' || jobid), schedule, database, username)
 """
 _SCHEDULER_RUNNING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher')"
+_JOB_COMMANDS = "SELECT format('%s in %s', coalesce(jobname, 'job ' || jobid), database), command FROM cron.job"
+SCHEDULED_COMMANDS = sql.SQL("refresh_pipeline_audit.scheduled_job_commands")
 
 
 @dataclass(frozen=True)
@@ -160,12 +164,14 @@ def _empty(conn: psycopg.Connection, database: str) -> list[str]:
     return emptied + ([f"{database}: {large_objects} large object(s)"] if large_objects else [])
 
 
-def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> list[str]:
-    """Deactivate pg_cron's jobs and empty its run history, if the extension is in this database."""
+def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Deactivate pg_cron's jobs and empty its run history, if the extension is in this database; the jobs
+    deactivated, and every job's (name, command)."""
     if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')").fetchone()[0]:
-        return []
+        return [], []
     try:
         with conn.transaction():
+            commands = [(job, command) for job, command in conn.execute(_JOB_COMMANDS).fetchall()]
             jobs = [line for (line,) in conn.execute(_DEACTIVATE_JOBS).fetchall()]
             if conn.execute("SELECT to_regclass('cron.job_run_details') IS NOT NULL").fetchone()[0]:
                 conn.execute("TRUNCATE cron.job_run_details")
@@ -177,7 +183,19 @@ def _deactivate_scheduler(conn: psycopg.Connection, database: str) -> list[str]:
             "master user update cron.job and truncate cron.job_run_details (and see every job: their owner, or "
             "BYPASSRLS).",
         ) from None
-    return jobs
+    return jobs, commands
+
+
+def _keep_scheduled_commands(conn: psycopg.Connection, commands: list[tuple[str, str]]) -> None:
+    """The jobs' commands, for the definitions audit of the database of `conn` (the one to mask)."""
+    with conn.transaction():
+        conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline_audit")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCHEDULED_COMMANDS))
+        if not commands:
+            return
+        conn.execute(sql.SQL("CREATE TABLE {} (job text NOT NULL, command text NOT NULL)").format(SCHEDULED_COMMANDS))
+        with conn.cursor() as cursor:
+            cursor.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(SCHEDULED_COMMANDS), commands)
 
 
 def other_databases_findings(production: psycopg.Connection, keep: str) -> tuple[list[str], list[str]]:
@@ -215,6 +233,7 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
     emptied: list[str] = []
     links_cut: dict[str, dict[str, object]] = {}
     jobs: list[str] = []
+    commands: list[tuple[str, str]] = []
     for database in (keep, *MAINTENANCE_DATABASES):
         with connect(conninfo(database), autocommit=True) as conn:
             if database != keep:  # the masked database's own links are cut by the restore step
@@ -222,6 +241,10 @@ def clear_restored_instance(conninfo: Callable[[str], str], keep: str) -> Cleare
                 links = cut_links_to_production(conn)
                 if links:
                     links_cut[database] = links.as_metadata()
-            jobs += _deactivate_scheduler(conn, database)
+            deactivated, listed = _deactivate_scheduler(conn, database)
+            jobs += deactivated
+            commands += listed
+    with connect(conninfo(keep), autocommit=True) as conn:
+        _keep_scheduled_commands(conn, commands)
     dropped = tuple(db.name for db in others)
     return ClearedInstance(dropped, tuple(slots), tuple(emptied), links_cut, tuple(jobs), scheduler_was_running)

@@ -57,6 +57,27 @@ def test_production_values_in_definitions_are_found_and_the_company_s_own_are_no
     assert allowed.passed, "the allowlist applies as for tables, in any spelling"
 
 
+def test_production_s_scheduled_job_commands_are_read_too(create_database):
+    """An RDS restore keeps production's pg_cron jobs (deactivated) with their commands; the instance's clearing
+    copies the commands beside the fingerprints, and the audit reads them as definitions."""
+    conninfo = database_with(create_database, "definitions_jobs", SCHEMA)
+    policy = parse_policy(POLICY)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
+        mask_table(conn, policy, "customers", KEY)
+        before = audit_definitions(conn, KEY, allowlist=())
+        conn.execute(
+            "CREATE TABLE refresh_pipeline_audit.scheduled_job_commands (job text NOT NULL, command text NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO refresh_pipeline_audit.scheduled_job_commands VALUES "
+            f"('vip-digest in app', 'SELECT send_digest(''{VIP}'')'), ('vacuum in postgres', 'VACUUM')"
+        )
+        audit = audit_definitions(conn, KEY, allowlist=())
+    assert audit.objects_read == before.objects_read + 2
+    assert audit.findings == {**before.findings, "pg_cron job vip-digest in app": 1}
+
+
 def test_a_database_with_no_production_value_in_its_definitions_passes(create_database):
     conninfo = database_with(
         create_database,

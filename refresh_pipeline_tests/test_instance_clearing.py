@@ -139,6 +139,13 @@ def test_a_restored_instance_keeps_only_the_database_to_mask_and_no_production_r
         assert not conn.execute("SELECT pg_has_role('app', 'legacy_owner', 'MEMBER')").fetchone()[0], "revoked again"
     with psycopg.connect(server.dsn("template1")) as conn:
         assert conn.execute("SELECT count(*) FROM public.seeded").fetchone()[0] == 0
+    with psycopg.connect(server.dsn("app")) as conn:  # for no_pii_in_definitions, dropped before promotion
+        assert conn.execute(
+            "SELECT job, command FROM refresh_pipeline_audit.scheduled_job_commands ORDER BY 1"
+        ).fetchall() == [
+            ("nightly-cleanup in app", "SELECT 1"), ("paused-export in app", "SELECT 1"),
+            ("rider-digest in analytics", "SELECT 1"),
+        ]  # fmt: skip
     assert any("pg_cron ran on the restored instance" in note for note in restored.notes)
     assert not aws_world.mutating_calls(DBInstanceIdentifier=SOURCE_INSTANCE)[1:], "only the snapshot touched prod"
 

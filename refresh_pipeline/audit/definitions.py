@@ -1,6 +1,8 @@
 """Production PII written into the database's definitions, which every restore copies verbatim: a view that
 filters on a customer's email, a function with a phone in its body, a column default, a CHECK constraint,
-a domain's default or CHECK, a row-level security policy, a trigger's condition, a rule, or a comment.
+a domain's default or CHECK, a row-level security policy, a trigger's condition, a rule, or a comment; and, on
+an RDS restore, production's pg_cron job commands (which stay, deactivated, wherever the extension is: the
+instance's clearing copies them here, instance_clearing.py).
 
 No pattern is applied (definitions hold the company's own addresses and numbers); only tokens equal to a
 production value of the masked database's fingerprints count, and the allowlist applies as for tables.
@@ -75,14 +77,23 @@ SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid), d.
    AND coalesce(o.schema, '') <> ALL(%(own)s)
    AND NOT (o.type = 'schema' AND o.identity = ANY(%(own)s))
 """
-_PROBE = f"""
-WITH definitions (object, definition) AS MATERIALIZED ({_DEFINITIONS}),
+# Copied here by the clearing of an RDS restore (instance_clearing.SCHEDULED_COMMANDS), when there are any.
+_SCHEDULED = "UNION ALL SELECT 'pg_cron job ' || job, command FROM refresh_pipeline_audit.scheduled_job_commands"
+
+
+def _definitions(conn: psycopg.Connection) -> str:
+    scheduled = conn.execute("SELECT to_regclass('refresh_pipeline_audit.scheduled_job_commands') IS NOT NULL")
+    return _DEFINITIONS + (_SCHEDULED if scheduled.fetchone()[0] else "")
+
+
+_PROBE = """
+WITH definitions (object, definition) AS MATERIALIZED ({definitions}),
 tokens AS MATERIALIZED (
     SELECT d.object, t.kind, t.token FROM definitions AS d, LATERAL refresh_pipeline.pii_tokens(d.definition) AS t
     WHERE NOT t.token = ANY(%(allowlist)s)
 ),
 hashed AS MATERIALIZED (
-    SELECT t.object, {{fingerprint}} AS fingerprint FROM tokens AS t CROSS JOIN {{key}}
+    SELECT t.object, {fingerprint} AS fingerprint FROM tokens AS t CROSS JOIN {key}
 )
 SELECT h.object, count(*)::bigint, ARRAY[]::text[] FROM hashed AS h
 WHERE EXISTS (SELECT 1 FROM refresh_pipeline_audit.original_fingerprints f WHERE f.fingerprint = h.fingerprint)
@@ -106,11 +117,14 @@ def audit_definitions(conn: psycopg.Connection, key: MaskingKey, allowlist: tupl
     """Tokens of every definition compared with production's fingerprints (needs them: before promotion)."""
     started = time.monotonic()
     params = {"own": list(OWN_SCHEMAS), "allowlist": normalised_allowlist(conn, allowlist)}
-    objects = conn.execute(sql.SQL(f"SELECT count(*) FROM ({_DEFINITIONS}) AS d"), params).fetchone()[0]
+    definitions = sql.SQL(_definitions(conn))
+    objects = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS d").format(definitions), params).fetchone()[0]
     if not fingerprints_present(conn):
         return DefinitionAudit(objects, {}, time.monotonic() - started, known_value_audit=False)
     query = sql.SQL(_PROBE).format(
-        fingerprint=token_fingerprint(sql.SQL("t.kind"), sql.SQL("t.token")), key=key_relation(AUDIT_PURPOSE)
+        definitions=definitions,
+        fingerprint=token_fingerprint(sql.SQL("t.kind"), sql.SQL("t.token")),
+        key=key_relation(AUDIT_PURPOSE),
     )
     hits = run_fingerprint_probe(conn, key, query, params)
     return DefinitionAudit(objects, {hit.column: hit.rows for hit in hits}, time.monotonic() - started, True)

@@ -1,5 +1,5 @@
 """no_pii_in_definitions: no production value written into a view, function, default, constraint, policy,
-trigger, rule or comment, which the restore copies verbatim."""
+trigger, rule or comment, which the restore copies verbatim, nor into a pg_cron job's command (AWS)."""
 
 import dagster as dg
 
@@ -14,7 +14,7 @@ from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
     name=DEFINITIONS_CHECK,
     blocking=True,
     description="No production email, phone or UPI handle written into a view, function, column default, CHECK "
-    "constraint, domain, row-level security policy, trigger, rule or comment.",
+    "constraint, domain, row-level security policy, trigger, rule or comment, or (AWS) a pg_cron job's command.",
 )
 @without_row_data_in_errors
 def no_pii_in_definitions(context: dg.AssetCheckExecutionContext, refresh: RefreshResource) -> dg.AssetCheckResult:
