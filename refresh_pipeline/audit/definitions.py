@@ -19,6 +19,7 @@ from psycopg import sql
 
 from refresh_pipeline.audit.fingerprints import fingerprints_present, run_fingerprint_probe, token_fingerprint
 from refresh_pipeline.audit.scan import normalised_allowlist
+from refresh_pipeline.instance_clearing import SCHEDULED_COMMANDS
 from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation
@@ -77,13 +78,15 @@ SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid), d.
    AND coalesce(o.schema, '') <> ALL(%(own)s)
    AND NOT (o.type = 'schema' AND o.identity = ANY(%(own)s))
 """
-# Copied here by the clearing of an RDS restore (instance_clearing.SCHEDULED_COMMANDS), when there are any.
-_SCHEDULED = "UNION ALL SELECT 'pg_cron job ' || job, command FROM refresh_pipeline_audit.scheduled_job_commands"
 
 
-def _definitions(conn: psycopg.Connection) -> str:
-    scheduled = conn.execute("SELECT to_regclass('refresh_pipeline_audit.scheduled_job_commands') IS NOT NULL")
-    return _DEFINITIONS + (_SCHEDULED if scheduled.fetchone()[0] else "")
+def _definitions(conn: psycopg.Connection) -> sql.Composable:
+    """_DEFINITIONS, and the pg_cron job commands an RDS restore's clearing copied here, when there are any."""
+    copied = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (SCHEDULED_COMMANDS.as_string(conn),)).fetchone()[0]
+    if not copied:
+        return sql.SQL(_DEFINITIONS)
+    scheduled = sql.SQL("UNION ALL SELECT 'pg_cron job ' || job, command FROM {}").format(SCHEDULED_COMMANDS)
+    return sql.SQL(_DEFINITIONS) + scheduled
 
 
 _PROBE = """
@@ -117,7 +120,7 @@ def audit_definitions(conn: psycopg.Connection, key: MaskingKey, allowlist: tupl
     """Tokens of every definition compared with production's fingerprints (needs them: before promotion)."""
     started = time.monotonic()
     params = {"own": list(OWN_SCHEMAS), "allowlist": normalised_allowlist(conn, allowlist)}
-    definitions = sql.SQL(_definitions(conn))
+    definitions = _definitions(conn)
     objects = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS d").format(definitions), params).fetchone()[0]
     if not fingerprints_present(conn):
         return DefinitionAudit(objects, {}, time.monotonic() - started, known_value_audit=False)
