@@ -36,12 +36,19 @@ CREATE POLICY own_rows ON customers USING (email <> 'asha@yahoo.co.in');
 POLICY = "tables:\n  customers: {id: keep, email: email, phone: phone, tier: keep}\n"
 
 
-def test_production_values_in_definitions_are_found_and_the_company_s_own_are_not(create_database):
-    conninfo = database_with(create_database, "definitions", SCHEMA)
-    policy = parse_policy(POLICY)
+def _masked(create_database, prefix: str, schema: str = SCHEMA, policy_text: str = POLICY) -> str:
+    """A restored database (`schema`) with production's fingerprints recorded and its one table masked."""
+    conninfo = database_with(create_database, prefix, schema)
+    policy = parse_policy(policy_text)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         record_originals(conn, list(read_tables(conn).values()), policy, KEY)
-        mask_table(conn, policy, "customers", KEY)
+        (table,) = policy.tables.values()
+        mask_table(conn, policy, table.table, KEY)
+    return conninfo
+
+
+def test_production_values_in_definitions_are_found_and_the_company_s_own_are_not(create_database):
+    with psycopg.connect(_masked(create_database, "definitions"), autocommit=True) as conn:
         audit = audit_definitions(conn, KEY, allowlist=())
         allowed = audit_definitions(conn, KEY, allowlist=(VIP.upper(), "+91 98765 43210", "asha@yahoo.co.in"))
     assert audit.findings == {
@@ -60,11 +67,7 @@ def test_production_values_in_definitions_are_found_and_the_company_s_own_are_no
 def test_production_s_scheduled_job_commands_are_read_too(create_database):
     """An RDS restore keeps production's pg_cron jobs (deactivated) with their commands; the instance's clearing
     copies the commands beside the fingerprints, and the audit reads them as definitions."""
-    conninfo = database_with(create_database, "definitions_jobs", SCHEMA)
-    policy = parse_policy(POLICY)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
-        mask_table(conn, policy, "customers", KEY)
+    with psycopg.connect(_masked(create_database, "definitions_jobs"), autocommit=True) as conn:
         before = audit_definitions(conn, KEY, allowlist=())
         conn.execute(
             "CREATE TABLE refresh_pipeline_audit.scheduled_job_commands (job text NOT NULL, command text NOT NULL)"
@@ -79,16 +82,14 @@ def test_production_s_scheduled_job_commands_are_read_too(create_database):
 
 
 def test_a_database_with_no_production_value_in_its_definitions_passes(create_database):
-    conninfo = database_with(
+    conninfo = _masked(
         create_database,
         "definitions_clean",
         "CREATE TABLE riders (id int PRIMARY KEY, email text); INSERT INTO riders VALUES (1, 'r@gmail.com');"
         "CREATE VIEW active AS SELECT * FROM riders WHERE email LIKE '%@%';",
+        "tables:\n  riders: {id: keep, email: email}\n",
     )
-    policy = parse_policy("tables:\n  riders: {id: keep, email: email}\n")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        record_originals(conn, list(read_tables(conn).values()), policy, KEY)
-        mask_table(conn, policy, "riders", KEY)
         audit = audit_definitions(conn, KEY, allowlist=())
     assert audit.passed and audit.known_value_audit and audit.objects_read == 1
 
