@@ -7,15 +7,26 @@ import secrets
 import sys
 from pathlib import Path
 
-from refresh_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, load_config
+from refresh_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, RefreshConfig, load_config
 from refresh_pipeline.errors import RefreshError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from refresh_pipeline.execution import run_refresh
+    from refresh_pipeline.notify import webhook_url
 
     def run() -> int:
-        return _report(run_refresh(args.config, in_process=args.in_process))
+        config = load_config(args.config)
+        if config.notify:
+            webhook_url(config.notify)  # a missing URL refuses to start: otherwise no one would hear of the run
+        try:
+            outcome = run_refresh(args.config, in_process=args.in_process)
+        except Exception as error:
+            _notify_crash(config, error)
+            raise
+        code = _report(outcome)
+        _notify(config, outcome)
+        return code
 
     if not args.then_stop:
         return run()
@@ -26,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report(outcome: object) -> int:
-    from refresh_pipeline.execution import RefreshOutcome
+    from refresh_pipeline.outcome import RefreshOutcome
 
     assert isinstance(outcome, RefreshOutcome)
     if outcome.audit_report:
@@ -45,8 +56,37 @@ def _report(outcome: object) -> int:
             f"  not run because of the above: {', '.join(sorted(set(outcome.skipped_steps)))}",
             file=sys.stderr,
         )
-    print("  staging was not changed. Details: `refresh-pipeline ui` (Runs tab).", file=sys.stderr)
+    if outcome.promoted_database:
+        print(f"  staging was promoted to {outcome.promoted_database} before that.", file=sys.stderr)
+    else:
+        print("  staging was not changed.", file=sys.stderr)
+    print("  Details: `refresh-pipeline ui` (Runs tab).", file=sys.stderr)
     return 1
+
+
+def _notify(config: RefreshConfig, outcome: object) -> None:
+    from refresh_pipeline.notify import deployment_label, refresh_notice, send_notice, wanted
+    from refresh_pipeline.outcome import RefreshOutcome
+    from refresh_pipeline.state import StateFile
+
+    assert isinstance(outcome, RefreshOutcome)
+    if config.notify is None or not wanted(config.notify, outcome.success):
+        return
+    promoted = StateFile(config.work_dir).read("promoted")
+    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
+    _say_problems(send_notice(config.notify, notice))
+
+
+def _notify_crash(config: RefreshConfig, error: Exception) -> None:
+    from refresh_pipeline.notify import crash_notice, deployment_label, send_notice
+
+    if config.notify is not None:
+        _say_problems(send_notice(config.notify, crash_notice(error, deployment_label(config))))
+
+
+def _say_problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"refresh-pipeline: could not send the notification: {problem}", file=sys.stderr)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -66,6 +66,54 @@ class AwsPlatformConfig:
     data_plane_dsn: str | None = None
 
 
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Where a refresh's outcome is sent (see README "Notifications"): nobody watches a weekly run."""
+
+    when: str = "always"  # or "failure"
+    sns_topic_arn: str | None = None
+    # The name of the environment variable holding a chat webhook's URL: the URL is a secret.
+    webhook_url_env: str | None = None
+
+    @property
+    def sns_region(self) -> str | None:
+        return self.sns_topic_arn.split(":")[3] if self.sns_topic_arn else None
+
+
+_NOTIFY_WHEN = ("always", "failure")
+_SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _notify_config(raw: Any, where: Path) -> NotifyConfig | None:
+    if raw is None:
+        return None
+    known = set(NotifyConfig.__dataclass_fields__)
+    if not isinstance(raw, dict) or not raw:
+        raise RefreshError(f"{where}: notify must be a mapping of {', '.join(sorted(known))}.")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RefreshError(
+            f"{where}: unknown notify setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
+    notify = NotifyConfig(**raw)
+    if notify.when not in _NOTIFY_WHEN:
+        raise RefreshError(f"{where}: notify.when must be one of {', '.join(_NOTIFY_WHEN)}, got {notify.when!r}.")
+    if notify.sns_topic_arn is None and notify.webhook_url_env is None:
+        raise RefreshError(f"{where}: notify needs sns_topic_arn, webhook_url_env or both.")
+    if notify.sns_topic_arn is not None and not _SNS_TOPIC_ARN.fullmatch(str(notify.sns_topic_arn)):
+        raise RefreshError(
+            f"{where}: notify.sns_topic_arn must be a topic's ARN (arn:aws:sns:<region>:<account>:<name>), "
+            f"got {notify.sns_topic_arn!r}."
+        )
+    if notify.webhook_url_env is not None and not _ENV_VAR_NAME.fullmatch(str(notify.webhook_url_env)):
+        raise RefreshError(
+            f"{where}: notify.webhook_url_env names the environment variable holding the URL (the URL is a "
+            f"secret: it does not go in this file), e.g. REFRESH_NOTIFY_WEBHOOK."
+        )
+    return notify
+
+
 _AWS_REQUIRED = ("region", "database_name", "master_username", "staging_password_secret", "hosted_zone_id",
                  "staging_record")  # fmt: skip
 
@@ -127,6 +175,7 @@ class RefreshConfig:
     audit_sample_percent: float | None = None
     local: LocalPlatformConfig = field(default_factory=LocalPlatformConfig)
     aws: AwsPlatformConfig | None = None
+    notify: NotifyConfig | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -175,6 +224,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         "local",
         "audit_sample_percent",
         "aws",
+        "notify",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -211,6 +261,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         snapshots_to_keep=_positive_int(raw, "snapshots_to_keep", 1, config_path),
         audit_sample_percent=float(sample) if sample is not None else None,
         aws=_aws_config(raw.get("aws"), config_path) if platform == "aws" else None,
+        notify=_notify_config(raw.get("notify"), config_path),
         local=LocalPlatformConfig(
             server_dsn=local_raw.get("server_dsn"),
             port=int(local_raw.get("port", 54329)),

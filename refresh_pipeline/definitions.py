@@ -1,4 +1,5 @@
-"""Dagster Definitions: assets, checks, job, schedule and resource, wired from one config file."""
+"""Dagster Definitions: assets, checks, job, schedule, notification sensors and resource, wired from one config
+file."""
 
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from refresh_pipeline.checks.materialized_views import no_pii_in_materialized_vi
 from refresh_pipeline.checks.pii_audit import build_pii_audit_checks
 from refresh_pipeline.config import default_config_path, load_config
 from refresh_pipeline.masking.policy import load_policy
+from refresh_pipeline.notify_sensors import build_notification_sensors
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.schedules import build_weekly_refresh_job, build_weekly_schedule
 
@@ -46,6 +48,7 @@ def build_definitions(config_path: str | Path) -> dg.Definitions:
         ],
         jobs=[job],
         schedules=[build_weekly_schedule(config, job)],
+        sensors=build_notification_sensors(config, job),
         resources={
             "refresh": RefreshResource(
                 config_path=str(Path(config_path).resolve()),

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from refresh_pipeline.definitions import build_definitions
-from refresh_pipeline.execution import step_failure_cause
+from refresh_pipeline.outcome import step_failure_cause
 
 
 def materialize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 
 from refresh_pipeline.cli import main
 from refresh_pipeline_tests.helpers import data_dump, free_port, leaked_identifiers, production_identifiers
@@ -57,6 +58,26 @@ def test_failed_step_is_printed_with_its_reason(demo_source, write_config, tmp_p
     err = capsys.readouterr().err
     assert "failed step: masked__payments: masked values do not fit their columns" in err
     assert "public.payments.card_last4:" in err and "longer than its 4 characters (up to 10)" in err
+
+
+def test_a_failure_after_promotion_says_staging_was_promoted(demo_source, write_config, pg_server, capsys):
+    config = write_config(demo_source)
+    assert main(["run", "--config", str(config), "--in-process"]) == 0
+    capsys.readouterr()
+    first = json.loads((config.parent / "work" / "state.json").read_text())["promoted"]["database"]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        # A template database cannot be dropped: retiring it fails after the new one is promoted.
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(first)))
+        try:
+            assert main(["run", "--config", str(config), "--in-process"]) == 1
+        finally:
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(first)))
+
+    err = capsys.readouterr().err
+    second = json.loads((config.parent / "work" / "state.json").read_text())["promoted"]["database"]
+    assert second != first
+    assert "failed step: retired_staging: " in err and "cannot drop a template database" in err
+    assert f"staging was promoted to {second} before that." in err and "not changed" not in err
 
 
 def test_user_errors_print_a_message_not_a_traceback(tmp_path):

@@ -87,6 +87,15 @@ def test_worker_may_stop_only_itself_and_the_lambda_only_start_it(template):
     assert metadata["HttpTokens"] == "required", "the worker uses IMDSv2 only"
 
 
+def test_worker_may_publish_only_to_its_notification_topic(template):
+    publish = [s for s in _statements(template, "WorkerRole") if "sns:Publish" in s["Action"]]
+    assert publish == [{"Sid": "Notify", "Effect": "Allow", "Action": "sns:Publish",
+                        "Resource": {"Ref": "NotificationTopic"}}]  # fmt: skip
+    assert template["Outputs"]["NotificationTopicArn"]["Value"] == {"Ref": "NotificationTopic"}
+    subscription = template["Resources"]["NotificationEmailSubscription"]
+    assert subscription["Condition"] == "HasNotificationEmail", "no address, no subscription"
+
+
 def test_weekly_rule_fires_the_launcher(template):
     rule = template["Resources"]["WeeklyRule"]["Properties"]
     assert rule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}

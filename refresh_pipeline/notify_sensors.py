@@ -1,0 +1,71 @@
+"""Notifications of the runs a Dagster daemon starts (the weekly schedule under `dagster dev`, or a deployed
+Dagster): `refresh-pipeline run` sends its own runs' outcome and tags them, these sensors send the rest."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from refresh_pipeline.config import RefreshConfig
+from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.notify import deployment_label, refresh_notice, send_notice, wanted
+from refresh_pipeline.outcome import NOTIFIED_BY_CLI_TAG, outcome_from_events, promoted_since
+from refresh_pipeline.state import StateFile
+
+SUCCESS_SENSOR = "notify_refresh_succeeded"
+FAILURE_SENSOR = "notify_refresh_failed"
+
+
+def notify_of_run(config: RefreshConfig, context: dg.RunStatusSensorContext, success: bool) -> dg.SkipReason | None:
+    """Send the finished run's notice; a channel that cannot be reached fails the sensor's tick (shown in
+    the UI), after the others were tried."""
+    assert config.notify is not None
+    run = context.dagster_run
+    if NOTIFIED_BY_CLI_TAG in run.tags:
+        return dg.SkipReason(f"run {run.run_id} was started by `refresh-pipeline run`, which sent its notice")
+    if not wanted(config.notify, success):
+        return dg.SkipReason(f"notify.when is {config.notify.when}")
+    events = [entry.dagster_event for entry in context.instance.all_logs(run.run_id) if entry.dagster_event]
+    outcome = outcome_from_events(success, run.run_id, events)
+    stats = context.instance.get_run_stats(run.run_id)
+    state = StateFile(config.work_dir)
+    if stats.start_time is not None:
+        outcome.promoted_database = promoted_since(state, datetime.fromtimestamp(stats.start_time, UTC))
+        if stats.end_time is not None:
+            outcome.seconds = stats.end_time - stats.start_time
+    promoted = state.read("promoted")
+    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
+    problems = send_notice(config.notify, notice)
+    if problems:
+        raise RefreshError("could not send the notification: " + "; ".join(problems))
+    return None
+
+
+def build_notification_sensors(
+    config: RefreshConfig, job: UnresolvedAssetJobDefinition
+) -> list[dg.RunStatusSensorDefinition]:
+    """One sensor for succeeded and one for failed runs of the refresh job, when `notify` is configured."""
+    if config.notify is None:
+        return []
+
+    @dg.run_status_sensor(
+        name=SUCCESS_SENSOR,
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends the refresh's outcome (config: notify) when a run the daemon started promoted staging.",
+    )
+    def notify_refresh_succeeded(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
+        return notify_of_run(config, context, success=True)
+
+    @dg.run_status_sensor(
+        name=FAILURE_SENSOR,
+        run_status=dg.DagsterRunStatus.FAILURE,
+        monitored_jobs=[job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends what failed (config: notify) when a run the daemon started failed.",
+    )
+    def notify_refresh_failed(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
+        return notify_of_run(config, context, success=False)
+
+    return [notify_refresh_succeeded, notify_refresh_failed]
