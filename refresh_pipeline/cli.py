@@ -32,8 +32,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return run()
     from refresh_pipeline.launcher.worker import run_then_stop
 
-    config = load_config(args.config)
-    return run_then_stop(run, region=config.aws.region if config.aws else None)
+    return run_then_stop(run, region=_region_if_readable(args.config))
+
+
+def _region_if_readable(config_path: str) -> str | None:
+    """The AWS region of the config; None when it cannot be read (the worker then stops itself in its own
+    region, and run() says what is wrong with the config)."""
+    try:
+        config = load_config(config_path)
+    except RefreshError:
+        return None
+    return config.aws.region if config.aws else None
 
 
 def _report(outcome: object) -> int:

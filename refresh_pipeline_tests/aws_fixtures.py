@@ -127,6 +127,7 @@ def instances_on_stand_in(instance_stand_in: LocalServer, monkeypatch: pytest.Mo
 
 class _MetadataService(BaseHTTPRequestHandler):
     instance_id = ""
+    region = REGION
 
     def do_PUT(self) -> None:
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
@@ -135,13 +136,13 @@ class _MetadataService(BaseHTTPRequestHandler):
             self._reply(403, "")
 
     def do_GET(self) -> None:
-        if (
-            self.path == "/latest/meta-data/instance-id"
-            and self.headers.get("X-aws-ec2-metadata-token") == "session-token"
-        ):
-            self._reply(200, self.instance_id)
-        else:
+        values = {"/latest/meta-data/instance-id": self.instance_id, "/latest/meta-data/placement/region": self.region}
+        if self.headers.get("X-aws-ec2-metadata-token") != "session-token":
             self._reply(401, "")  # IMDSv2 only: no token, no answer
+        elif self.path in values:
+            self._reply(200, values[self.path])
+        else:
+            self._reply(404, "")
 
     def _reply(self, status: int, body: str) -> None:
         self.send_response(status)

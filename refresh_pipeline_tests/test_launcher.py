@@ -73,3 +73,21 @@ def test_run_then_stop_from_the_console_stops_after_a_failed_refresh(worker, wri
 
     assert code == 1
     assert _state(worker) in ("stopping", "stopped")
+
+
+@pytest.mark.parametrize("config_text", [None, "source_dsn: [unclosed"])
+def test_a_worker_whose_config_cannot_be_read_still_stops_itself_in_its_own_region(
+    worker, tmp_path, monkeypatch, capsys, config_text
+):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # not the worker's: the region comes from IMDS
+    config = tmp_path / "refresh.yaml"
+    if config_text is not None:
+        config.write_text(config_text)
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+
+    assert main(["run", "--config", str(config), "--then-stop"]) == 2
+
+    assert _state(worker) in ("stopping", "stopped")
+    err = capsys.readouterr().err
+    assert ("config file not found" if config_text is None else "not valid YAML") in err
+    assert "Traceback" not in err

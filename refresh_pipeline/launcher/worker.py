@@ -16,8 +16,8 @@ _IMDS_DEFAULT = "http://169.254.169.254"
 log = logging.getLogger("refresh_pipeline.worker")
 
 
-def own_instance_id(endpoint: str | None = None) -> str:
-    """This instance's id from the instance metadata service, IMDSv2 (session token first)."""
+def _metadata(path: str, what: str, endpoint: str | None = None) -> str:
+    """A value of this instance's metadata (IMDSv2: a session token first)."""
     base = (endpoint or os.environ.get(IMDS_ENDPOINT_ENV) or _IMDS_DEFAULT).rstrip("/")
     try:
         token_request = urllib.request.Request(
@@ -25,18 +25,25 @@ def own_instance_id(endpoint: str | None = None) -> str:
         )
         with urllib.request.urlopen(token_request, timeout=5) as response:
             token = response.read().decode()
-        id_request = urllib.request.Request(
-            f"{base}/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
-        )
-        with urllib.request.urlopen(id_request, timeout=5) as response:
+        value_request = urllib.request.Request(f"{base}/latest/{path}", headers={"X-aws-ec2-metadata-token": token})
+        with urllib.request.urlopen(value_request, timeout=5) as response:
             return response.read().decode().strip()
     except OSError as exc:
-        raise RefreshError(f"cannot read this instance's id from the metadata service at {base}: {exc}") from None
+        raise RefreshError(f"cannot read this instance's {what} from the metadata service at {base}: {exc}") from None
+
+
+def own_instance_id(endpoint: str | None = None) -> str:
+    return _metadata("meta-data/instance-id", "id", endpoint)
+
+
+def own_region(endpoint: str | None = None) -> str:
+    return _metadata("meta-data/placement/region", "region", endpoint)
 
 
 def stop_self(region: str | None = None) -> str:
+    """Stop this instance; without a region (the config could not be read) it is the instance's own."""
     instance_id = own_instance_id()
-    boto3.client("ec2", region_name=region).stop_instances(InstanceIds=[instance_id])
+    boto3.client("ec2", region_name=region or own_region()).stop_instances(InstanceIds=[instance_id])
     return instance_id
 
 
@@ -45,6 +52,9 @@ def run_then_stop(run: Callable[[], int], region: str | None = None) -> int:
     code = 1
     try:
         code = run()
+    except RefreshError as error:  # ours: a config or set-up problem, said without a traceback
+        print(f"refresh-pipeline: {error}", file=sys.stderr)
+        code = 2
     except Exception:
         log.exception("the refresh crashed")
     finally:
