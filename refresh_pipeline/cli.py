@@ -1,4 +1,4 @@
-"""`refresh-pipeline`: demo, run, status, validate, ui and server commands."""
+"""`refresh-pipeline`: demo, run, status, report, sweep, validate, notify-test, ui and server commands."""
 
 import argparse
 import json
@@ -162,6 +162,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_notify_test(args: argparse.Namespace) -> int:
+    from refresh_pipeline.notify import Notice, deployment_label, send_notice
+
+    config = load_config(args.config)
+    if config.notify is None:
+        raise RefreshError(f"{args.config} has no notify section: nothing to send to (README, Notifications).")
+    label = deployment_label(config)
+    notice = Notice(
+        f"test notice ({label})", f"refresh_pipeline can reach this channel; notify.when is {config.notify.when}."
+    )
+    problems = send_notice(config.notify, notice)
+    channels = [
+        name
+        for name, configured in (("SNS topic", config.notify.sns_topic_arn), ("webhook", config.notify.webhook_url_env))
+        if configured
+    ]
+    if not problems:
+        print(f"sent a test notice to the {' and the '.join(channels)}")
+        return 0
+    _say_problems(problems)
+    return 1
+
+
 def _program() -> str:
     """How the user invoked us, so printed follow-up commands work without an activated venv."""
     invoked = Path(sys.argv[0])
@@ -275,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = with_config(commands.add_parser("validate", help="check the policy against production (read-only)"))
     validate.set_defaults(handler=_cmd_validate)
+
+    notify_test = with_config(
+        commands.add_parser("notify-test", help="send a test notice to the channels of the config's notify section")
+    )
+    notify_test.set_defaults(handler=_cmd_notify_test)
 
     demo = commands.add_parser("demo", help="local server + demo production database + one full refresh")
     demo.add_argument("--work-dir", default=".work", help="where the demo keeps its server, snapshots and state")

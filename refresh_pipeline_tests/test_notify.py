@@ -261,6 +261,22 @@ def test_a_promoted_refresh_is_notified_and_its_daemon_sensor_does_not_send_it_a
     assert "sent its notice" in skipped.skip_message and len(webhook.received) == 1
 
 
+def test_notify_test_sends_a_notice_and_fails_when_a_channel_cannot_be_reached(write_config, webhook, capsys):
+    config = write_config(UNREACHABLE_SOURCE, notify={"webhook_url_env": WEBHOOK_ENV})
+
+    assert main(["notify-test", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "sent a test notice to the webhook\n"
+    assert webhook.texts[0].startswith("test notice (local, ")
+
+    webhook.statuses = [410]
+    assert main(["notify-test", "--config", str(config)]) == 1
+    assert "could not send the notification: the webhook (notify.webhook_url_env) answered HTTP 410" in (
+        capsys.readouterr().err
+    )
+    assert main(["notify-test", "--config", str(write_config(UNREACHABLE_SOURCE))]) == 2
+    assert "has no notify section" in capsys.readouterr().err
+
+
 # -- runs a Dagster daemon starts ----------------------------------------------------------------------
 
 
