@@ -5,7 +5,7 @@ import psycopg
 
 from refresh_pipeline.audit.scan import scan_table
 from refresh_pipeline.masking.catalog import ColumnInfo, read_tables
-from refresh_pipeline.masking.coordinates import coordinate_pairs
+from refresh_pipeline.masking.coordinates import coordinate_pairs, scale_in_name
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.policy import parse_policy
@@ -119,3 +119,55 @@ def test_without_moved_coordinates_no_pair_is_hashed(create_database):
         table = conn.execute("SELECT to_regclass('refresh_pipeline_audit.coordinate_fingerprints')").fetchone()
     assert audit.columns_scanned == ["pickupLatitude"] and audit.passed, "as a number a phone could be; no pair"
     assert table == (None,)
+
+
+def test_whole_number_coordinates_pair_and_say_their_scale():
+    columns = [_column("home_lat_e6", "integer"), _column("home_lng_e6", "integer"), _column("latE7", "bigint"),
+               _column("lonE7", "bigint"), _column("lat_count", "integer")]  # fmt: skip
+    pairs = [(latitude.name, longitude.name) for latitude, longitude in coordinate_pairs(columns)]
+    assert pairs == [("home_lat_e6", "home_lng_e6"), ("latE7", "lonE7")]
+    assert [scale_in_name(column) for column in columns] == [10**6, 10**6, 10**7, 10**7, None]
+
+
+# Homes stored as integers (degrees times 10^6); bookings copy them in degrees (double precision), in bigint
+# times 10^7 and in integers times 10^5 (~1 m, so only homes with 5 decimals survive the copy).
+WHOLE_SCHEMA = """
+CREATE TABLE customers (id int PRIMARY KEY, home_lat_e6 int, home_lng_e6 int);
+INSERT INTO customers SELECT g, 19050000 + g * 130 + CASE WHEN g % 10 = 0 THEN 3 ELSE 0 END, 72850000 + g * 150
+FROM generate_series(1, 200) g;
+CREATE TABLE bookings (id int PRIMARY KEY, pickup_lat double precision, pickup_lon double precision,
+                       drop_lat bigint, drop_lng bigint, seen_lat int, seen_lon int);
+INSERT INTO bookings SELECT g, c.home_lat_e6 / 1e6, c.home_lng_e6 / 1e6, c.home_lat_e6::bigint * 10,
+    c.home_lng_e6::bigint * 10, round(c.home_lat_e6 / 10.0), round(c.home_lng_e6 / 10.0)
+FROM generate_series(1, 400) g JOIN customers c ON c.id = 1 + g % 200;
+"""
+
+
+def test_whole_number_coordinates_are_moved_by_their_scale_and_their_copies_found(create_database):
+    conninfo = database_with(create_database, "whole_coordinates", WHOLE_SCHEMA)
+    policy = parse_policy(
+        "tables:\n  customers:\n    id: keep\n    home_lat_e6: {transform: geo, scale: 1000000}\n"
+        "    home_lng_e6: {transform: geo, scale: 1000000, radius_m: 500}\n  bookings: keep\n"
+    )
+    kept = {"id", "pickup_lat", "pickup_lon", "drop_lat", "drop_lng", "seen_lat", "seen_lon"}
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = read_tables(conn)
+        record_originals(conn, list(tables.values()), policy, KEY)
+        before = dict(conn.execute("SELECT id, (home_lat_e6, home_lng_e6)::text FROM customers").fetchall())
+        mask_table(conn, policy, "customers", KEY)
+        moved = conn.execute(
+            "SELECT count(*) FILTER (WHERE (home_lat_e6, home_lng_e6)::text <> ALL(%s)),"
+            " max(abs(home_lat_e6 - 19050000 - id * 130 - CASE WHEN id %% 10 = 0 THEN 3 ELSE 0 END)),"
+            " pg_typeof(min(home_lat_e6))::text FROM customers",
+            (list(before.values()),),
+        ).fetchone()
+        masked = scan_table(conn, tables[("public", "customers")], KEY, kept_columns={"id"})
+        bookings = scan_table(conn, tables[("public", "bookings")], KEY, kept_columns=kept)
+
+    assert moved[0] == 200, "every home moved"
+    assert 0 < moved[1] <= 500 / 111320 * 1e6, "by at most radius_m, in millionths of a degree"
+    assert moved[2] == "integer"
+    assert masked.passed, masked.summary()
+    found = {f.column: f.known_values for f in bookings.findings}
+    # In degrees and at 10^7: every copy. At 10^5: the homes whose sixth decimal is 0 (all but every tenth).
+    assert found == {"pickup_lat/pickup_lon": 400, "drop_lat/drop_lng": 400, "seen_lat/seen_lon": 360}

@@ -246,6 +246,12 @@ def test_sequences_and_identity_columns_survive_masking(create_database):
             "`geo` needs a numeric, real, double precision, geometry or geography column, not date",
         ),
         ("email: {transform: number, min: 1, max: 9}", "`number` needs a numeric or integer column, not text"),
+        (
+            "id: geo",  # moved by less than 1 as degrees, an integer would round back to the original
+            "`geo` on a whole-number column needs the scale its values are degrees times: "
+            "{transform: geo, scale: 1000000} if 19.072830 is stored as 19072830",
+        ),
+        ("id: {transform: geo, scale: 0}", "geo scale must be a positive number"),
         ("profile: {json: {'$.contact.mail': email}}", "JSON path $.contact.mail matches no value in any row"),
     ],
 )

@@ -32,6 +32,8 @@ def _column(name: str, base_type: str) -> ColumnInfo:
         ("created_at", "timestamp with time zone", "keep"),
         ("latitude", "double precision", "geo"),  # was `keep`
         ("home_lng", "numeric", "geo"),
+        ("home_lat_e7", "bigint", "{transform: geo, scale: 10000000}"),  # was `keep`: degrees times 10^7
+        ("lat", "integer", "{transform: geo, scale: 1000000}"),
         ("fare", "numeric", "keep"),
         ("lap_count", "double precision", "keep"),
         ("kyc_scan", "bytea", "null"),  # was `keep`: the audit reads no image
@@ -86,7 +88,8 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         "CREATE TABLE riders (id int, full_name text, search tsvector, search_strict tsvector NOT NULL,"
         " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
         " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2),"
-        " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[]);",
+        " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[], home_lat_e5 int,"
+        " home_lon_e5 numeric(9,0));",
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -108,3 +111,4 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
     assert lines["phone"] == "keep", "numeric(12,2) holds no whole phone number: `phone` would be refused"
     assert lines["profile_photo"] == "redact", "a NOT NULL file cannot be nulled: its bytes become REDACTED's"
     assert lines["seen_from"] == "{array: ip}" and lines["device_ids"] == "keep"
+    assert lines["home_lat_e5"] == lines["home_lon_e5"] == "{transform: geo, scale: 100000}"

@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo, column_text, with_pii_numbers
-from refresh_pipeline.masking.coordinates import coordinate_pairs
+from refresh_pipeline.masking.coordinates import coordinate_pairs, in_degrees
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.policy import MaskingPolicy, TransformRule
 from refresh_pipeline.masking.session_key import key_column, key_relation, share_key
@@ -137,17 +137,25 @@ def _moved_location_columns(policy: MaskingPolicy, table: TableInfo) -> list[str
     ]
 
 
-def _moved_coordinate_pairs(policy: MaskingPolicy, table: TableInfo) -> list[tuple[ColumnInfo, ColumnInfo]]:
-    """The table's latitude/longitude number pairs (masking/coordinates.py) the policy moves with `geo`."""
+def _moved_coordinate_pairs(policy: MaskingPolicy, table: TableInfo) -> list[tuple[sql.Composable, sql.Composable]]:
+    """The table's latitude/longitude number pairs (masking/coordinates.py) the policy moves with `geo`, each
+    coordinate in degrees (a rule's `scale` taken out)."""
     table_policy = policy.tables.get((table.schema, table.name))
     if table_policy is None:
         return []
 
-    def moved(column: ColumnInfo) -> bool:
+    def moved(column: ColumnInfo) -> TransformRule | None:
         rule = table_policy.columns.get(column.name)
-        return isinstance(rule, TransformRule) and rule.transform == "geo"
+        return rule if isinstance(rule, TransformRule) and rule.transform == "geo" else None
 
-    return [(lat, lon) for lat, lon in coordinate_pairs(table.columns) if moved(lat) and moved(lon)]
+    return [
+        (
+            in_degrees(sql.Identifier(lat.name), lat_rule.param_dict.get("scale")),
+            in_degrees(sql.Identifier(lon.name), lon_rule.param_dict.get("scale")),
+        )
+        for lat, lon in coordinate_pairs(table.columns)
+        if (lat_rule := moved(lat)) and (lon_rule := moved(lon))
+    ]
 
 
 def _whole_value_columns(policy: MaskingPolicy, table: TableInfo) -> list[str]:
@@ -299,8 +307,8 @@ def fingerprint_coordinates(
             "WHERE {lat} IS NOT NULL AND {lon} IS NOT NULL) AS d CROSS JOIN {key}"
         ).format(
             fingerprint=coordinates_fingerprint(sql.SQL("d.lat"), sql.SQL("d.lon")),
-            lat=sql.Identifier(latitude.name),
-            lon=sql.Identifier(longitude.name),
+            lat=latitude,
+            lon=longitude,
             target=table.ident,
             key=key_relation(AUDIT_PURPOSE),
         )

@@ -39,7 +39,8 @@ DETECTOR_VERSIONS = {
     "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1; "
     "production phones kept in bigint/numeric columns, v1; "
     "production locations (PostGIS) moved by geo, in every geometry/geography column, v1; "
-    "production coordinates (latitude/longitude number pairs) moved by geo, in kept pairs, v1",
+    "production coordinates (latitude/longitude number pairs) moved by geo, in kept pairs (whole-number ones "
+    "as degrees times 10^5, 10^6 or 10^7), v2",
     "email": "email outside @example.com, v1",
     "phone": "Indian mobile (+91/0 prefix, 5-5 or 10 digits), v1",
     "upi": "UPI handle <local>@<bank>, v1",

@@ -24,7 +24,8 @@ OTHER_TEXT_TYPES = frozenset({"xml", "hstore", "tsvector"})
 # PostGIS locations (unqualified: the extension's schema varies); `geo` moves them, the audit compares them.
 SPATIAL_TYPES = frozenset({"geometry", "geography"})
 FRACTIONAL_TYPES = frozenset({"numeric", "double precision", "real"})
-NUMBER_TYPES = FRACTIONAL_TYPES | {"integer", "bigint", "smallint"}
+INTEGER_TYPES = frozenset({"integer", "bigint", "smallint"})
+NUMBER_TYPES = FRACTIONAL_TYPES | INTEGER_TYPES
 WHOLE_NUMBER_TYPES = frozenset({"bigint", "numeric"})
 # Where a phone or an Aadhaar number is stored as a number: a bigint or whole numeric, or a double precision
 # (a spreadsheet's import; it holds 15 digits exactly). integer is too small, real too coarse.

@@ -97,6 +97,16 @@ def _geo_or_number_expression(
     params = rule.param_dict
     if rule.transform == "geo" and column.is_spatial:
         masked = _location_expression(column, ident, float(params.get("radius_m", 500)), refs)
+    elif rule.transform == "geo" and "scale" in params:
+        # Degrees times `scale` (`lat_e6`): moved as degrees, so a copy in degrees elsewhere moves alike.
+        masked = sql.SQL(
+            "refresh_pipeline.mask_geo({key}, {col}::double precision / {scale}, {radius}) * {scale}"
+        ).format(
+            key=refs.key,
+            col=ident,
+            scale=sql.Literal(float(params["scale"])),
+            radius=sql.Literal(float(params.get("radius_m", 500))),
+        )
     elif rule.transform == "geo":
         masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
             key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))

@@ -25,7 +25,7 @@ _PARAMETERS: dict[str, frozenset[str]] = {
     "redact": frozenset({"value"}),
     "hash": frozenset({"length"}),
     "date": frozenset({"keep", "band_years"}),
-    "geo": frozenset({"radius_m"}),
+    "geo": frozenset({"radius_m", "scale"}),
     "number": frozenset({"min", "max", "decimals"}),
 }
 
@@ -48,6 +48,8 @@ def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
             return "date band_years must be a whole number from 2 to 100"
     if name == "geo" and not (_is_number(params.get("radius_m", 500)) and params.get("radius_m", 500) > 0):
         return "geo radius_m must be a positive number of metres"
+    if name == "geo" and not (_is_number(params.get("scale", 1)) and params.get("scale", 1) > 0):
+        return "geo scale must be a positive number (the stored value is degrees times it, e.g. 1000000)"
     if name == "number":
         low, high, decimals = params.get("min"), params.get("max"), params.get("decimals", 0)
         if not (_is_number(low) and _is_number(high)) or low > high:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 
 from refresh_pipeline.masking.catalog import (
-    FRACTIONAL_TYPES,
+    NUMBER_TYPES,
     PHONE_NUMBER_TYPES,
     TEXT_CASTABLE,
     TEXT_TYPES,
     ColumnInfo,
     column_words,
 )
-from refresh_pipeline.masking.coordinates import COORDINATE_WORDS
+from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import TransformRule
 
@@ -86,8 +86,12 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
         return _derived_or_composite(column)
     if column.is_spatial:
         return "geo", _LOCATION_WHY
-    if column.base_type in FRACTIONAL_TYPES and not column.is_array and COORDINATE_WORDS.search(words):
-        return "geo", _LOCATION_WHY
+    if column.base_type in NUMBER_TYPES and not column.is_array and COORDINATE_WORDS.search(words):
+        if not is_whole_number(column):
+            return "geo", _LOCATION_WHY
+        scale = scale_in_name(column)
+        said = "as its name says" if scale else "check it: 19.072830 stored as 19072830"
+        return f"{{transform: geo, scale: {scale or 1_000_000}}}", f"{_LOCATION_WHY}; degrees times the scale, {said}"
     if number := _number_transform(column, words):
         return number
     if column.is_text:

@@ -14,6 +14,7 @@ from refresh_pipeline.masking.catalog import (
     ColumnInfo,
     TableInfo,
 )
+from refresh_pipeline.masking.coordinates import is_whole_number, scale_in_name
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
@@ -33,12 +34,7 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if transform == "date":
         return None if column.is_date else f"`date` needs a date or timestamp column, not {column.type_name}"
     if transform == "geo":
-        fits = column.is_spatial or (not column.is_array and column.base_type in FRACTIONAL_TYPES)
-        return (
-            None
-            if fits
-            else f"`geo` needs a numeric, real, double precision, geometry or geography column, not {column.type_name}"
-        )
+        return _geo_problem(column, rule)
     if transform == "number":
         fits = not column.is_array and column.base_type in NUMBER_TYPES
         return None if fits else f"`number` needs a numeric or integer column, not {column.type_name}"
@@ -49,6 +45,24 @@ def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
     if not column.is_text:
         return f"`{transform}` needs a text column, not {column.type_name}"
     return length_problem(column, rule)
+
+
+def _geo_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
+    """`geo` takes spatial columns and fractional numbers; a whole-number column only with the scale its
+    degrees are stored at (moved by less than 1 unscaled, it would round back to the original)."""
+    if column.is_spatial:
+        return None
+    if not column.is_array and is_whole_number(column):
+        if "scale" in rule.param_dict:
+            return None
+        example = scale_in_name(column) or 1_000_000
+        return (
+            f"`geo` on a whole-number column needs the scale its values are degrees times: "
+            f"{{transform: geo, scale: {example}}} if 19.072830 is stored as {round(19.07283 * example)}"
+        )
+    if not column.is_array and column.base_type in FRACTIONAL_TYPES:
+        return None
+    return f"`geo` needs a numeric, real, double precision, geometry or geography column, not {column.type_name}"
 
 
 def _castable_problem(column: ColumnInfo, transform: str) -> str | None:
