@@ -2,8 +2,10 @@
 places moved by `geo` are fingerprinted at restore, and a kept pair holding one fails the audit."""
 
 import psycopg
+import pytest
 
 from refresh_pipeline.audit.scan import scan_table
+from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, read_tables
 from refresh_pipeline.masking.coordinates import coordinate_pairs, scale_in_name
 from refresh_pipeline.masking.keys import MaskingKey
@@ -171,3 +173,34 @@ def test_whole_number_coordinates_are_moved_by_their_scale_and_their_copies_foun
     found = {f.column: f.known_values for f in bookings.findings}
     # In degrees and at 10^7: every copy. At 10^5: the homes whose sixth decimal is 0 (all but every tenth).
     assert found == {"pickup_lat/pickup_lon": 400, "drop_lat/drop_lng": 400, "seen_lat/seen_lon": 360}
+
+
+COARSE_SCHEMA = """
+CREATE TABLE places (id int PRIMARY KEY, lat numeric(9,3), lon numeric(9,3), town_lat numeric(6,2),
+                     lat_e4 int);
+INSERT INTO places SELECT g, 19.000 + g * 0.001, 72.000 + g * 0.001, 19.00 + (g % 90) * 0.01, 190000 + g
+FROM generate_series(1, 500) g;
+"""
+
+
+def test_a_moved_coordinate_never_rounds_back_and_a_column_too_coarse_for_the_radius_is_refused(create_database):
+    conninfo = database_with(create_database, "coarse_coordinates", COARSE_SCHEMA)
+    policy = parse_policy(
+        "tables:\n  places:\n    id: keep\n    lat: geo\n    lon: geo\n"
+        "    town_lat: {transform: geo, radius_m: 1500}\n    lat_e4: {transform: geo, scale: 10000}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute("SELECT id, lat, lon, town_lat, lat_e4 FROM places ORDER BY id").fetchall()
+        with pytest.raises(RefreshError) as refused:
+            mask_table(conn, parse_policy("tables:\n  places:\n    town_lat: geo\n"), "places", KEY)
+        mask_table(conn, policy, "places", KEY)
+        after = conn.execute("SELECT id, lat, lon, town_lat, lat_e4 FROM places ORDER BY id").fetchall()
+
+    assert (
+        "`geo` moves a coordinate by 250 to 500 m, but numeric(6,2) keeps it to ~1113 m, so it would round back "
+        "to the original: set radius_m above 1113" in str(refused.value)
+    )
+    for column in (1, 2, 3, 4):  # kept to ~111 m, ~1,113 m (radius 1,500 m), ~11 m: every value moved
+        unchanged = [row[0] for row, moved in zip(before, after, strict=True) if row[column] == moved[column]]
+        assert unchanged == [], f"column {column}: {len(unchanged)} value(s) rounded back to the original"
+    assert max(abs(float(a[1]) - float(b[1])) for a, b in zip(before, after, strict=True)) <= 0.0045 + 0.0005

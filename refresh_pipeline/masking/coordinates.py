@@ -15,6 +15,7 @@ LATITUDE_WORDS = ("lat", "latitude")
 LONGITUDE_WORDS = ("lng", "lon", "longitude")
 # A coordinate's word in a column's words (column_words): what `geo` is suggested for.
 COORDINATE_WORDS = re.compile(rf"(^|_)({'|'.join(LATITUDE_WORDS + LONGITUDE_WORDS)})(_|$)")
+METRES_PER_DEGREE = 111_320  # as mask_geo (functions.sql) converts radius_m
 # How whole-number coordinates are commonly stored: degrees times 10^5 (~1 m), 10^6 or 10^7 (GPS devices).
 COMMON_SCALES = (100_000, 1_000_000, 10_000_000)
 _SCALE_WORD = re.compile(r"(?:^|_)e([5-7])(?:_|$)")

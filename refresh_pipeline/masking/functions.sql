@@ -434,11 +434,17 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- A point moved deterministically by up to radius_m metres (per axis, 1 degree ~ 111.32 km).
+-- A coordinate moved deterministically by between radius_m / 2 and radius_m metres, up or down (1 degree ~
+-- 111.32 km). Never by less: a column keeping fewer decimals than that would round it back to the original
+-- (validation refuses columns coarser than radius_m).
+CREATE OR REPLACE FUNCTION refresh_pipeline.geo_shift(u double precision, radius_m double precision)
+RETURNS double precision LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN u < 0.5 THEN -1 ELSE 1 END * (0.5 + abs(u * 2 - 1) * 0.5) * radius_m / 111320.0
+$$;
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_geo(key bytea, v double precision, radius_m double precision)
 RETURNS double precision LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
-    SELECT v + ((refresh_pipeline.hmac_int(key, 'geo:' || v::text)::double precision / 72057594037927936.0) * 2 - 1)
-               * radius_m / 111320.0
+    SELECT v + refresh_pipeline.geo_shift(
+        refresh_pipeline.hmac_int(key, 'geo:' || v::text)::double precision / 72057594037927936.0, radius_m)
 $$;
 
 -- A number in [low, high] with the given decimals, chosen by the key from the original.

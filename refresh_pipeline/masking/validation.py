@@ -14,7 +14,7 @@ from refresh_pipeline.masking.catalog import (
     ColumnInfo,
     TableInfo,
 )
-from refresh_pipeline.masking.coordinates import is_whole_number, scale_in_name
+from refresh_pipeline.masking.coordinates import METRES_PER_DEGREE, is_whole_number, scale_in_name
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
 
@@ -52,17 +52,31 @@ def _geo_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
     degrees are stored at (moved by less than 1 unscaled, it would round back to the original)."""
     if column.is_spatial:
         return None
+    params = rule.param_dict
     if not column.is_array and is_whole_number(column):
-        if "scale" in rule.param_dict:
-            return None
-        example = scale_in_name(column) or 1_000_000
-        return (
-            f"`geo` on a whole-number column needs the scale its values are degrees times: "
-            f"{{transform: geo, scale: {example}}} if 19.072830 is stored as {round(19.07283 * example)}"
-        )
+        if "scale" not in params:
+            example = scale_in_name(column) or 1_000_000
+            return (
+                f"`geo` on a whole-number column needs the scale its values are degrees times: "
+                f"{{transform: geo, scale: {example}}} if 19.072830 is stored as {round(19.07283 * example)}"
+            )
+        return _geo_resolution_problem(column, 1 / params["scale"], params.get("radius_m", 500))
     if not column.is_array and column.base_type in FRACTIONAL_TYPES:
-        return None
+        decimals = column.numeric_digits[1]
+        step = 10**-decimals / params.get("scale", 1) if decimals else None
+        return _geo_resolution_problem(column, step, params.get("radius_m", 500)) if step else None
     return f"`geo` needs a numeric, real, double precision, geometry or geography column, not {column.type_name}"
+
+
+def _geo_resolution_problem(column: ColumnInfo, step_degrees: float, radius_m: float) -> str | None:
+    """A column keeping coordinates to a step of at least radius_m would round every moved value back."""
+    step_m = step_degrees * METRES_PER_DEGREE
+    if step_m < radius_m:
+        return None
+    return (
+        f"`geo` moves a coordinate by {radius_m / 2:g} to {radius_m:g} m, but {column.type_name} keeps it to "
+        f"~{step_m:.0f} m, so it would round back to the original: set radius_m above {step_m:.0f}"
+    )
 
 
 def _castable_problem(column: ColumnInfo, transform: str) -> str | None:
