@@ -89,7 +89,7 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
         " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2),"
         " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[], home_lat_e5 int,"
-        " home_lon_e5 numeric(9,0));",
+        " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3));",
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -112,3 +112,5 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
     assert lines["profile_photo"] == "redact", "a NOT NULL file cannot be nulled: its bytes become REDACTED's"
     assert lines["seen_from"] == "{array: ip}" and lines["device_ids"] == "keep"
     assert lines["home_lat_e5"] == lines["home_lon_e5"] == "{transform: geo, scale: 100000}"
+    assert lines["town_lat"] == "{transform: geo, radius_m: 1300}", "kept to ~1.1 km: moved further than 500 m"
+    assert lines["town_lon"] == "geo"

@@ -52,6 +52,14 @@ def coordinate_pairs(columns: list[ColumnInfo]) -> list[tuple[ColumnInfo, Column
     return [(latitude, longitudes[stem]) for stem, latitude in latitudes.items() if stem in longitudes]
 
 
+def step_metres(column: ColumnInfo, scale: float | None) -> float | None:
+    """The smallest move a column can hold, in metres (None: as small as matters, a float or unbounded numeric)."""
+    if is_whole_number(column):
+        return METRES_PER_DEGREE / scale if scale else None
+    decimals = column.numeric_digits[1]
+    return METRES_PER_DEGREE * 10**-decimals / (scale or 1) if decimals else None
+
+
 def in_degrees(value: sql.Composable, scale: float | None) -> sql.Composable:
     """A coordinate as exact degrees: stored as they are, or as degrees times `scale`."""
     exact = sql.SQL("CAST({} AS numeric)").format(value)

@@ -12,6 +12,7 @@ from refresh_pipeline.masking.catalog import TEXT_TYPES, ColumnInfo, TableInfo, 
 from refresh_pipeline.masking.keys import MASKING_PURPOSE
 from refresh_pipeline.masking.lengths import fitted
 from refresh_pipeline.masking.policy import (
+    DEFAULT_RADIUS_M,
     REDACTED,
     ArrayRule,
     ColumnRule,
@@ -96,7 +97,7 @@ def _geo_or_number_expression(
 ) -> sql.Composable:
     params = rule.param_dict
     if rule.transform == "geo" and column.is_spatial:
-        masked = _location_expression(column, ident, float(params.get("radius_m", 500)), refs)
+        masked = _location_expression(column, ident, float(params.get("radius_m", DEFAULT_RADIUS_M)), refs)
     elif rule.transform == "geo" and "scale" in params:
         # Degrees times `scale` (`lat_e6`): moved as degrees, so a copy in degrees elsewhere moves alike.
         masked = sql.SQL(
@@ -105,11 +106,11 @@ def _geo_or_number_expression(
             key=refs.key,
             col=ident,
             scale=sql.Literal(float(params["scale"])),
-            radius=sql.Literal(float(params.get("radius_m", 500))),
+            radius=sql.Literal(float(params.get("radius_m", DEFAULT_RADIUS_M))),
         )
     elif rule.transform == "geo":
         masked = sql.SQL("refresh_pipeline.mask_geo({key}, {col}::double precision, {radius})").format(
-            key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", 500)))
+            key=refs.key, col=ident, radius=sql.Literal(float(params.get("radius_m", DEFAULT_RADIUS_M)))
         )
     else:
         masked = sql.SQL("refresh_pipeline.mask_number({key}, {col}::numeric, {low}, {high}, {decimals})").format(

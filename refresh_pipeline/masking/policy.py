@@ -19,6 +19,7 @@ TEXT_TRANSFORMS = frozenset({
     "aadhaar", "fpe", "ip",
 })  # fmt: skip
 LARGE_OBJECT_CHOICES = ("remove", "keep")
+DEFAULT_RADIUS_M = 500  # how far `geo` moves a location by default, at most
 REDACTED = "REDACTED"  # what `redact` writes without a `value` (functions.sql has the same default)
 SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
@@ -46,10 +47,12 @@ def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
         band = params.get("band_years")
         if band is not None and (not isinstance(band, int) or not 2 <= band <= 100):
             return "date band_years must be a whole number from 2 to 100"
-    if name == "geo" and not (_is_number(params.get("radius_m", 500)) and params.get("radius_m", 500) > 0):
-        return "geo radius_m must be a positive number of metres"
-    if name == "geo" and not (_is_number(params.get("scale", 1)) and params.get("scale", 1) > 0):
-        return "geo scale must be a positive number (the stored value is degrees times it, e.g. 1000000)"
+    if name == "geo":
+        radius, scale = params.get("radius_m", DEFAULT_RADIUS_M), params.get("scale", 1)
+        if not (_is_number(radius) and radius > 0):
+            return "geo radius_m must be a positive number of metres"
+        if not (_is_number(scale) and scale > 0):
+            return "geo scale must be a positive number (the stored value is degrees times it, e.g. 1000000)"
     if name == "number":
         low, high, decimals = params.get("min"), params.get("max"), params.get("decimals", 0)
         if not (_is_number(low) and _is_number(high)) or low > high:

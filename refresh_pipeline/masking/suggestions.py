@@ -8,6 +8,7 @@ scan is emptied instead of kept."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from refresh_pipeline.masking.catalog import (
@@ -18,9 +19,9 @@ from refresh_pipeline.masking.catalog import (
     ColumnInfo,
     column_words,
 )
-from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name
+from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name, step_metres
 from refresh_pipeline.masking.lengths import length_problem
-from refresh_pipeline.masking.policy import TransformRule
+from refresh_pipeline.masking.policy import DEFAULT_RADIUS_M, TransformRule
 
 # Checked in order on the column name's words (`passenger_email` -> passenger, email; `homeAddress` -> home,
 # address). Names alone, of people only: `route_name` or `stop_name` stay `redact` for a person to decide.
@@ -88,7 +89,11 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
         return "geo", _LOCATION_WHY
     if column.base_type in NUMBER_TYPES and not column.is_array and COORDINATE_WORDS.search(words):
         if not is_whole_number(column):
-            return "geo", _LOCATION_WHY
+            step = step_metres(column, None)
+            if step is None or step < DEFAULT_RADIUS_M:
+                return "geo", _LOCATION_WHY
+            radius = math.ceil(step / 100) * 100 + 100  # moved at least half of it: never back onto itself
+            return f"{{transform: geo, radius_m: {radius}}}", f"{_LOCATION_WHY}; {column.type_name} keeps ~{step:.0f} m"
         scale = scale_in_name(column)
         said = "as its name says" if scale else "check it: 19.072830 stored as 19072830"
         return f"{{transform: geo, scale: {scale or 1_000_000}}}", f"{_LOCATION_WHY}; degrees times the scale, {said}"

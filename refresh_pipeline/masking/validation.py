@@ -14,9 +14,16 @@ from refresh_pipeline.masking.catalog import (
     ColumnInfo,
     TableInfo,
 )
-from refresh_pipeline.masking.coordinates import METRES_PER_DEGREE, is_whole_number, scale_in_name
+from refresh_pipeline.masking.coordinates import is_whole_number, scale_in_name, step_metres
 from refresh_pipeline.masking.lengths import length_problem
-from refresh_pipeline.masking.policy import ArrayRule, ColumnRule, JsonRule, MaskingPolicy, TransformRule
+from refresh_pipeline.masking.policy import (
+    DEFAULT_RADIUS_M,
+    ArrayRule,
+    ColumnRule,
+    JsonRule,
+    MaskingPolicy,
+    TransformRule,
+)
 
 
 def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
@@ -53,6 +60,7 @@ def _geo_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
     if column.is_spatial:
         return None
     params = rule.param_dict
+    radius = params.get("radius_m", DEFAULT_RADIUS_M)
     if not column.is_array and is_whole_number(column):
         if "scale" not in params:
             example = scale_in_name(column) or 1_000_000
@@ -60,18 +68,15 @@ def _geo_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
                 f"`geo` on a whole-number column needs the scale its values are degrees times: "
                 f"{{transform: geo, scale: {example}}} if 19.072830 is stored as {round(19.07283 * example)}"
             )
-        return _geo_resolution_problem(column, 1 / params["scale"], params.get("radius_m", 500))
+        return _geo_resolution_problem(column, step_metres(column, params["scale"]), radius)
     if not column.is_array and column.base_type in FRACTIONAL_TYPES:
-        decimals = column.numeric_digits[1]
-        step = 10**-decimals / params.get("scale", 1) if decimals else None
-        return _geo_resolution_problem(column, step, params.get("radius_m", 500)) if step else None
+        return _geo_resolution_problem(column, step_metres(column, params.get("scale")), radius)
     return f"`geo` needs a numeric, real, double precision, geometry or geography column, not {column.type_name}"
 
 
-def _geo_resolution_problem(column: ColumnInfo, step_degrees: float, radius_m: float) -> str | None:
+def _geo_resolution_problem(column: ColumnInfo, step_m: float | None, radius_m: float) -> str | None:
     """A column keeping coordinates to a step of at least radius_m would round every moved value back."""
-    step_m = step_degrees * METRES_PER_DEGREE
-    if step_m < radius_m:
+    if step_m is None or step_m < radius_m:
         return None
     return (
         f"`geo` moves a coordinate by {radius_m / 2:g} to {radius_m:g} m, but {column.type_name} keeps it to "
