@@ -7,13 +7,13 @@ import secrets
 import sys
 from pathlib import Path
 
-from refresh_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, RefreshConfig, load_config
+from refresh_pipeline.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, load_config
 from refresh_pipeline.errors import RefreshError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from refresh_pipeline.execution import run_refresh
-    from refresh_pipeline.notify import webhook_url
+    from refresh_pipeline.notify import send_crash, send_outcome, webhook_url
 
     def run() -> int:
         config = load_config(args.config)
@@ -22,10 +22,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             outcome = run_refresh(args.config, in_process=args.in_process)
         except Exception as error:
-            _notify_crash(config, error)
+            _say_problems(send_crash(config, error))
             raise
         code = _report(outcome)
-        _notify(config, outcome)
+        _say_problems(send_outcome(config, outcome))
         return code
 
     if not args.then_stop:
@@ -71,26 +71,6 @@ def _report(outcome: object) -> int:
         print("  staging was not changed.", file=sys.stderr)
     print("  Details: `refresh-pipeline ui` (Runs tab).", file=sys.stderr)
     return 1
-
-
-def _notify(config: RefreshConfig, outcome: object) -> None:
-    from refresh_pipeline.notify import deployment_label, refresh_notice, send_notice, wanted
-    from refresh_pipeline.outcome import RefreshOutcome
-    from refresh_pipeline.state import StateFile
-
-    assert isinstance(outcome, RefreshOutcome)
-    if config.notify is None or not wanted(config.notify, outcome.success):
-        return
-    promoted = StateFile(config.work_dir).read("promoted")
-    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
-    _say_problems(send_notice(config.notify, notice))
-
-
-def _notify_crash(config: RefreshConfig, error: Exception) -> None:
-    from refresh_pipeline.notify import crash_notice, deployment_label, send_notice
-
-    if config.notify is not None:
-        _say_problems(send_notice(config.notify, crash_notice(error, deployment_label(config))))
 
 
 def _say_problems(problems: list[str]) -> None:

@@ -20,6 +20,7 @@ from refresh_pipeline.config import NotifyConfig, RefreshConfig
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.outcome import RefreshOutcome
 from refresh_pipeline.row_data_in_errors import withhold_row_data
+from refresh_pipeline.state import StateFile
 
 SUBJECT_LIMIT = 99  # SNS: under 100 ASCII characters, one line
 TEXT_LIMIT = 30_000  # chat services cut or refuse longer messages (Slack: 40,000 characters)
@@ -40,6 +41,22 @@ def deployment_label(config: RefreshConfig) -> str:
 
 def wanted(notify: NotifyConfig, success: bool) -> bool:
     return notify.when == "always" or not success
+
+
+def send_outcome(config: RefreshConfig, outcome: RefreshOutcome) -> list[str]:
+    """Send a finished run's notice when the config wants it; returns the channels' problems."""
+    if config.notify is None or not wanted(config.notify, outcome.success):
+        return []
+    promoted = StateFile(config.work_dir).read("promoted")
+    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
+    return send_notice(config.notify, notice)
+
+
+def send_crash(config: RefreshConfig, error: BaseException) -> list[str]:
+    """Send the notice of a refresh that stopped before it could say what failed."""
+    if config.notify is None:
+        return []
+    return send_notice(config.notify, crash_notice(error, deployment_label(config)))
 
 
 def _duration(seconds: float | None) -> str:

@@ -8,7 +8,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.notify import deployment_label, refresh_notice, send_notice, wanted
+from refresh_pipeline.notify import send_outcome, wanted
 from refresh_pipeline.outcome import NOTIFIED_BY_CLI_TAG, outcome_from_events, promoted_since
 from refresh_pipeline.state import StateFile
 
@@ -28,14 +28,12 @@ def notify_of_run(config: RefreshConfig, context: dg.RunStatusSensorContext, suc
     events = [entry.dagster_event for entry in context.instance.all_logs(run.run_id) if entry.dagster_event]
     outcome = outcome_from_events(success, run.run_id, events)
     stats = context.instance.get_run_stats(run.run_id)
-    state = StateFile(config.work_dir)
     if stats.start_time is not None:
-        outcome.promoted_database = promoted_since(state, datetime.fromtimestamp(stats.start_time, UTC))
+        started = datetime.fromtimestamp(stats.start_time, UTC)
+        outcome.promoted_database = promoted_since(StateFile(config.work_dir), started)
         if stats.end_time is not None:
             outcome.seconds = stats.end_time - stats.start_time
-    promoted = state.read("promoted")
-    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
-    problems = send_notice(config.notify, notice)
+    problems = send_outcome(config, outcome)
     if problems:
         raise RefreshError("could not send the notification: " + "; ".join(problems))
     return None
