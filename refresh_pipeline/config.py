@@ -74,6 +74,8 @@ class NotifyConfig:
     sns_topic_arn: str | None = None
     # The name of the environment variable holding a chat webhook's URL: the URL is a secret.
     webhook_url_env: str | None = None
+    # Where the Dagster UI is served: notices link to the run's page there.
+    ui_url: str | None = None
 
     @property
     def sns_region(self) -> str | None:
@@ -111,6 +113,8 @@ def _notify_config(raw: Any, where: Path) -> NotifyConfig | None:
             f"{where}: notify.webhook_url_env names the environment variable holding the URL (the URL is a "
             f"secret: it does not go in this file), e.g. REFRESH_NOTIFY_WEBHOOK."
         )
+    if notify.ui_url is not None and not re.fullmatch(r"https?://[^\s]+", str(notify.ui_url)):
+        raise RefreshError(f"{where}: notify.ui_url must be the Dagster UI's http(s) address, got {notify.ui_url!r}.")
     return notify
 
 

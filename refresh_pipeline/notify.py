@@ -48,7 +48,9 @@ def send_outcome(config: RefreshConfig, outcome: RefreshOutcome) -> list[str]:
     if config.notify is None or not wanted(config.notify, outcome.success):
         return []
     promoted = StateFile(config.work_dir).read("promoted")
-    notice = refresh_notice(outcome, promoted.database if promoted else None, deployment_label(config))
+    notice = refresh_notice(
+        outcome, promoted.database if promoted else None, deployment_label(config), config.notify.ui_url
+    )
     return send_notice(config.notify, notice)
 
 
@@ -66,13 +68,16 @@ def _duration(seconds: float | None) -> str:
     return f" in {minutes} min {rest} s" if minutes else f" in {rest} s"
 
 
-def refresh_notice(outcome: RefreshOutcome, staging_now: str | None, label: str) -> Notice:
+def refresh_notice(outcome: RefreshOutcome, staging_now: str | None, label: str, ui_url: str | None = None) -> Notice:
     """The notice of a finished run: what staging points at, or what failed and that staging is unchanged."""
     run = f"run {outcome.run_id}{_duration(outcome.seconds)}"
+    run_page = f"{ui_url.rstrip('/')}/runs/{outcome.run_id}" if ui_url else None
     if outcome.success:
         lines = [f"staging now points at {outcome.promoted_database or staging_now} ({run})."]
         if outcome.audit_report:
             lines.append(f"audit report (on the worker): {outcome.audit_report}")
+        if run_page:
+            lines.append(f"the run: {run_page}")
         return Notice(_subject(f"staging refreshed ({label})"), "\n".join(lines))
     if outcome.promoted_database:
         staging = f"staging was promoted to {outcome.promoted_database} before that"
@@ -86,7 +91,8 @@ def refresh_notice(outcome: RefreshOutcome, staging_now: str | None, label: str)
     ]
     if outcome.skipped_steps:
         lines.append(f"not run because of the above: {len(set(outcome.skipped_steps))} step(s)")
-    lines.append("details: the run's page in the Dagster UI, and docs/operations.md for what to do.")
+    details = run_page or "the run's page in the Dagster UI"
+    lines.append(f"details: {details}; what to do: docs/operations.md.")
     return Notice(_subject(f"staging refresh FAILED ({label})"), _limited("\n".join(lines)))
 
 

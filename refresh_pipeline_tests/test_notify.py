@@ -81,6 +81,7 @@ def _notify(**settings: object) -> NotifyConfig:
         ({"webhook_url_env": WEBHOOK_ENV, "on": "failure"}, "unknown notify setting(s) on"),
         ({"sns_topic_arn": "refresh-topic"}, "must be a topic's ARN"),
         ({"webhook_url_env": f"https://hooks.example.com{SECRET_PATH}"}, "the URL is a secret"),
+        ({"webhook_url_env": WEBHOOK_ENV, "ui_url": "dagster.internal"}, "notify.ui_url must be the Dagster UI's"),
     ],
 )
 def test_notify_settings_are_checked_when_the_config_is_loaded(write_config, notify, message):
@@ -134,6 +135,18 @@ def test_a_failure_names_each_failed_check_and_step_and_what_staging_still_is():
         "failed step: masked__payments: masked values do not fit their columns",
         "not run because of the above: 2 step(s)",
     ]
+
+
+def test_a_notice_links_to_the_run_page_when_the_ui_address_is_given():
+    failed = RefreshOutcome(success=False, run_id="r6", failed_steps=["production_snapshot"])
+    promoted = RefreshOutcome(success=True, run_id="r7", promoted_database="staging_7")
+
+    failure = refresh_notice(failed, "staging_6", "x", "https://dagster.internal/").text
+    success = refresh_notice(promoted, "staging_7", "x", "https://dagster.internal").text
+
+    assert failure.endswith("details: https://dagster.internal/runs/r6; what to do: docs/operations.md.")
+    assert success.endswith("the run: https://dagster.internal/runs/r7")
+    assert "details: the run's page in the Dagster UI;" in refresh_notice(failed, None, "x").text
 
 
 def test_a_failure_after_promotion_says_staging_was_promoted():
