@@ -45,25 +45,23 @@ def build_notification_sensors(
     """One sensor for succeeded and one for failed runs of the refresh job, when `notify` is configured."""
     if config.notify is None:
         return []
+    return [
+        _sensor(config, job, SUCCESS_SENSOR, dg.DagsterRunStatus.SUCCESS, "a run the daemon started promoted staging"),
+        _sensor(config, job, FAILURE_SENSOR, dg.DagsterRunStatus.FAILURE, "a run the daemon started failed"),
+    ]
 
+
+def _sensor(
+    config: RefreshConfig, job: UnresolvedAssetJobDefinition, name: str, status: dg.DagsterRunStatus, when: str
+) -> dg.RunStatusSensorDefinition:
     @dg.run_status_sensor(
-        name=SUCCESS_SENSOR,
-        run_status=dg.DagsterRunStatus.SUCCESS,
+        name=name,
+        run_status=status,
         monitored_jobs=[job],
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Sends the refresh's outcome (config: notify) when a run the daemon started promoted staging.",
+        description=f"Sends the refresh's outcome (config: notify) when {when}.",
     )
-    def notify_refresh_succeeded(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
-        return notify_of_run(config, context, success=True)
+    def notify(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
+        return notify_of_run(config, context, success=status == dg.DagsterRunStatus.SUCCESS)
 
-    @dg.run_status_sensor(
-        name=FAILURE_SENSOR,
-        run_status=dg.DagsterRunStatus.FAILURE,
-        monitored_jobs=[job],
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Sends what failed (config: notify) when a run the daemon started failed.",
-    )
-    def notify_refresh_failed(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
-        return notify_of_run(config, context, success=False)
-
-    return [notify_refresh_succeeded, notify_refresh_failed]
+    return notify
