@@ -12,10 +12,12 @@ from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import load_policy
 from refresh_pipeline.outcome import NOTIFIED_BY_CLI_TAG, RefreshOutcome, outcome_from_events, promoted_since
 from refresh_pipeline.reporting import write_audit_report
+from refresh_pipeline.run_guard import only_refresh
 from refresh_pipeline.schedules import IN_PROCESS_RUN_CONFIG, WEEKLY_REFRESH_JOB, multiprocess_run_config
 from refresh_pipeline.state import StateFile
 
-_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# Runs the UI or the daemon launches wait for the one in progress (run_guard.py refuses a second `run`).
+_DAGSTER_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 1\n"
 
 
 def weekly_refresh_job() -> dg.JobDefinition:
@@ -42,8 +44,9 @@ def run_refresh(config_path: str | Path, in_process: bool = False) -> RefreshOut
         MaskingKey.from_env(config.masking_key_env)  # a missing or short key: our message, not Dagster's trace
     prepare_dagster_home(config_path)
     started_at = datetime.now(UTC)
-    tags = {NOTIFIED_BY_CLI_TAG: "refresh-pipeline run"} if config.notify else {}
-    with dg.DagsterInstance.get() as instance:
+    notified = {NOTIFIED_BY_CLI_TAG: "refresh-pipeline run"} if config.notify else {}
+    with dg.DagsterInstance.get() as instance, only_refresh(config.work_dir, instance) as process:
+        tags = {**notified, **process}
         if in_process:
             # Built directly, not through dg.reconstructable: that caches the job per process, which
             # would pin a long-lived process (tests, notebooks) to the first config it ran.
