@@ -84,7 +84,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     status = refresh_status(load_config(args.config))
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
+        return _stale(status, args.max_age_days)
     if status["staging_database"] is None:
         print("nothing promoted yet")
     else:
@@ -94,7 +94,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f'  connect: psql "{status["staging_service"]}"')
     print(f"managed databases: {', '.join(status['managed_databases']) or 'none'}")
-    return 0
+    return _stale(status, args.max_age_days)
+
+
+def _stale(status: dict[str, object], max_age_days: float | None) -> int:
+    """1 (and why, on stderr) when staging is older than max_age_days: the weekly refresh has not promoted."""
+    from refresh_pipeline.status import staging_age
+
+    if max_age_days is None:
+        return 0
+    if max_age_days <= 0:
+        raise RefreshError(f"--max-age-days must be a positive number of days, got {max_age_days:g}.")
+    age = staging_age(status)
+    if age is None:
+        why = "nothing is promoted" if status["staging_database"] is None else "its age is unknown"
+        print(f"refresh-pipeline: staging is not fresh: {why}.", file=sys.stderr)
+        return 1
+    days = age.total_seconds() / 86400
+    if days <= max_age_days:
+        return 0
+    print(
+        f"refresh-pipeline: staging is {days:.1f} days old, more than {max_age_days:g}: no refresh has promoted "
+        f"since {status['staging_database']} (see the latest runs in the Dagster UI).",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -266,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = with_config(commands.add_parser("status", help="what staging points at now"))
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--max-age-days",
+        type=float,
+        metavar="DAYS",
+        help="exit 1 when staging was promoted more than DAYS ago (or never): for monitoring",
+    )
     status.set_defaults(handler=_cmd_status)
 
     report = with_config(commands.add_parser("report", help="write and print the audit report of the latest restore"))

@@ -1,6 +1,7 @@
 """What is promoted now, and what the pipeline manages: the data behind `refresh-pipeline status`."""
 
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from refresh_pipeline.config import RefreshConfig
@@ -19,9 +20,12 @@ def refresh_status(config: RefreshConfig) -> dict[str, Any]:
     promotion = state.read("promoted")
     restored = state.read("restored")
     snapshot = state.read("snapshot")
+    managed = platform.list_managed()
+    staging = next((database for database in managed if database.name == promoted_name), None)
     return {
         "platform": config.platform,
         "staging_database": promoted_name,
+        "staging_restored_at": staging.created_at.isoformat() if staging and staging.created_at else None,
         "staging_dsn": redact(platform.conninfo(promoted_name)) if promoted_name else None,
         "staging_service": platform.staging_conninfo() if promoted_name else None,
         "service_file": str(platform.service_file) if isinstance(platform, LocalPlatform) else None,
@@ -29,6 +33,15 @@ def refresh_status(config: RefreshConfig) -> dict[str, Any]:
         "snapshot_id": promotion.snapshot_id if promotion else None,
         "latest_snapshot": asdict(snapshot) if snapshot else None,
         "latest_restore": asdict(restored) if restored else None,
-        "managed_databases": [db.name for db in platform.list_managed()],
+        "managed_databases": [database.name for database in managed],
         "snapshots": [s.snapshot_id for s in platform.list_snapshots()],
     }
+
+
+def staging_age(status: dict[str, Any], now: datetime | None = None) -> timedelta | None:
+    """How old what staging points at is: since its promotion, or else (another machine's state) its restore;
+    None when nothing is promoted or neither is known."""
+    since = status["promoted_at"] or status["staging_restored_at"]
+    if status["staging_database"] is None or since is None:
+        return None
+    return (now or datetime.now(UTC)) - datetime.fromisoformat(since)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -32,6 +33,34 @@ def test_run_then_status_reports_the_promoted_database(demo_source, write_config
     assert status["managed_databases"] == [status["staging_database"]]
     with psycopg.connect(status["staging_dsn"]) as conn:
         assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] > 0
+
+
+def test_status_tells_monitoring_when_staging_is_stale(demo_source, write_config, capsys):
+    config = write_config(demo_source)
+    status = ["status", "--config", str(config), "--max-age-days", "8"]
+    assert main(status) == 1
+    assert "staging is not fresh: nothing is promoted" in capsys.readouterr().err
+
+    assert main(["run", "--config", str(config), "--in-process"]) == 0
+    assert main(status) == 0
+    state_file = config.parent / "work" / "state.json"
+    state = json.loads(state_file.read_text())
+    promoted = state["promoted"]["database"]
+    state["promoted"]["promoted_at"] = (datetime.now(UTC) - timedelta(days=10)).isoformat()
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+
+    assert main([*status, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["staging_database"] == promoted
+    assert f"staging is 10.0 days old, more than 8: no refresh has promoted since {promoted}" in captured.err
+
+    del state["promoted"]  # read on another machine: the restore time its name holds
+    state_file.write_text(json.dumps(state))
+    assert main([*status, "--json"]) == 0
+    restored_at = datetime.fromisoformat(json.loads(capsys.readouterr().out)["staging_restored_at"])
+    assert timedelta(0) <= datetime.now(UTC) - restored_at < timedelta(minutes=10)
+    assert main([*status[:-1], "0"]) == 2
 
 
 def test_failed_refresh_exits_non_zero_and_names_the_failed_check(demo_source, write_config, tmp_path, capsys):

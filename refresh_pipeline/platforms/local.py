@@ -41,6 +41,9 @@ _SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 SNAPSHOT_COMPRESSION = 1  # gzip level of pg_dump -Fd
 
 
+_NAME_TIME_FORMAT = "%Y%m%d_%H%M%S"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -142,7 +145,7 @@ class LocalPlatform:
 
     # -- restore ------------------------------------------------------------------------------
     def new_database_name(self) -> str:
-        base = f"{self.config.database_prefix}{_utc_now().strftime('%Y%m%d_%H%M%S')}"
+        base = f"{self.config.database_prefix}{_utc_now().strftime(_NAME_TIME_FORMAT)}"
         existing = {row[0] for row in self._query("SELECT datname FROM pg_database")}
         name, suffix = base, 1
         while name in existing:
@@ -186,6 +189,14 @@ class LocalPlatform:
         with connect(self._admin_conninfo()) as conn:
             return conn.execute(query, params).fetchall()
 
+    def _created_at(self, name: str) -> datetime | None:
+        """When a database of ours was restored, as its name says (new_database_name)."""
+        stamp = name.removeprefix(self.config.database_prefix)[: len("YYYYmmdd_HHMMSS")]
+        try:
+            return datetime.strptime(stamp, _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            return None
+
     def list_managed(self) -> list[ManagedDatabase]:
         rows = self._query(
             "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
@@ -199,7 +210,7 @@ class LocalPlatform:
             managed.append(
                 ManagedDatabase(
                     name=str(name),
-                    created_at=None,
+                    created_at=self._created_at(str(name)),
                     snapshot_id=snapshot_match.group(1) if snapshot_match else None,
                 )
             )
