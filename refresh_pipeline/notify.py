@@ -12,15 +12,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from refresh_pipeline.config import NotifyConfig, RefreshConfig
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.outcome import RefreshOutcome
 from refresh_pipeline.row_data_in_errors import withhold_row_data
 from refresh_pipeline.state import StateFile
+
+if TYPE_CHECKING:  # outcome.py reads Dagster's events: not imported by `validate`, which only reads the config
+    from refresh_pipeline.outcome import RefreshOutcome
 
 SUBJECT_LIMIT = 99  # SNS: under 100 ASCII characters, one line
 TEXT_LIMIT = 30_000  # chat services cut or refuse longer messages (Slack: 40,000 characters)

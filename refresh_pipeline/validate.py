@@ -16,6 +16,7 @@ from refresh_pipeline.masking.large_objects import large_objects_problem, read_l
 from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
 from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.notify import webhook_url
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.extensions import (
     plan_extension_versions,
@@ -80,8 +81,19 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source))
     warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
-    warnings += version_warnings
+    warnings += version_warnings + _notify_warnings(config)
     return Validation(problems, warnings)
+
+
+def _notify_warnings(config: RefreshConfig) -> list[str]:
+    """A webhook variable unset here: `run` would refuse to start where it is unset too."""
+    if config.notify is None or config.notify.webhook_url_env is None:
+        return []
+    try:
+        webhook_url(config.notify)
+    except RefreshError as error:
+        return [f"{error} `refresh-pipeline run` refuses to start where it is not set (here too)."]
+    return []
 
 
 def _masked_lengths_too_long(

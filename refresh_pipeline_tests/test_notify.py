@@ -244,6 +244,15 @@ def test_run_refuses_to_start_without_the_webhook_url(write_config, monkeypatch,
     assert not (config.parent / "work" / "dagster_home").exists(), "no run was started"
 
 
+def test_validate_warns_where_the_webhook_variable_is_not_set(demo_source, write_config, monkeypatch, capsys):
+    config = write_config(demo_source, notify={"webhook_url_env": WEBHOOK_ENV})
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+
+    assert main(["validate", "--config", str(config)]) == 0
+
+    assert f"warning: notify.webhook_url_env: {WEBHOOK_ENV} is not set" in capsys.readouterr().err
+
+
 def test_a_refresh_that_cannot_start_is_notified(write_config, webhook, monkeypatch):
     config = write_config(UNREACHABLE_SOURCE, notify={"webhook_url_env": WEBHOOK_ENV, "when": "failure"})
     monkeypatch.delenv("REFRESH_MASKING_KEY")
