@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import boto3
 import psycopg
@@ -128,6 +129,7 @@ def instances_on_stand_in(instance_stand_in: LocalServer, monkeypatch: pytest.Mo
 class _MetadataService(BaseHTTPRequestHandler):
     instance_id = ""
     region = REGION
+    tags: ClassVar[dict[str, str]] = {}  # the instance's tags, as IMDS shows them with instance metadata tags enabled
 
     def do_PUT(self) -> None:
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
@@ -137,6 +139,7 @@ class _MetadataService(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         values = {"/latest/meta-data/instance-id": self.instance_id, "/latest/meta-data/placement/region": self.region}
+        values |= {f"/latest/meta-data/tags/instance/{key}": value for key, value in self.tags.items()}
         if self.headers.get("X-aws-ec2-metadata-token") != "session-token":
             self._reply(401, "")  # IMDSv2 only: no token, no answer
         elif self.path in values:
@@ -156,7 +159,7 @@ class _MetadataService(BaseHTTPRequestHandler):
 @pytest.fixture
 def metadata_service() -> Iterator[type[_MetadataService]]:
     """The EC2 instance metadata service (IMDSv2) of a worker, on loopback; set `.instance_id`."""
-    handler = type("Metadata", (_MetadataService,), {"instance_id": ""})
+    handler = type("Metadata", (_MetadataService,), {"instance_id": "", "tags": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -8,7 +8,7 @@ import pytest
 from refresh_pipeline.cli import main
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.launcher import lambda_handler
-from refresh_pipeline.launcher.worker import IMDS_ENDPOINT_ENV, own_instance_id, run_then_stop
+from refresh_pipeline.launcher.worker import HOLD_TAG, IMDS_ENDPOINT_ENV, own_instance_id, run_then_stop
 from refresh_pipeline_tests.aws_fixtures import REGION
 
 DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
@@ -91,3 +91,23 @@ def test_a_worker_whose_config_cannot_be_read_still_stops_itself_in_its_own_regi
     err = capsys.readouterr().err
     assert ("config file not found" if config_text is None else "not valid YAML") in err
     assert "Traceback" not in err
+
+
+def test_a_worker_held_for_maintenance_is_not_started_by_the_lambda_and_runs_nothing_when_booted(
+    worker, metadata_service, tmp_path, capsys
+):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.create_tags(Resources=[worker], Tags=[{"Key": HOLD_TAG, "Value": "true"}])
+
+    assert lambda_handler.handler({"source": "aws.events"}, None) == {
+        "instance_id": worker, "started": False, "state": "stopped", "held": True,
+    }  # fmt: skip
+    assert _state(worker) == "stopped"
+
+    ec2.start_instances(InstanceIds=[worker])  # an operator boots it
+    metadata_service.tags = {HOLD_TAG: "true"}
+    missing_config = tmp_path / "never-read.yaml"
+    assert main(["run", "--config", str(missing_config), "--then-stop"]) == 0
+
+    assert _state(worker) in ("pending", "running"), "it stays up for maintenance"
+    assert f"tagged {HOLD_TAG}=true: no refresh" in capsys.readouterr().out

@@ -7,12 +7,20 @@ import os
 
 import boto3
 
+HOLD_TAG = "refresh-pipeline:hold"  # a worker booted for maintenance: not started, nothing refreshed
+
 
 def handler(event, context):
-    """Start the worker named by WORKER_INSTANCE_ID; does nothing when it is already running or starting."""
+    """Start the worker named by WORKER_INSTANCE_ID; does nothing when it is already running or starting, or
+    held for maintenance (tagged HOLD_TAG=true)."""
     instance_id = os.environ["WORKER_INSTANCE_ID"]
     ec2 = boto3.client("ec2")
-    state = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    state = instance["State"]["Name"]
+    tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+    if tags.get(HOLD_TAG, "").lower() == "true":
+        print(f"{instance_id} is tagged {HOLD_TAG}=true: not started, no refresh this time")
+        return {"instance_id": instance_id, "started": False, "state": state, "held": True}
     if state in ("pending", "running"):
         return {"instance_id": instance_id, "started": False, "state": state}
     if state == "stopping":

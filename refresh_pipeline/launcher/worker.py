@@ -1,9 +1,11 @@
 """The EC2 worker's entrypoint: run the refresh, flush the logs, then stop this very instance — also when
-the refresh failed — so the worker costs nothing between runs."""
+the refresh failed — so the worker costs nothing between runs. A worker tagged `refresh-pipeline:hold=true`
+is booted for maintenance: it runs nothing and stays up (the weekly Lambda does not start it)."""
 
 import logging
 import os
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -12,12 +14,14 @@ import boto3
 from refresh_pipeline.errors import RefreshError
 
 IMDS_ENDPOINT_ENV = "REFRESH_PIPELINE_IMDS_ENDPOINT"
+HOLD_TAG = "refresh-pipeline:hold"  # lambda_handler.py names it too (it is inlined in the template alone)
 _IMDS_DEFAULT = "http://169.254.169.254"
 log = logging.getLogger("refresh_pipeline.worker")
 
 
-def _metadata(path: str, what: str, endpoint: str | None = None) -> str:
-    """A value of this instance's metadata (IMDSv2: a session token first)."""
+def _metadata(path: str, what: str, endpoint: str | None = None, missing_ok: bool = False) -> str | None:
+    """A value of this instance's metadata (IMDSv2: a session token first); None for one it does not have
+    when `missing_ok`."""
     base = (endpoint or os.environ.get(IMDS_ENDPOINT_ENV) or _IMDS_DEFAULT).rstrip("/")
     try:
         token_request = urllib.request.Request(
@@ -28,16 +32,26 @@ def _metadata(path: str, what: str, endpoint: str | None = None) -> str:
         value_request = urllib.request.Request(f"{base}/latest/{path}", headers={"X-aws-ec2-metadata-token": token})
         with urllib.request.urlopen(value_request, timeout=5) as response:
             return response.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return None
+        raise RefreshError(f"cannot read this instance's {what} from the metadata service at {base}: {exc}") from None
     except OSError as exc:
         raise RefreshError(f"cannot read this instance's {what} from the metadata service at {base}: {exc}") from None
 
 
+def held_for_maintenance(endpoint: str | None = None) -> bool:
+    """Whether this instance is tagged HOLD_TAG=true (instance tags in the metadata; absent tag: 404)."""
+    value = _metadata(f"meta-data/tags/instance/{HOLD_TAG}", "hold tag", endpoint, missing_ok=True)
+    return value is not None and value.lower() == "true"
+
+
 def own_instance_id(endpoint: str | None = None) -> str:
-    return _metadata("meta-data/instance-id", "id", endpoint)
+    return str(_metadata("meta-data/instance-id", "id", endpoint))
 
 
 def own_region(endpoint: str | None = None) -> str:
-    return _metadata("meta-data/placement/region", "region", endpoint)
+    return str(_metadata("meta-data/placement/region", "region", endpoint))
 
 
 def stop_self(region: str | None = None) -> str:
@@ -48,7 +62,15 @@ def stop_self(region: str | None = None) -> str:
 
 
 def run_then_stop(run: Callable[[], int], region: str | None = None) -> int:
-    """Run, then stop this instance whatever happened; returns the run's exit code."""
+    """Run, then stop this instance whatever happened; returns the run's exit code. A worker held for
+    maintenance runs nothing and is not stopped."""
+    if held_for_maintenance():
+        print(
+            f"this worker is tagged {HOLD_TAG}=true: no refresh, and it stays up for maintenance; "
+            "remove the tag and stop it when done",
+            flush=True,
+        )
+        return 0
     code = 1
     try:
         code = run()
