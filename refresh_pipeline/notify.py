@@ -68,6 +68,9 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f" in {hours} h {minutes} min"
     return f" in {minutes} min {rest} s" if minutes else f" in {rest} s"
 
 

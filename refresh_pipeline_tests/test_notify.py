@@ -114,6 +114,8 @@ def test_a_success_names_the_promoted_database():
 
     assert notice.subject == "staging refreshed (staging-db.internal)"
     assert notice.text.startswith("staging now points at staging_2 (run r1 in 4 min 11 s).")
+    outcome.seconds = 3 * 3600 + 25 * 60 + 7
+    assert "(run r1 in 3 h 25 min)" in refresh_notice(outcome, "staging_2", "x").text
 
 
 def test_a_failure_names_each_failed_check_and_step_and_what_staging_still_is():
