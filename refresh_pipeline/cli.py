@@ -29,10 +29,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return code
 
     if not args.then_stop:
+        if args.log_group:
+            raise RefreshError("--log-group goes with --then-stop (the EC2 worker).")
         return run()
     from refresh_pipeline.launcher.worker import run_then_stop
 
-    return run_then_stop(run, region=_region_if_readable(args.config))
+    return run_then_stop(run, region=_region_if_readable(args.config), log_group=args.log_group)
 
 
 def _region_if_readable(config_path: str) -> str | None:
@@ -285,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true", help="run all steps in this process (no parallelism)")
     run.add_argument(
         "--then-stop", action="store_true", help="EC2 worker: stop this instance afterwards, also after a failure"
+    )
+    run.add_argument(
+        "--log-group",
+        metavar="NAME",
+        help="with --then-stop: send the run's output to this CloudWatch Logs group before stopping",
     )
     run.set_defaults(handler=_cmd_run)
 

@@ -12,6 +12,7 @@ from refresh_pipeline.launcher.worker import HOLD_TAG, IMDS_ENDPOINT_ENV, own_in
 from refresh_pipeline_tests.aws_fixtures import REGION
 
 DEMO_POLICY = Path(__file__).parents[1] / "refresh_pipeline" / "demo" / "policy.yaml"
+WORKER_LOG_GROUP = "/refresh-pipeline/worker"  # deploy/cloudformation.yaml and the worker's unit name it
 
 
 @pytest.fixture
@@ -111,3 +112,38 @@ def test_a_worker_held_for_maintenance_is_not_started_by_the_lambda_and_runs_not
 
     assert _state(worker) in ("pending", "running"), "it stays up for maintenance"
     assert f"tagged {HOLD_TAG}=true: no refresh" in capsys.readouterr().out
+
+
+def test_the_worker_sends_its_run_output_to_cloudwatch_logs_before_stopping_itself(
+    worker, write_config, demo_source, tmp_path, capfd
+):
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=WORKER_LOG_GROUP)
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(DEMO_POLICY.read_text().replace("body: scrub", "body: keep"))
+    config = write_config(demo_source, policy=leaky)
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+
+    code = main(["run", "--config", str(config), "--then-stop", "--log-group", WORKER_LOG_GROUP])  # as the unit runs it
+
+    assert code == 1 and _state(worker) in ("stopping", "stopped")
+    (stream,) = logs.describe_log_streams(logGroupName=WORKER_LOG_GROUP)["logStreams"]
+    assert stream["logStreamName"].startswith(f"{worker}/")
+    events = logs.get_log_events(
+        logGroupName=WORKER_LOG_GROUP, logStreamName=stream["logStreamName"], startFromHead=True
+    )["events"]
+    shipped = "\n".join(event["message"] for event in events)
+    assert "restoring snapshot" in shipped, "a step process's own log lines (its console is the pipe too)"
+    assert "failed check: masked/support_tickets:no_pii_left" in shipped
+    console = capfd.readouterr()
+    assert "failed check: masked/support_tickets:no_pii_left" in console.out + console.err, "still on the console"
+    assert f"this run's output is in CloudWatch Logs: {WORKER_LOG_GROUP} {stream['logStreamName']}" in console.err
+
+
+def test_a_log_group_that_is_not_there_is_said_and_the_worker_still_stops(worker, tmp_path, capfd):
+    boto3.client("ec2", region_name=REGION).start_instances(InstanceIds=[worker])
+
+    code = main(["run", "--config", str(tmp_path / "missing.yaml"), "--then-stop", "--log-group", "/nowhere"])
+
+    assert code == 2 and _state(worker) in ("stopping", "stopped")
+    assert "could not send this run's output to CloudWatch Logs group /nowhere" in capfd.readouterr().err

@@ -8,10 +8,13 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import UTC, datetime
 
 import boto3
 
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.launcher.worker_logs import captured_output, ship_output
 
 IMDS_ENDPOINT_ENV = "REFRESH_PIPELINE_IMDS_ENDPOINT"
 HOLD_TAG = "refresh-pipeline:hold"  # lambda_handler.py names it too (it is inlined in the template alone)
@@ -61,9 +64,10 @@ def stop_self(region: str | None = None) -> str:
     return instance_id
 
 
-def run_then_stop(run: Callable[[], int], region: str | None = None) -> int:
-    """Run, then stop this instance whatever happened; returns the run's exit code. A worker held for
-    maintenance runs nothing and is not stopped."""
+def run_then_stop(run: Callable[[], int], region: str | None = None, log_group: str | None = None) -> int:
+    """Run, then stop this instance whatever happened; returns the run's exit code. With `log_group`, the
+    run's output goes to a new stream of that CloudWatch Logs group first. A worker held for maintenance runs
+    nothing and is not stopped."""
     if held_for_maintenance():
         print(
             f"this worker is tagged {HOLD_TAG}=true: no refresh, and it stays up for maintenance; "
@@ -71,18 +75,34 @@ def run_then_stop(run: Callable[[], int], region: str | None = None) -> int:
             flush=True,
         )
         return 0
+    started = datetime.now(UTC)
     code = 1
     try:
-        code = run()
-    except RefreshError as error:  # ours: a config or set-up problem, said without a traceback
-        print(f"refresh-pipeline: {error}", file=sys.stderr)
-        code = 2
-    except Exception:
-        log.exception("the refresh crashed")
-    finally:
-        logging.shutdown()
+        with captured_output() if log_group else nullcontext() as captured:
+            code = _run(run)
+        if captured is not None and log_group:
+            stream = f"{own_instance_id()}/{started.strftime('%Y-%m-%dT%H-%M-%SZ')}"
+            problem = ship_output(captured, log_group, stream, region or own_region())
+            print(problem or f"this run's output is in CloudWatch Logs: {log_group} {stream}", file=sys.stderr)
+    finally:  # whatever happened, also on an interrupt
         sys.stdout.flush()
         sys.stderr.flush()
         instance_id = stop_self(region)
         print(f"stopping this worker ({instance_id}); refresh exit code {code}", flush=True)
     return code
+
+
+def _run(run: Callable[[], int]) -> int:
+    """The run's exit code; a crash is logged (and is 1), our own error said without a traceback (2)."""
+    try:
+        return run()
+    except RefreshError as error:  # ours: a config or set-up problem
+        print(f"refresh-pipeline: {error}", file=sys.stderr)
+        return 2
+    except Exception:
+        log.exception("the refresh crashed")
+        return 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
