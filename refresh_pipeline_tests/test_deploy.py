@@ -87,11 +87,15 @@ def test_worker_may_stop_only_itself_and_the_lambda_only_start_it(template):
     assert metadata["HttpTokens"] == "required", "the worker uses IMDSv2 only"
 
 
-def test_worker_may_publish_only_to_its_notification_topic(template):
+def test_worker_and_launcher_may_publish_only_to_the_notification_topic(template):
     publish = [s for s in _statements(template, "WorkerRole") if "sns:Publish" in s["Action"]]
     assert publish == [{"Sid": "Notify", "Effect": "Allow", "Action": "sns:Publish",
                         "Resource": {"Ref": "NotificationTopic"}}]  # fmt: skip
     assert template["Outputs"]["NotificationTopicArn"]["Value"] == {"Ref": "NotificationTopic"}
+    lambda_publish = [s for s in _statements(template, "LauncherRole") if "sns:Publish" in s["Action"]]
+    assert [s["Resource"] for s in lambda_publish] == [{"Ref": "NotificationTopic"}], "a skipped week is said"
+    environment = template["Resources"]["LauncherFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["NOTIFY_TOPIC_ARN"] == {"Ref": "NotificationTopic"}
     subscription = template["Resources"]["NotificationEmailSubscription"]
     assert subscription["Condition"] == "HasNotificationEmail", "no address, no subscription"
 

@@ -1,5 +1,6 @@
 """EC2-hosted execution against moto: the Lambda starts the worker, the worker stops itself afterwards."""
 
+import json
 from pathlib import Path
 
 import boto3
@@ -95,15 +96,25 @@ def test_a_worker_whose_config_cannot_be_read_still_stops_itself_in_its_own_regi
 
 
 def test_a_worker_held_for_maintenance_is_not_started_by_the_lambda_and_runs_nothing_when_booted(
-    worker, metadata_service, tmp_path, capsys
+    worker, metadata_service, tmp_path, capsys, monkeypatch
 ):
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.create_tags(Resources=[worker], Tags=[{"Key": HOLD_TAG, "Value": "true"}])
+    sns, sqs = boto3.client("sns", region_name=REGION), boto3.client("sqs", region_name=REGION)
+    topic = sns.create_topic(Name="staging-refresh")["TopicArn"]
+    queue = sqs.create_queue(QueueName="refresh-notices")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
 
     assert lambda_handler.handler({"source": "aws.events"}, None) == {
         "instance_id": worker, "started": False, "state": "stopped", "held": True,
     }  # fmt: skip
     assert _state(worker) == "stopped"
+    (message,) = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]
+    notice = json.loads(message["Body"])
+    assert notice["Subject"] == "staging refresh SKIPPED (worker held)"
+    assert f"{worker} is tagged {HOLD_TAG}=true (held for maintenance)" in notice["Message"]
 
     ec2.start_instances(InstanceIds=[worker])  # an operator boots it
     metadata_service.tags = {HOLD_TAG: "true"}

@@ -19,7 +19,14 @@ def handler(event, context):
     state = instance["State"]["Name"]
     tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
     if tags.get(HOLD_TAG, "").lower() == "true":
-        print(f"{instance_id} is tagged {HOLD_TAG}=true: not started, no refresh this time")
+        said = f"{instance_id} is tagged {HOLD_TAG}=true (held for maintenance): not started, no refresh this week"
+        print(said)
+        topic = os.environ.get("NOTIFY_TOPIC_ARN")
+        if topic:  # nobody is waiting for a refresh that will not come: say so where its outcome would go
+            region = topic.split(":")[3]
+            boto3.client("sns", region_name=region).publish(
+                TopicArn=topic, Subject="staging refresh SKIPPED (worker held)", Message=said
+            )
         return {"instance_id": instance_id, "started": False, "state": state, "held": True}
     if state in ("pending", "running"):
         return {"instance_id": instance_id, "started": False, "state": state}
