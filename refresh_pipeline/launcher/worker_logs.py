@@ -44,8 +44,8 @@ def captured_output() -> Iterator[CapturedOutput]:
     reader.start()
     # Python's own streams onto the descriptors too, whatever they were made to point at before.
     streams = sys.stdout, sys.stderr
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (closed below)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     try:
         yield captured
     finally:
@@ -64,7 +64,9 @@ def _copy_and_keep(read_end: int, console: int, captured: CapturedOutput) -> Non
     pending = b""
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
         while chunk := pipe.read(65536):
-            os.write(console, chunk)
+            written = 0
+            while written < len(chunk):
+                written += os.write(console, chunk[written:])
             *complete, pending = (pending + chunk).split(b"\n")
             now = int(time.time() * 1000)
             captured.lines.extend((now, line.decode(errors="replace")) for line in complete)
