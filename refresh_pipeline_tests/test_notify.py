@@ -358,3 +358,8 @@ def test_a_sensor_that_cannot_send_fails_its_tick_and_one_not_wanted_sends_nothi
 
     assert skipped.skip_message == "notify.when is failure" and len(webhook.received) == 1
     assert build_definitions(write_config(UNREACHABLE_SOURCE)).sensors == [], "no notify, no sensors"
+    repository = build_definitions(config).get_repository_def()  # as `dagster dev` loads the code location
+    assert {(sensor.name, sensor.default_status) for sensor in repository.sensor_defs} == {
+        (SUCCESS_SENSOR, dg.DefaultSensorStatus.RUNNING),
+        (FAILURE_SENSOR, dg.DefaultSensorStatus.RUNNING),
+    }
