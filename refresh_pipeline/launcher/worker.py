@@ -35,11 +35,9 @@ def _metadata(path: str, what: str, endpoint: str | None = None, missing_ok: boo
         value_request = urllib.request.Request(f"{base}/latest/{path}", headers={"X-aws-ec2-metadata-token": token})
         with urllib.request.urlopen(value_request, timeout=5) as response:
             return response.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        if missing_ok and exc.code == 404:
+    except OSError as exc:  # HTTPError is one
+        if missing_ok and isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
             return None
-        raise RefreshError(f"cannot read this instance's {what} from the metadata service at {base}: {exc}") from None
-    except OSError as exc:
         raise RefreshError(f"cannot read this instance's {what} from the metadata service at {base}: {exc}") from None
 
 

@@ -18,7 +18,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 MAX_LINES = 200_000  # the latest are kept: a run's output is a few thousand lines
-MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs: per event, its 26 bytes of overhead included
+EVENT_OVERHEAD = 26  # bytes CloudWatch Logs counts for each event besides its message
+MAX_EVENT_BYTES = 256 * 1024 - EVENT_OVERHEAD
 MAX_BATCH_BYTES = 1_048_576
 MAX_BATCH_EVENTS = 10_000
 _READER_WAIT = 5.0  # seconds: a step process that outlives the run may hold the pipe open
@@ -91,7 +92,7 @@ def _batches(lines: list[tuple[int, str]]) -> Iterator[list[dict[str, object]]]:
     size = 0
     for at, line in lines:
         message = line.encode()[:MAX_EVENT_BYTES].decode(errors="ignore")
-        event_size = len(message.encode()) + 26
+        event_size = len(message.encode()) + EVENT_OVERHEAD
         if batch and (size + event_size > MAX_BATCH_BYTES or len(batch) == MAX_BATCH_EVENTS):
             yield batch
             batch, size = [], 0
