@@ -16,6 +16,7 @@ from refresh_pipeline.masking.large_objects import large_objects_problem, read_l
 from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
 from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
+from refresh_pipeline.masking.value_hints import sample_hints
 from refresh_pipeline.notify import webhook_url
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.extensions import (
@@ -37,7 +38,8 @@ class Validation:
 
 def validate_against_source(config: RefreshConfig, log: Log = lambda _message: None) -> Validation:
     """The policy against production's schema (and values, where masked ones could outgrow their columns:
-    each such table is scanned once, read-only, and `log` says so)."""
+    each such table is scanned once, read-only, and `log` says so; and a sample of each uncovered column's,
+    for the snippet's suggestions)."""
     policy = load_policy(config.policy_path)
     platform = platform_for(config)
     platform.ensure_ready()
@@ -54,6 +56,8 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         subscriptions = database_subscriptions(conn)
         extensions = read_extension_versions(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
+        uncovered = find_uncovered(policy, tables)
+        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
     start_up_warnings = []
     missing_extensions = None
     version_warnings: list[str] = []
@@ -77,9 +81,8 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
             + "; ".join(too_long)
             + f". {FIT_ADVICE}"
         )
-    uncovered = find_uncovered(policy, tables)
     if uncovered:
-        problems.append(describe_uncovered(uncovered, policy.source))
+        problems.append(describe_uncovered(uncovered, policy.source, hints))
     warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
     warnings += version_warnings + _notify_warnings(config)
     return Validation(problems, warnings)

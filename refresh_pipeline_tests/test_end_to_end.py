@@ -145,7 +145,10 @@ def test_uncovered_production_column_blocks_promotion(demo_source, create_databa
     subprocess.run(f"pg_dump -d '{demo_source}' | psql -q -d '{source}'", shell=True, check=True)
     with psycopg.connect(source) as conn:
         conn.execute("ALTER TABLE customers ADD COLUMN passport_number text DEFAULT 'P1234567'")
+        conn.execute("ALTER TABLE customers ADD COLUMN alt_contact text")
+        conn.execute("UPDATE customers SET alt_contact = email")
         conn.execute("CREATE UNIQUE INDEX customers_name_id ON customers (full_name, customer_id)")
+        emails = [row[0] for row in conn.execute("SELECT email FROM customers")]
     config = write_config(source)
 
     result = materialize(config, dg.DagsterInstance.ephemeral())
@@ -158,8 +161,15 @@ def test_uncovered_production_column_blocks_promotion(demo_source, create_databa
     )
     assert _platform(config).promoted() is None
     evaluation = next(e for e in result.get_asset_check_evaluations() if not e.passed)
-    assert evaluation.metadata["uncovered_columns"].value == ["public.customers.passport_number"]
-    assert "passport_number: redact" in evaluation.metadata["policy_snippet"].value
+    assert evaluation.metadata["uncovered_columns"].value == [
+        "public.customers.passport_number",
+        "public.customers.alt_contact",
+    ]
+    snippet = evaluation.metadata["policy_snippet"].value
+    assert "passport_number: redact" in snippet
+    sampled = f"{len(emails):,} of {len(emails):,} sampled are emails"
+    assert f"alt_contact: email  # REVIEW: text; values: {sampled}" in snippet
+    assert not any(email in snippet for email in emails), "counts only, no value"
     (warning,) = evaluation.metadata["unique_index_warnings"].value
     assert warning.startswith("public.customers: unique index customers_name_id on (full_name, customer_id)")
 

@@ -10,6 +10,7 @@ from refresh_pipeline.masking.constraints import find_unique_index_risks, read_u
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
+from refresh_pipeline.masking.value_hints import sample_hints
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
@@ -30,7 +31,8 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         problems = find_policy_problems(policy, tables) + find_unmatched_json_paths(conn, policy, tables)
         problems += filter(None, [large_objects_problem(policy, read_large_objects(conn, tables))])
         unique_index_warnings = find_unique_index_risks(policy, tables, read_unique_indexes(conn))
-    uncovered = find_uncovered(policy, tables)
+        uncovered = find_uncovered(policy, tables)
+        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], context.log.info)
     metadata: dict[str, object] = {
         "database": restored.database,
         "tables": len(tables),
@@ -41,8 +43,9 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         "seconds": round(time.monotonic() - started, 2),
     }
     if uncovered:
-        context.log.error(describe_uncovered(uncovered, policy.source))
-        metadata["policy_snippet"] = dg.MetadataValue.md(f"```yaml\ntables:\n{policy_snippet(uncovered)}\n```")
+        context.log.error(describe_uncovered(uncovered, policy.source, hints))
+        snippet = policy_snippet(uncovered, hints)
+        metadata["policy_snippet"] = dg.MetadataValue.md(f"```yaml\ntables:\n{snippet}\n```")
     for problem in problems:
         context.log.error(problem)
     for warning in unique_index_warnings:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import MaskingPolicy, policy_table_name
 from refresh_pipeline.masking.suggestions import suggested_rule
+from refresh_pipeline.masking.value_hints import ValueHint
+
+# What samples of uncovered columns' values say, keyed by (schema, table, column): value_hints.sample_hints.
+Hints = Mapping[tuple[str, str, str], ValueHint]
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,10 @@ class UncoveredColumn:
     @property
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.table}.{self.column.name}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.schema, self.table, self.column.name
 
 
 def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]) -> list[UncoveredColumn]:
@@ -36,8 +45,9 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
     return uncovered
 
 
-def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
-    """YAML to paste under `tables:`, one suggested rule per column (suggestions.py); review each."""
+def policy_snippet(uncovered: list[UncoveredColumn], hints: Hints | None = None) -> str:
+    """YAML to paste under `tables:`, one suggested rule per column (suggestions.py, from `hints` where a
+    column has one); review each."""
     lines: list[str] = []
     current: tuple[str, str] | None = None
     for column in uncovered:
@@ -45,7 +55,7 @@ def policy_snippet(uncovered: list[UncoveredColumn]) -> str:
             current = (column.schema, column.table)
             name = policy_table_name(column.schema, column.table)
             lines.append(f"  {_yaml_key(name)}:")
-        rule, why = suggested_rule(column.column, column.table)
+        rule, why = suggested_rule(column.column, column.table, (hints or {}).get(column.key))
         note = f"{column.column.type_name}; {why}" if why else column.column.type_name
         lines.append(f"    {_yaml_key(column.column.name)}: {rule}  # REVIEW: {note}")
     return "\n".join(lines)
@@ -56,11 +66,11 @@ def _yaml_key(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .$-]*", name) and not name.endswith(" ") else json.dumps(name)
 
 
-def describe_uncovered(uncovered: list[UncoveredColumn], policy_source: str) -> str:
+def describe_uncovered(uncovered: list[UncoveredColumn], policy_source: str, hints: Hints | None = None) -> str:
     """The error message for uncovered columns, with a snippet that would cover them."""
     names = ", ".join(column.qualified_name for column in uncovered)
     return (
         f"{len(uncovered)} column(s) are not covered by the masking policy {policy_source}: {names}.\n"
         "Every column must be masked or explicitly kept. Add to the policy (and review each line):\n"
-        + policy_snippet(uncovered)
+        + policy_snippet(uncovered, hints)
     )

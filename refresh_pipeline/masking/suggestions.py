@@ -1,4 +1,5 @@
-"""The rule a policy snippet proposes for a column nobody classified yet: from its type and its name.
+"""The rule a policy snippet proposes for a column nobody classified yet: from a sample of its values, its type
+and its name.
 
 Only a starting point a person reviews (every line says `# REVIEW`). A suggestion is never weaker than the
 old default: text starts as `redact` unless its name says which mask keeps it useful; a date named like a
@@ -22,6 +23,7 @@ from refresh_pipeline.masking.catalog import (
 from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name, step_metres
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import DEFAULT_RADIUS_M, TransformRule
+from refresh_pipeline.masking.value_hints import ValueHint
 
 # Checked in order on the column name's words (`passenger_email` -> passenger, email; `homeAddress` -> home,
 # address). Names alone, of people only: `route_name` or `stop_name` stay `redact` for a person to decide.
@@ -62,13 +64,15 @@ _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public plac
 _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
 
 
-def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
+def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None = None) -> tuple[str, str]:
     """(rule as YAML, why) for the snippet line of an unclassified column of `table`; the rule applies as
-    pasted."""
+    pasted. What a sample of its values says (value_hints.py) goes before what its name says."""
     words = column_words(column.name)
     unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
+    if hint is not None:
+        return _from_values(column, hint)
     if column.is_text and words == "name" and not _PEOPLE.search(column_words(table)):
         rule, too_short = _fitting(column, "redact")
         return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
@@ -109,6 +113,13 @@ def suggested_rule(column: ColumnInfo, table: str = "") -> tuple[str, str]:
         why = "a file of a person (photo, scan, document): the audit cannot read an image; keep only public files"
         return ("null" if column.nullable else "redact"), why
     return "keep", ""
+
+
+def _from_values(column: ColumnInfo, hint: ValueHint) -> tuple[str, str]:
+    if column.unqualified_type not in TEXT_TYPES:  # a whole number holding phones
+        return hint.transform, hint.why()
+    rule, too_short = _fitting(column, hint.transform)
+    return (f"{{array: {rule}}}" if column.is_array else rule), "; ".join(filter(None, [hint.why(), too_short]))
 
 
 def _number_transform(column: ColumnInfo, words: str) -> tuple[str, str] | None:

@@ -1,0 +1,146 @@
+"""What a sample of an unclassified column's values says it holds: emails, phones or UPI handles as whole
+values, or inside free text. Counted on the server, through the caller's session (read-only on production):
+no value reaches Python, only how many of the sampled ones are PII."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from refresh_pipeline.masking.catalog import (
+    PHONE_NUMBER_TYPES,
+    TEXT_TYPES,
+    ColumnInfo,
+    TableInfo,
+    column_text,
+    column_words,
+)
+from refresh_pipeline.masking.patterns import PHONE_SHAPED_UPI_LOCAL, PII_PATTERN
+
+SAMPLE_SIZE = 1000
+# A column is taken for one kind when this share of its sampled values are that kind whole; otherwise, when
+# any holds PII, for free text (`scrub` masks every email, phone and UPI handle and keeps the rest).
+WHOLE_SHARE = 0.8
+# A sample stops there: a mostly-NULL column of a large table must not turn validate into a full scan.
+SAMPLE_TIMEOUT_MS = 5000
+
+_IDENTIFIER = re.compile(r"(^|_)(id|ids|key|seq|serial)$")
+_KIND_NAMES = {"email": "emails", "phone": "phone numbers", "upi": "UPI handles"}
+
+# The first non-blank values (or array elements) of one column, each trimmed.
+_SAMPLE = """
+SELECT btrim(v) AS v FROM (SELECT {value} AS v FROM {source}) AS s WHERE btrim(v) <> '' LIMIT %(size)s
+"""
+_SCALAR_SOURCE = "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t"
+_ARRAY_SOURCE = (
+    "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t, unnest(t.{column}) AS e(element)"
+)
+# A token of the PII pattern holds at most one '@': an email has a '.' after it, a UPI handle none (as
+# functions.sql's pii_kind, which production does not have).
+_COUNTS = """
+WITH sample AS ({sample}),
+whole AS (
+    SELECT CASE WHEN strpos(v, '@') = 0 THEN 'phone'
+                WHEN strpos(substr(v, strpos(v, '@')), '.') > 0 THEN 'email' ELSE 'upi' END AS kind
+    FROM sample WHERE v ~ %(whole)s
+)
+SELECT (SELECT count(*) FROM sample),
+       (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
+       (SELECT count(*) FROM whole WHERE kind = 'email'),
+       (SELECT count(*) FROM whole WHERE kind = 'phone'),
+       (SELECT count(*) FROM whole WHERE kind = 'upi')
+"""
+# A whole number holding a phone: 10 digits from 6-9, maybe after 91 or 0.
+_NUMBER_COUNTS = """
+WITH sample AS ({sample})
+SELECT (SELECT count(*) FROM sample), (SELECT count(*) FROM sample WHERE v ~ %(phone)s)
+"""
+
+
+@dataclass(frozen=True)
+class ValueHint:
+    """What the sample says: a transform for its values and how many of them made the case."""
+
+    transform: str  # email | phone | upi | scrub
+    sampled: int
+    matching: int
+
+    def why(self) -> str:
+        if self.transform == "scrub":
+            return f"values: {self.matching:,} of {self.sampled:,} sampled hold an email, phone or UPI handle"
+        return f"values: {self.matching:,} of {self.sampled:,} sampled are {_KIND_NAMES[self.transform]}"
+
+
+def worth_sampling(column: ColumnInfo) -> bool:
+    """A text column or text array (PII as its values) or a whole-number column that is no identifier (a phone
+    as a number; an id counting past 6,000,000,000 would look like phones)."""
+    if column.generated or column.composite:
+        return False
+    if column.unqualified_type in TEXT_TYPES:
+        return True
+    return (
+        not column.is_array
+        and column.base_type in PHONE_NUMBER_TYPES
+        and column.numeric_digits[1] == 0
+        and not column.identity_always
+        and not _IDENTIFIER.search(column_words(column.name))
+    )
+
+
+def hint_from_counts(sampled: int, holding: int, whole: dict[str, int]) -> ValueHint | None:
+    """The transform the counts of a sample call for, or None when no sampled value is PII."""
+    if holding == 0:
+        return None
+    kind, count = max(whole.items(), key=lambda item: item[1], default=("", 0))
+    if count and count >= WHOLE_SHARE * sampled:
+        return ValueHint(kind, sampled, count)
+    return ValueHint("scrub", sampled, holding)
+
+
+def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) -> ValueHint | None:
+    """What the column's first SAMPLE_SIZE non-blank values (array elements) say; None when they hold no PII
+    or cannot be read in SAMPLE_TIMEOUT_MS (a hint is a convenience: the audit is the guarantee)."""
+    ident = sql.Identifier(column.name)
+    value = column_text(sql.SQL("e.element") if column.is_array else ident)
+    source = sql.SQL(_ARRAY_SOURCE if column.is_array else _SCALAR_SOURCE).format(column=ident, table=table.ident)
+    sample = sql.SQL(_SAMPLE).format(value=value, source=source)
+    is_number = column.unqualified_type not in TEXT_TYPES
+    query = sql.SQL(_NUMBER_COUNTS if is_number else _COUNTS).format(sample=sample)
+    params = {
+        "size": SAMPLE_SIZE,
+        "whole": f"^(?:{PII_PATTERN})$",
+        "pattern": PII_PATTERN,
+        "phone": PHONE_SHAPED_UPI_LOCAL,
+    }
+    try:
+        # Rolled back either way, so the timeout ends with the sample, even inside the caller's transaction.
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(SAMPLE_TIMEOUT_MS)))
+            row = conn.execute(query, params).fetchone()
+    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege):
+        return None
+    if is_number:
+        sampled, phones = row
+        return ValueHint("phone", sampled, phones) if phones and phones >= WHOLE_SHARE * sampled else None
+    sampled, holding, emails, phones, upis = row
+    return hint_from_counts(sampled, holding, {"email": emails, "phone": phones, "upi": upis})
+
+
+def sample_hints(
+    conn: psycopg.Connection,
+    columns: Iterable[tuple[TableInfo, ColumnInfo]],
+    log: Callable[[str], None] = lambda _message: None,
+) -> dict[tuple[str, str, str], ValueHint]:
+    """Hints for the columns worth sampling, keyed by (schema, table, column)."""
+    wanted = [(table, column) for table, column in columns if worth_sampling(column)]
+    if wanted:
+        log(f"sampling the values of {len(wanted)} unclassified column(s) for PII (up to {SAMPLE_SIZE:,} each)")
+    hints = {}
+    for table, column in wanted:
+        if (hint := sample_hint(conn, table, column)) is not None:
+            hints[(table.schema, table.name, column.name)] = hint
+    return hints

@@ -1,0 +1,128 @@
+"""The policy snippet suggests from a sample of each uncovered column's values (read-only, counted on the
+server): emails in a column named `address`, phones in a `bigint`, free text with PII inside; and never
+prints a sampled value."""
+
+import threading
+
+import psycopg
+import pytest
+
+from refresh_pipeline.cli import main
+from refresh_pipeline.masking import value_hints
+from refresh_pipeline.masking.value_hints import ValueHint, hint_from_counts
+
+_PRODUCTION = """
+CREATE EXTENSION citext;
+CREATE TABLE members (
+    member_id bigint PRIMARY KEY,
+    login citext,                 -- emails, named like nothing
+    address text,                 -- emails, named like a street address
+    aliases text[],               -- emails
+    contact varchar(12),          -- emails that a masked email would not fit
+    history text,                 -- free text, some of it with a phone
+    legacy_no bigint,             -- phones as numbers
+    big_id bigint,                -- phone-shaped, but an identifier
+    plan_code text,               -- no PII
+    mostly_email text             -- 70% emails, 30% 'n/a'
+);
+INSERT INTO members
+SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY['m' || g || '@hotmail.com'],
+       'm' || g || '@x.in',
+       CASE WHEN g % 4 = 0 THEN 'called back on 98450 ' || lpad(g::text, 5, '0') ELSE 'no answer' END,
+       9845000000 + g, 9845000000 + g, 'PLAN-' || g % 3,
+       CASE WHEN g % 10 < 7 THEN 'member' || g || '@gmail.com' ELSE 'n/a' END
+FROM generate_series(1, 2500) AS g;
+"""
+
+
+def _snippet_lines(err: str) -> dict[str, str]:
+    """column -> 'rule  # REVIEW: note' of the snippet's lines."""
+    lines = [line.strip() for line in err.splitlines() if "# REVIEW" in line]
+    return {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines}
+
+
+@pytest.fixture
+def production(create_database) -> str:
+    conninfo = create_database("hints_prod")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(_PRODUCTION)
+    return conninfo
+
+
+def test_validate_suggests_from_values_and_prints_none(production, write_config, tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntables: {}\n")
+
+    assert main(["validate", "--config", str(write_config(production, policy=policy))]) == 1
+
+    err = capsys.readouterr().err
+    lines = _snippet_lines(err)
+    assert lines["login"] == "email  # REVIEW: citext; values: 1,000 of 1,000 sampled are emails"
+    assert lines["address"].startswith("email  # REVIEW: text; values: 1,000 of 1,000"), "values go before the name"
+    assert lines["aliases"].startswith("{array: email}  # REVIEW: text[]; values:")
+    assert lines["contact"].startswith("{transform: hash, length: 12}"), "an email that fits the column"
+    assert lines["history"] == (
+        "scrub  # REVIEW: text; values: 250 of 1,000 sampled hold an email, phone or UPI handle"
+    )
+    assert lines["legacy_no"] == "phone  # REVIEW: bigint; values: 1,000 of 1,000 sampled are phone numbers"
+    assert lines["big_id"] == "keep  # REVIEW: bigint", "an identifier is not sampled"
+    assert lines["member_id"] == "keep  # REVIEW: bigint"
+    assert lines["plan_code"] == "redact  # REVIEW: text", "no PII in the values: the name decides"
+    assert lines["mostly_email"].startswith("scrub  # REVIEW: text; values: 700 of 1,000"), "not all emails"
+    assert "sampling the values of 8 unclassified column(s)" in err
+    for value in ("member1@gmail.com", "Member.1@yahoo", "m1@hotmail", "98450", "9845000001"):
+        assert value not in err, "counts only: no sampled value is printed"
+
+
+def test_a_pasted_snippet_from_values_makes_validate_pass(production, write_config, tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntables: {}\n")
+    config = write_config(production, policy=policy)
+    assert main(["validate", "--config", str(config)]) == 1
+    snippet = "\n".join(line for line in capsys.readouterr().err.splitlines() if "# REVIEW" in line)
+    policy.write_text("version: 1\ntables:\n  members:\n" + snippet + "\n")
+
+    assert main(["validate", "--config", str(config)]) == 0, capsys.readouterr().err
+
+
+def test_a_sample_that_cannot_be_read_in_time_leaves_the_name_to_decide(
+    production, write_config, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(value_hints, "SAMPLE_TIMEOUT_MS", 300)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntables: {}\n")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:  # another session's long ALTER TABLE, say
+        with psycopg.connect(production) as conn:
+            conn.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        locked.wait(10)
+        assert main(["validate", "--config", str(write_config(production, policy=policy))]) == 1
+    finally:
+        release.set()
+        holder.join()
+
+    lines = _snippet_lines(capsys.readouterr().err)
+    assert lines["address"] == "address  # REVIEW: text; named like address", "no sample: the name decides"
+    assert lines["login"] == "redact  # REVIEW: citext"
+
+
+@pytest.mark.parametrize(
+    ("sampled", "holding", "whole", "hint"),
+    [
+        (100, 0, {}, None),
+        (100, 100, {"email": 100}, ValueHint("email", 100, 100)),
+        (100, 85, {"email": 80, "phone": 5}, ValueHint("email", 100, 80)),
+        (100, 90, {"email": 45, "phone": 45}, ValueHint("scrub", 100, 90)),  # two kinds: scrub masks both
+        (100, 3, {}, ValueHint("scrub", 100, 3)),  # PII inside a few texts
+        (100, 79, {"upi": 79}, ValueHint("scrub", 100, 79)),
+    ],
+)
+def test_the_counts_of_a_sample_decide_the_transform(sampled, holding, whole, hint):
+    assert hint_from_counts(sampled, holding, whole) == hint
