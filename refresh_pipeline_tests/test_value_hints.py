@@ -1,6 +1,6 @@
 """The policy snippet suggests from a sample of each uncovered column's values (read-only, counted on the
-server): emails in a column named `address`, phones in a `bigint`, free text with PII inside; and never
-prints a sampled value."""
+server): emails in a column named `address`, phones in a `bigint`; free text with PII inside noted, never
+made weaker than the name's suggestion; and no sampled value printed."""
 
 import threading
 
@@ -9,7 +9,7 @@ import pytest
 
 from refresh_pipeline.cli import main
 from refresh_pipeline.masking import value_hints
-from refresh_pipeline.masking.value_hints import ValueHint, hint_from_counts
+from refresh_pipeline.masking.value_hints import hint_from_counts
 
 _PRODUCTION = """
 CREATE EXTENSION citext;
@@ -23,14 +23,18 @@ CREATE TABLE members (
     legacy_no bigint,             -- phones as numbers
     big_id bigint,                -- phone-shaped, but an identifier
     plan_code text,               -- no PII
-    mostly_email text             -- 70% emails, 30% 'n/a'
+    mostly_email text,            -- 70% emails, 30% 'n/a'
+    remarks text,                 -- free text, named so, some with an email
+    reachable_at text             -- 90% phones, 10% names
 );
 INSERT INTO members
 SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY['m' || g || '@hotmail.com'],
        'm' || g || '@x.in',
        CASE WHEN g % 4 = 0 THEN 'called back on 98450 ' || lpad(g::text, 5, '0') ELSE 'no answer' END,
        9845000000 + g, 9845000000 + g, 'PLAN-' || g % 3,
-       CASE WHEN g % 10 < 7 THEN 'member' || g || '@gmail.com' ELSE 'n/a' END
+       CASE WHEN g % 10 < 7 THEN 'member' || g || '@gmail.com' ELSE 'n/a' END,
+       CASE WHEN g % 5 = 0 THEN 'wrote from member' || g || '@gmail.com' ELSE 'fine' END,
+       CASE WHEN g % 10 = 0 THEN 'Ravi Kumar' ELSE '+91 98450 ' || lpad(g::text, 5, '0') END
 FROM generate_series(1, 2500) AS g;
 """
 
@@ -62,14 +66,23 @@ def test_validate_suggests_from_values_and_prints_none(production, write_config,
     assert lines["aliases"].startswith("{array: email}  # REVIEW: text[]; values:")
     assert lines["contact"].startswith("{transform: hash, length: 12}"), "an email that fits the column"
     assert lines["history"] == (
-        "scrub  # REVIEW: text; values: 250 of 1,000 sampled hold an email, phone or UPI handle"
+        "redact  # REVIEW: text; values: 250 of 1,000 sampled hold an email, phone or UPI handle"
+    ), "PII inside free text: a note, never `scrub` where the name says `redact` (names would stay)"
+    assert lines["remarks"] == (
+        "scrub  # REVIEW: text; named like free text; values: 200 of 1,000 sampled hold an email, phone or UPI handle"
     )
+    assert lines["reachable_at"] == (
+        "redact  # REVIEW: text; values: 900 of 1,000 sampled are phone numbers, 100 have no digit "
+        "(`phone` keeps such a value as it is)"
+    ), "`phone` would keep the names"
     assert lines["legacy_no"] == "phone  # REVIEW: bigint; values: 1,000 of 1,000 sampled are phone numbers"
     assert lines["big_id"] == "keep  # REVIEW: bigint", "an identifier is not sampled"
     assert lines["member_id"] == "keep  # REVIEW: bigint"
     assert lines["plan_code"] == "redact  # REVIEW: text", "no PII in the values: the name decides"
-    assert lines["mostly_email"].startswith("scrub  # REVIEW: text; values: 700 of 1,000"), "not all emails"
-    assert "sampling the values of 8 unclassified column(s)" in err
+    assert lines["mostly_email"] == (
+        "email  # REVIEW: text; named like email; values: 700 of 1,000 sampled hold an email, phone or UPI handle"
+    ), "30% are no email: the name decides"
+    assert "sampling the values of 10 unclassified column(s)" in err
     for value in ("member1@gmail.com", "Member.1@yahoo", "m1@hotmail", "98450", "9845000001"):
         assert value not in err, "counts only: no sampled value is printed"
 
@@ -114,15 +127,21 @@ def test_a_sample_that_cannot_be_read_in_time_leaves_the_name_to_decide(
 
 
 @pytest.mark.parametrize(
-    ("sampled", "holding", "whole", "hint"),
+    ("sampled", "holding", "whole", "without_digits", "transform"),
     [
-        (100, 0, {}, None),
-        (100, 100, {"email": 100}, ValueHint("email", 100, 100)),
-        (100, 85, {"email": 80, "phone": 5}, ValueHint("email", 100, 80)),
-        (100, 90, {"email": 45, "phone": 45}, ValueHint("scrub", 100, 90)),  # two kinds: scrub masks both
-        (100, 3, {}, ValueHint("scrub", 100, 3)),  # PII inside a few texts
-        (100, 79, {"upi": 79}, ValueHint("scrub", 100, 79)),
+        (100, 100, {"email": 100}, 100, "email"),
+        (100, 85, {"email": 80, "phone": 5}, 15, "email"),
+        (100, 90, {"email": 45, "phone": 45}, 55, None),  # two kinds: a note
+        (100, 3, {}, 97, None),  # PII inside a few texts
+        (100, 79, {"upi": 79}, 21, None),
+        (100, 100, {"phone": 100}, 0, "phone"),
+        (100, 99, {"phone": 99}, 1, None),  # `phone` would keep the one without digits
     ],
 )
-def test_the_counts_of_a_sample_decide_the_transform(sampled, holding, whole, hint):
-    assert hint_from_counts(sampled, holding, whole) == hint
+def test_the_counts_of_a_sample_decide_the_transform(sampled, holding, whole, without_digits, transform):
+    hint = hint_from_counts(sampled, holding, whole, without_digits)
+    assert hint is not None and hint.transform == transform
+
+
+def test_a_sample_without_pii_gives_no_hint():
+    assert hint_from_counts(100, 0, {"email": 0}, 100) is None

@@ -67,12 +67,17 @@ _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME 
 def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None = None) -> tuple[str, str]:
     """(rule as YAML, why) for the snippet line of an unclassified column of `table`; the rule applies as
     pasted. What a sample of its values says (value_hints.py) goes before what its name says."""
-    words = column_words(column.name)
-    unqualified = column.unqualified_type
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
-    if hint is not None:
-        return _from_values(column, hint)
+    if hint is not None and hint.transform is not None:
+        return _from_values(column, hint.transform, hint.note)
+    rule, why = _from_type_and_name(column, table)
+    return rule, "; ".join(filter(None, [why, hint.note if hint else ""]))
+
+
+def _from_type_and_name(column: ColumnInfo, table: str) -> tuple[str, str]:
+    words = column_words(column.name)
+    unqualified = column.unqualified_type
     if column.is_text and words == "name" and not _PEOPLE.search(column_words(table)):
         rule, too_short = _fitting(column, "redact")
         return rule, "; ".join(filter(None, [_THING_NAME_WHY, too_short]))
@@ -115,11 +120,11 @@ def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None =
     return "keep", ""
 
 
-def _from_values(column: ColumnInfo, hint: ValueHint) -> tuple[str, str]:
+def _from_values(column: ColumnInfo, transform: str, note: str) -> tuple[str, str]:
     if column.unqualified_type not in TEXT_TYPES:  # a whole number holding phones
-        return hint.transform, hint.why()
-    rule, too_short = _fitting(column, hint.transform)
-    return (f"{{array: {rule}}}" if column.is_array else rule), "; ".join(filter(None, [hint.why(), too_short]))
+        return transform, note
+    rule, too_short = _fitting(column, transform)
+    return (f"{{array: {rule}}}" if column.is_array else rule), "; ".join(filter(None, [note, too_short]))
 
 
 def _number_transform(column: ColumnInfo, words: str) -> tuple[str, str] | None:

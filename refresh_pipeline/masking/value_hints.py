@@ -22,8 +22,7 @@ from refresh_pipeline.masking.catalog import (
 from refresh_pipeline.masking.patterns import PHONE_SHAPED_UPI_LOCAL, PII_PATTERN
 
 SAMPLE_SIZE = 1000
-# A column is taken for one kind when this share of its sampled values are that kind whole; otherwise, when
-# any holds PII, for free text (`scrub` masks every email, phone and UPI handle and keeps the rest).
+# A column is taken for one kind when this share of its sampled values are that kind whole.
 WHOLE_SHARE = 0.8
 # A sample stops there: a mostly-NULL column of a large table must not turn validate into a full scan.
 SAMPLE_TIMEOUT_MS = 5000
@@ -52,7 +51,8 @@ SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
        (SELECT count(*) FROM whole WHERE kind = 'email'),
        (SELECT count(*) FROM whole WHERE kind = 'phone'),
-       (SELECT count(*) FROM whole WHERE kind = 'upi')
+       (SELECT count(*) FROM whole WHERE kind = 'upi'),
+       (SELECT count(*) FROM sample WHERE v !~ '[0-9]')
 """
 # A whole number holding a phone: 10 digits from 6-9, maybe after 91 or 0.
 _NUMBER_COUNTS = """
@@ -63,16 +63,11 @@ SELECT (SELECT count(*) FROM sample), (SELECT count(*) FROM sample WHERE v ~ %(p
 
 @dataclass(frozen=True)
 class ValueHint:
-    """What the sample says: a transform for its values and how many of them made the case."""
+    """What the sample says: the transform its values call for (None: the name decides, the note informs the
+    reviewer) and why, in counts."""
 
-    transform: str  # email | phone | upi | scrub
-    sampled: int
-    matching: int
-
-    def why(self) -> str:
-        if self.transform == "scrub":
-            return f"values: {self.matching:,} of {self.sampled:,} sampled hold an email, phone or UPI handle"
-        return f"values: {self.matching:,} of {self.sampled:,} sampled are {_KIND_NAMES[self.transform]}"
+    transform: str | None  # email | phone | upi, or None
+    note: str
 
 
 def worth_sampling(column: ColumnInfo) -> bool:
@@ -91,14 +86,21 @@ def worth_sampling(column: ColumnInfo) -> bool:
     )
 
 
-def hint_from_counts(sampled: int, holding: int, whole: dict[str, int]) -> ValueHint | None:
-    """The transform the counts of a sample call for, or None when no sampled value is PII."""
+def hint_from_counts(sampled: int, holding: int, whole: dict[str, int], without_digits: int) -> ValueHint | None:
+    """What the counts of a sample call for, or None when no sampled value is PII.
+
+    One kind whole in WHOLE_SHARE of the values: its transform, which replaces every value (`phone` only when
+    every value has a digit: it keeps one without, a name say, as it is). PII inside free text: a note only,
+    as `scrub` would keep the rest of the text (names too) where the name's suggestion may be `redact`."""
     if holding == 0:
         return None
     kind, count = max(whole.items(), key=lambda item: item[1], default=("", 0))
     if count and count >= WHOLE_SHARE * sampled:
-        return ValueHint(kind, sampled, count)
-    return ValueHint("scrub", sampled, holding)
+        said = f"values: {count:,} of {sampled:,} sampled are {_KIND_NAMES[kind]}"
+        if kind == "phone" and without_digits:
+            return ValueHint(None, f"{said}, {without_digits:,} have no digit (`phone` keeps such a value as it is)")
+        return ValueHint(kind, said)
+    return ValueHint(None, f"values: {holding:,} of {sampled:,} sampled hold an email, phone or UPI handle")
 
 
 def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) -> ValueHint | None:
@@ -125,9 +127,9 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
         return None
     if is_number:
         sampled, phones = row
-        return ValueHint("phone", sampled, phones) if phones and phones >= WHOLE_SHARE * sampled else None
-    sampled, holding, emails, phones, upis = row
-    return hint_from_counts(sampled, holding, {"email": emails, "phone": phones, "upi": upis})
+        return hint_from_counts(sampled, phones, {"phone": phones}, without_digits=0)
+    sampled, holding, emails, phones, upis, without_digits = row
+    return hint_from_counts(sampled, holding, {"email": emails, "phone": phones, "upi": upis}, without_digits)
 
 
 def sample_hints(
