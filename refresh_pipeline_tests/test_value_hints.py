@@ -9,6 +9,7 @@ import pytest
 
 from refresh_pipeline.cli import main
 from refresh_pipeline.masking import value_hints
+from refresh_pipeline.masking.policy import json_path_text, parse_json_path
 from refresh_pipeline.masking.value_hints import hint_from_counts
 
 _PRODUCTION = """
@@ -25,7 +26,8 @@ CREATE TABLE members (
     plan_code text,               -- no PII
     mostly_email text,            -- 70% emails, 30% 'n/a'
     remarks text,                 -- free text, named so, some with an email
-    reachable_at text             -- 90% phones, 10% names
+    reachable_at text,            -- 90% phones, 10% names
+    delivery jsonb                -- names, addresses and birth dates under keys scrub does not read
 );
 INSERT INTO members
 SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY['m' || g || '@hotmail.com'],
@@ -34,7 +36,11 @@ SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY
        9845000000 + g, 9845000000 + g, 'PLAN-' || g % 3,
        CASE WHEN g % 10 < 7 THEN 'member' || g || '@gmail.com' ELSE 'n/a' END,
        CASE WHEN g % 5 = 0 THEN 'wrote from member' || g || '@gmail.com' ELSE 'fine' END,
-       CASE WHEN g % 10 = 0 THEN 'Ravi Kumar' ELSE '+91 98450 ' || lpad(g::text, 5, '0') END
+       CASE WHEN g % 10 = 0 THEN 'Ravi Kumar' ELSE '+91 98450 ' || lpad(g::text, 5, '0') END,
+       jsonb_build_object('to', jsonb_build_object('full_name', 'Member ' || g, 'address', 'Flat ' || g || ', Andheri',
+                                                   'dob', '1990-01-01'),
+                          'items', jsonb_build_array(jsonb_build_object('sku', 'A1', 'qty', 2)),
+                          'holder name', 'Member ' || g, 'contact', 'member' || g || '@gmail.com')
 FROM generate_series(1, 2500) AS g;
 """
 
@@ -82,8 +88,14 @@ def test_validate_suggests_from_values_and_prints_none(production, write_config,
     assert lines["mostly_email"] == (
         "email  # REVIEW: text; named like email; values: 700 of 1,000 sampled hold an email, phone or UPI handle"
     ), "30% are no email: the name decides"
-    assert "sampling the values of 10 unclassified column(s)" in err
-    for value in ("member1@gmail.com", "Member.1@yahoo", "m1@hotmail", "98450", "9845000001"):
+    assert lines["delivery"] == (
+        "scrub  # REVIEW: jsonb; a document: scrub masks every email, phone and UPI handle in it, or list JSON "
+        "paths; sampled documents have keys named like personal data scrub keeps: $.to.address (address), "
+        '$.to.dob (redact), $.to.full_name (name), $["holder name"] (name); list JSON paths instead (each path '
+        "changes only its own values)"
+    ), "names under JSON keys: scrub would keep them"
+    assert "sampling the values of 11 unclassified column(s)" in err
+    for value in ("member1@gmail.com", "Member.1@yahoo", "m1@hotmail", "98450", "9845000001", "Member 1", "Flat"):
         assert value not in err, "counts only: no sampled value is printed"
 
 
@@ -145,3 +157,8 @@ def test_the_counts_of_a_sample_decide_the_transform(sampled, holding, whole, wi
 
 def test_a_sample_without_pii_gives_no_hint():
     assert hint_from_counts(100, 0, {"email": 0}, 100) is None
+
+
+@pytest.mark.parametrize("path", ["$.a.b", "$.items[*].name", '$["holder name"].x', "$.to[*][*]"])
+def test_a_sampled_path_is_written_as_the_policy_reads_it(path):
+    assert json_path_text(parse_json_path(path)) == path

@@ -202,6 +202,22 @@ def policy_table_name(schema: str, table: str) -> str:
     return part(table) if schema == "public" else f"{part(schema)}.{part(table)}"
 
 
+def json_path_text(steps: tuple[str, ...]) -> str | None:
+    """('a', '*', 'odd key') → `$.a[*]["odd key"]`, as parse_json_path reads it; None for a key it cannot
+    write (one holding a double quote)."""
+    parts = []
+    for step in steps:
+        if step == "*":
+            parts.append("[*]")
+        elif re.fullmatch(r"[A-Za-z_][\w-]*", step):
+            parts.append(f".{step}")
+        elif step and '"' not in step:
+            parts.append(f'["{step}"]')
+        else:
+            return None
+    return "$" + "".join(parts)
+
+
 def parse_json_path(path: str) -> tuple[str, ...]:
     """`$.a.b[*].c` → ('a', 'b', '*', 'c')."""
     if not path.startswith("$"):

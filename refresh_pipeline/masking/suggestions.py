@@ -22,7 +22,7 @@ from refresh_pipeline.masking.catalog import (
 )
 from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name, step_metres
 from refresh_pipeline.masking.lengths import length_problem
-from refresh_pipeline.masking.policy import DEFAULT_RADIUS_M, TransformRule
+from refresh_pipeline.masking.policy import DEFAULT_RADIUS_M, TransformRule, json_path_text
 from refresh_pipeline.masking.value_hints import ValueHint
 
 # Checked in order on the column name's words (`passenger_email` -> passenger, email; `homeAddress` -> home,
@@ -60,6 +60,10 @@ _ADDRESS_WHY = "an IP address: a customer's is personal data; keep only a server
 _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
 
 
+# What a key's name can say that `scrub`, which masks emails, phones and UPI handles, leaves as it is.
+_NOT_SCRUBBED = frozenset({"name", "first_name", "last_name", "address", "ip", "aadhaar", "pan"})
+
+
 # Number columns named like these hold the same PII as text ones (a phone as a bigint).
 _NUMBER_BY_NAME = [(transform, pattern) for transform, pattern in _TEXT_BY_NAME if transform in ("phone", "aadhaar")]
 
@@ -72,7 +76,29 @@ def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None =
     if hint is not None and hint.transform is not None:
         return _from_values(column, hint.transform, hint.note)
     rule, why = _from_type_and_name(column, table)
-    return rule, "; ".join(filter(None, [why, hint.note if hint else ""]))
+    kept_by_scrub = _kept_by_scrub(hint.json_paths) if hint and rule == "scrub" else ""
+    return rule, "; ".join(filter(None, [why, hint.note if hint else "", kept_by_scrub]))
+
+
+def _kept_by_scrub(paths: tuple[tuple[str, ...], ...]) -> str:
+    """A note naming the documents' keys that look like personal data `scrub` does not mask (a name, an
+    address, a birth date), each with the transform its path would take."""
+    found: dict[str, str] = {}
+    for steps in paths:
+        keys = [step for step in steps if step != "*"]
+        words = column_words(keys[-1]) if keys else ""
+        # A birth date inside JSON is text: `date` applies to date columns only.
+        transform = "redact" if _BIRTH_DATE.search(words) else _text_transform(words)[0]
+        personal = transform in _NOT_SCRUBBED or _BIRTH_DATE.search(words)
+        if personal and (path := json_path_text(steps)) is not None:
+            found.setdefault(path, transform)
+    if not found:
+        return ""
+    listed = ", ".join(f"{path} ({transform})" for path, transform in sorted(found.items()))
+    return (
+        f"sampled documents have keys named like personal data scrub keeps: {listed}; "
+        "list JSON paths instead (each path changes only its own values)"
+    )
 
 
 def _from_type_and_name(column: ColumnInfo, table: str) -> tuple[str, str]:

@@ -54,6 +54,26 @@ SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM whole WHERE kind = 'upi'),
        (SELECT count(*) FROM sample WHERE v !~ '[0-9]')
 """
+# The paths of the strings and numbers in a column's first documents (keys only: no value leaves the server).
+_JSON_PATHS = """
+WITH RECURSIVE docs AS (
+    SELECT {column}::jsonb AS doc FROM {table} WHERE {column} IS NOT NULL LIMIT %(documents)s
+),
+walk(steps, value, depth) AS (
+    SELECT ARRAY[]::text[], doc, 0 FROM docs
+    UNION ALL
+    SELECT w.steps || child.step, child.value, w.depth + 1
+    FROM walk AS w, LATERAL (
+        SELECT e.key AS step, e.value FROM jsonb_each(CASE WHEN jsonb_typeof(w.value) = 'object' THEN w.value END) AS e
+        UNION ALL
+        SELECT '*', a.value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END) AS a
+    ) AS child
+    WHERE w.depth < %(depth)s
+)
+SELECT DISTINCT steps FROM walk WHERE jsonb_typeof(value) IN ('string', 'number') LIMIT %(paths)s
+"""
+_JSON_LIMITS = {"documents": 200, "depth": 8, "paths": 500}
+
 # A whole number holding a phone: 10 digits from 6-9, maybe after 91 or 0.
 _NUMBER_COUNTS = """
 WITH sample AS ({sample})
@@ -68,6 +88,8 @@ class ValueHint:
 
     transform: str | None  # email | phone | upi, or None
     note: str
+    # A JSON column's: the paths (steps, `*` for array elements) of its sampled documents' strings and numbers.
+    json_paths: tuple[tuple[str, ...], ...] = ()
 
 
 def worth_sampling(column: ColumnInfo) -> bool:
@@ -75,7 +97,7 @@ def worth_sampling(column: ColumnInfo) -> bool:
     as a number; an id counting past 6,000,000,000 would look like phones)."""
     if column.generated or column.composite:
         return False
-    if column.unqualified_type in TEXT_TYPES:
+    if column.unqualified_type in TEXT_TYPES or column.is_json:
         return True
     return (
         not column.is_array
@@ -103,9 +125,29 @@ def hint_from_counts(sampled: int, holding: int, whole: dict[str, int], without_
     return ValueHint(None, f"values: {holding:,} of {sampled:,} sampled hold an email, phone or UPI handle")
 
 
+def _limited(conn: psycopg.Connection, query: sql.Composable, params: dict[str, object]) -> list[tuple] | None:
+    """The query's rows, or None when they cannot be read in SAMPLE_TIMEOUT_MS (a hint is a convenience: the
+    audit is the guarantee)."""
+    try:
+        # Rolled back either way, so the timeout ends with the sample, even inside the caller's transaction.
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(SAMPLE_TIMEOUT_MS)))
+            return conn.execute(query, params).fetchall()
+    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege):
+        return None
+
+
+def _json_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) -> ValueHint | None:
+    query = sql.SQL(_JSON_PATHS).format(column=sql.Identifier(column.name), table=table.ident)
+    rows = _limited(conn, query, _JSON_LIMITS)
+    return ValueHint(None, "", tuple(tuple(steps) for (steps,) in rows)) if rows else None
+
+
 def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) -> ValueHint | None:
-    """What the column's first SAMPLE_SIZE non-blank values (array elements) say; None when they hold no PII
-    or cannot be read in SAMPLE_TIMEOUT_MS (a hint is a convenience: the audit is the guarantee)."""
+    """What the column's first SAMPLE_SIZE non-blank values (array elements) say, or a JSON column's
+    documents' paths; None when they hold no PII or cannot be read in time."""
+    if column.is_json:
+        return _json_hint(conn, table, column)
     ident = sql.Identifier(column.name)
     value = column_text(sql.SQL("e.element") if column.is_array else ident)
     source = sql.SQL(_ARRAY_SOURCE if column.is_array else _SCALAR_SOURCE).format(column=ident, table=table.ident)
@@ -118,13 +160,10 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
         "pattern": PII_PATTERN,
         "phone": PHONE_SHAPED_UPI_LOCAL,
     }
-    try:
-        # Rolled back either way, so the timeout ends with the sample, even inside the caller's transaction.
-        with conn.transaction(force_rollback=True):
-            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(SAMPLE_TIMEOUT_MS)))
-            row = conn.execute(query, params).fetchone()
-    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege):
+    rows = _limited(conn, query, params)
+    if rows is None:
         return None
+    (row,) = rows
     if is_number:
         sampled, phones = row
         return hint_from_counts(sampled, phones, {"phone": phones}, without_digits=0)
