@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.config import load_config
 from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline_tests.graph import failed_check_names, materialize, materialized_keys, step_failure_messages
@@ -150,11 +151,14 @@ def test_uncovered_production_column_blocks_promotion(demo_source, create_databa
         conn.execute("CREATE UNIQUE INDEX customers_name_id ON customers (full_name, customer_id)")
         emails = [row[0] for row in conn.execute("SELECT email FROM customers")]
     config = write_config(source)
+    instance = dg.DagsterInstance.ephemeral()
 
-    result = materialize(config, dg.DagsterInstance.ephemeral())
+    result = materialize(config, instance)
 
     assert not result.success
     assert "restored_instance:policy_covers_every_column" in failed_check_names(result)
+    audit = latest_outcome(instance, dg.AssetCheckKey(dg.AssetKey(["masked", "customers"]), "no_pii_left"), "any")
+    assert (audit.passed, audit.reason) == (None, f"not run: run {result.run_id} ended (failure) before reaching it")
     assert "staging_database" not in materialized_keys(result)
     assert not any(k.startswith("masked/") for k in materialized_keys(result)), (
         "nothing is masked after a failed coverage check"

@@ -25,13 +25,23 @@ def metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:
     return {name: getattr(value, "value", value) for name, value in metadata.items()}
 
 
+def _not_evaluated(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why the check planned in a run has no evaluation from it: the run ended first, or is still going."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return f"not run: run {run_id} is no longer in this Dagster instance"
+    if run.is_finished:
+        return f"not run: run {run_id} ended ({run.status.value.lower()}) before reaching it"
+    return f"not evaluated yet: run {run_id} is {run.status.value.lower()} and has not reached it"
+
+
 def latest_outcome(instance: dg.DagsterInstance, key: dg.AssetCheckKey, database: str) -> CheckOutcome:
     label = key.to_user_string()
     record = instance.get_latest_asset_check_evaluation_record(key)
     if record is None:
         return CheckOutcome(label, None, "has never been evaluated")
     if record.status not in _COMPLETED or record.evaluation is None:
-        return CheckOutcome(label, None, f"latest evaluation (run {record.run_id}) is {record.status.value.lower()}")
+        return CheckOutcome(label, None, _not_evaluated(instance, record.run_id))
     evaluation = record.evaluation
     metadata = metadata_values(evaluation.metadata)
     if metadata.get("database") != database:
