@@ -2,6 +2,7 @@
 server): emails in a column named `address`, phones in a `bigint`; free text with PII inside noted, never
 made weaker than the name's suggestion; and no sampled value printed."""
 
+import re
 import threading
 
 import psycopg
@@ -110,15 +111,11 @@ def test_a_pasted_snippet_from_values_makes_validate_pass(production, write_conf
     assert main(["validate", "--config", str(config)]) == 0, capsys.readouterr().err
 
 
-def test_a_sample_that_cannot_be_read_in_time_leaves_the_name_to_decide(
-    production, write_config, tmp_path, capsys, monkeypatch
-):
-    monkeypatch.setattr(value_hints, "SAMPLE_TIMEOUT_MS", 300)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: 1\ntables: {}\n")
+def _validate_while_locked(production: str, config, capsys) -> str:
+    """validate's output while another session holds a lock on the table (a long ALTER TABLE, say)."""
     locked, release = threading.Event(), threading.Event()
 
-    def hold_lock() -> None:  # another session's long ALTER TABLE, say
+    def hold_lock() -> None:
         with psycopg.connect(production) as conn:
             conn.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")
             locked.set()
@@ -128,14 +125,42 @@ def test_a_sample_that_cannot_be_read_in_time_leaves_the_name_to_decide(
     holder.start()
     try:
         locked.wait(10)
-        assert main(["validate", "--config", str(write_config(production, policy=policy))]) == 1
+        assert main(["validate", "--config", str(config)]) == 1
     finally:
         release.set()
         holder.join()
+    return capsys.readouterr().err
 
-    lines = _snippet_lines(capsys.readouterr().err)
+
+@pytest.fixture
+def empty_policy_config(production, write_config, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntables: {}\n")
+    return write_config(production, policy=policy)
+
+
+def test_a_sample_that_cannot_be_read_in_time_leaves_the_name_to_decide(
+    production, empty_policy_config, capsys, monkeypatch
+):
+    monkeypatch.setattr(value_hints, "SAMPLE_TIMEOUT_MS", 300)
+
+    err = _validate_while_locked(production, empty_policy_config, capsys)
+
+    lines = _snippet_lines(err)
     assert lines["address"] == "address  # REVIEW: text; named like address", "no sample: the name decides"
     assert lines["login"] == "redact  # REVIEW: citext"
+    assert "sampling stopped" not in err
+
+
+def test_sampling_stops_when_its_time_is_up(production, empty_policy_config, capsys, monkeypatch):
+    monkeypatch.setattr(value_hints, "SAMPLE_TIMEOUT_MS", 300)
+    monkeypatch.setattr(value_hints, "SAMPLES_BUDGET_S", 1)
+
+    err = _validate_while_locked(production, empty_policy_config, capsys)
+
+    stopped = re.search(r"sampling stopped after 1 s: (\d+) column\(s\) suggested from their names only", err)
+    assert stopped and 0 < int(stopped[1]) < 11, err
+    assert "# REVIEW" in err, "the snippet is printed all the same"
 
 
 @pytest.mark.parametrize(

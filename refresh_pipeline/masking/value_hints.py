@@ -5,6 +5,7 @@ no value reaches Python, only how many of the sampled ones are PII."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ SAMPLE_SIZE = 1000
 WHOLE_SHARE = 0.8
 # A sample stops there: a mostly-NULL column of a large table must not turn validate into a full scan.
 SAMPLE_TIMEOUT_MS = 5000
+# ... and many slow columns must not hold up validate or the coverage check for long either.
+SAMPLES_BUDGET_S = 60
 
 _IDENTIFIER = re.compile(r"(^|_)(id|ids|key|seq|serial)$")
 _KIND_NAMES = {"email": "emails", "phone": "phone numbers", "upi": "UPI handles"}
@@ -181,7 +184,12 @@ def sample_hints(
     if wanted:
         log(f"sampling the values of {len(wanted)} unclassified column(s) for PII (up to {SAMPLE_SIZE:,} each)")
     hints = {}
-    for table, column in wanted:
+    deadline = time.monotonic() + SAMPLES_BUDGET_S
+    for done, (table, column) in enumerate(wanted):
+        if time.monotonic() > deadline:
+            left = len(wanted) - done
+            log(f"sampling stopped after {SAMPLES_BUDGET_S} s: {left} column(s) suggested from their names only")
+            break
         if (hint := sample_hint(conn, table, column)) is not None:
             hints[(table.schema, table.name, column.name)] = hint
     return hints
