@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -86,6 +87,22 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
     warnings = find_unique_index_risks(policy, tables, unique_indexes) + databases_warnings + start_up_warnings
     warnings += version_warnings + _notify_warnings(config)
     return Validation(problems, warnings)
+
+
+def check_policy_against(dsn: str, policy_path: Path, log: Log = lambda _message: None) -> Validation:
+    """The policy against the schema of any database (a CI database after the application's migrations),
+    read-only: every column covered, every rule applicable to its column, unique indexes a rule could break.
+    Needs neither a config, a key nor a staging server; reads no more values than the snippet's samples."""
+    policy = load_policy(policy_path)
+    with connect(dsn, read_only=True) as conn:
+        tables = read_tables(conn)
+        unique_indexes = read_unique_indexes(conn)
+        uncovered = find_uncovered(policy, tables)
+        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
+    problems = find_policy_problems(policy, tables)
+    if uncovered:
+        problems.append(describe_uncovered(uncovered, policy.source, hints))
+    return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes))
 
 
 def _notify_warnings(config: RefreshConfig) -> list[str]:

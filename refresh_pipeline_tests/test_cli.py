@@ -210,3 +210,35 @@ def test_one_table_rematerialized_with_the_dagster_cli_is_not_masked_twice(demo_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "public.customers: already masked under these rules; nothing to do" in result.stderr
     assert "ASSET_CHECK_EVALUATION - Asset check 'no_pii_left' on 'masked/customers' passed" in result.stderr
+
+
+def test_check_policy_fails_a_ci_build_on_a_migrated_schema_without_config_key_or_server(create_database, tmp_path):
+    ci_database = create_database("ci_app")
+    with psycopg.connect(ci_database, autocommit=True) as conn:  # the application's migrations, no rows
+        conn.execute("CREATE TABLE riders (id bigint PRIMARY KEY, email text, joined date)")
+    policy = tmp_path / "masking_policy.yaml"
+    policy.write_text("version: 1\ntables:\n  riders:\n    id: keep\n    email: email\n    joined: keep\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFRESH_")}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [*CLI, "check-policy", "--policy", str(policy), "--dsn", ci_database]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    passed = check()
+    assert passed.returncode == 0, passed.stderr
+    assert "the policy covers every column of the database" in passed.stdout
+
+    with psycopg.connect(ci_database, autocommit=True) as conn:  # a new migration
+        conn.execute("ALTER TABLE riders ADD COLUMN mobile_no varchar(16)")
+    uncovered = check()
+    assert uncovered.returncode == 1
+    assert "public.riders.mobile_no" in uncovered.stderr and "mobile_no: phone  # REVIEW" in uncovered.stderr
+
+    policy.write_text(policy.read_text() + "    mobile_no: phone\n    typo_column: keep\n")
+    wrong = check()
+    assert wrong.returncode == 1 and "typo_column" in wrong.stderr, "a rule for a column that does not exist"
+
+    with psycopg.connect(ci_database) as conn:
+        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+    assert "refresh_pipeline" not in schemas, "read-only: nothing of ours is installed"
+    assert not (tmp_path / ".work").exists()
