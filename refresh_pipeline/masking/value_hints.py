@@ -1,6 +1,6 @@
 """What a sample of an unclassified column's values says it holds: emails, phones or UPI handles as whole
-values, or inside free text. Counted on the server, through the caller's session (read-only on production):
-no value reaches Python, only how many of the sampled ones are PII."""
+values, or inside free text; for a JSON column, the paths of its documents' keys. Read on the server, through
+the caller's session (read-only on production): no value reaches Python, only counts and key paths."""
 
 from __future__ import annotations
 
