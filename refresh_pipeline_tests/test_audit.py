@@ -326,3 +326,33 @@ def test_every_value_is_fingerprinted_once_not_once_per_pair_of_rows(create_data
     assert len(plans) >= 4, "whole values and tokens of two columns, and the kept numbers"
     conditions = [line for plan in plans for line in plan.splitlines() if "Join Filter" in line or "Cond:" in line]
     assert conditions and not [line for line in conditions if "sha256" in line], "\n\n".join(plans)
+
+
+def test_a_partitioned_table_is_audited_partition_by_partition_with_exact_counts_and_locations(create_database):
+    conninfo = create_database("audit_partitions")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, phone text);"
+            "INSERT INTO customers SELECT g, '98765' || lpad(g::text, 5, '0') FROM generate_series(1, 100) g;"
+            "CREATE TABLE orders (id int, placed date, legacy_mobile bigint, note text) PARTITION BY RANGE (placed);"
+            "CREATE TABLE orders_2025 PARTITION OF orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+            "CREATE TABLE orders_2026 PARTITION OF orders FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+            # Each partition's rows start at ctid (0,1): 60 in 2025, 40 in 2026, every one a customer's phone.
+            "INSERT INTO orders SELECT g, CASE WHEN g <= 60 THEN date '2025-06-01' ELSE date '2026-06-01' END,"
+            " ('98765' || lpad(g::text, 5, '0'))::bigint, CASE WHEN g = 61 THEN 'call 98765 00061' ELSE 'ok' END"
+            " FROM generate_series(1, 100) g"
+        )
+        install_functions(conn)
+        tables = read_tables(conn)
+        policy = parse_policy("tables:\n  customers: {id: keep, phone: phone}\n  orders: keep\n")
+        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        audit = scan_table(
+            conn, tables[("public", "orders")], KEY, kept_columns={"id", "placed", "legacy_mobile", "note"}
+        )
+
+    found = {f.column: f for f in audit.findings}
+    assert audit.table == "public.orders" and audit.rows_scanned == 100
+    assert found["legacy_mobile"].known_values == 100, "rows of both partitions, though their ctids repeat"
+    assert found["legacy_mobile"].locations[:2] == ("public.orders_2025 (0,1)", "public.orders_2025 (0,2)")
+    assert found["note"].locations == ("public.orders_2026 (0,1)",), "the one row, named in its partition"
+    assert (found["note"].known_values, found["note"].patterns) == (1, {"phone": 1})

@@ -1,6 +1,7 @@
 """Scans one masked table for PII, set-based in SQL: originals that survived anywhere (known-value audit)
 and PII-shaped values in columns the policy keeps (pattern audit)."""
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -226,6 +227,57 @@ def _tid_order(location: str) -> tuple[int, int]:
     return int(block), int(offset)
 
 
+_LEAF_PARTITIONS = """
+SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) AS t
+JOIN pg_class AS c ON c.oid = t.relid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE t.isleaf AND c.relkind = 'r'
+ORDER BY n.nspname, c.relname
+"""
+
+
+def _leaf_partitions(conn: psycopg.Connection, table: TableInfo) -> list[TableInfo]:
+    """The partitions holding a partitioned table's rows (sub-partitions' too; foreign ones are detached for
+    the refresh), each as a plain table with the parent's columns."""
+    rows = conn.execute(_LEAF_PARTITIONS, (table.ident.as_string(conn),)).fetchall()
+    return [dataclasses.replace(table, schema=schema, name=name, partitioned=False) for schema, name in rows]
+
+
+def _scan_partitions(
+    table: TableInfo,
+    partitions: list[TableInfo],
+    log: Callable[[str], None],
+    scan: Callable[[TableInfo], TableAudit],
+) -> TableAudit:
+    """A partitioned table audited partition by partition: a row's ctid names it only within its partition
+    (every partition has a row (0,1)), so rows are counted and located there, and each location names it."""
+    started = time.monotonic()
+    audits = [(partition, scan(partition)) for partition in partitions]
+    first = audits[0][1]
+    merged = TableAudit(
+        table.qualified_name,
+        sum(audit.rows_scanned for _partition, audit in audits),
+        first.columns_scanned,
+        known_value_audit=first.known_value_audit,
+        sample_percent=first.sample_percent,
+    )
+    totals: dict[str, _ColumnTotals] = {}
+    for partition, audit in audits:
+        for finding in audit.findings:
+            total = totals.setdefault(finding.column, _ColumnTotals())
+            total.known += finding.known_values
+            for detector, count in finding.patterns.items():
+                total.patterns[detector] = total.patterns.get(detector, 0) + count
+            total.locations += [f"{partition.qualified_name} {location}" for location in finding.locations]
+    merged.findings = [
+        ColumnFindings(name, found.known, found.patterns, tuple(found.locations[:MAX_LOCATIONS]))
+        for name in merged.columns_scanned
+        if (found := totals.get(name)) is not None
+    ]
+    merged.seconds = time.monotonic() - started
+    log(f"{merged.summary()} in {merged.seconds:.1f} s ({len(partitions)} partition(s))")
+    return merged
+
+
 def scan_table(
     conn: psycopg.Connection,
     table: TableInfo,
@@ -250,6 +302,14 @@ def scan_table(
     distinct value; JSON columns, and the number, spatial and coordinate columns (each kind together), block
     range by block range; all of it spread over `workers` sessions from `connect` when given.
     """
+    if table.partitioned and (partitions := _leaf_partitions(conn, table)):
+
+        def scan_partition(partition: TableInfo) -> TableAudit:
+            return scan_table(
+                conn, partition, key, kept_columns, allowlist, sample_percent, log, connect, workers, blocks_per_range
+            )
+
+        return _scan_partitions(table, partitions, log, scan_partition)
     started = time.monotonic()
     table = with_kept_bytes(table, kept_columns)
     known = fingerprints_present(conn)
