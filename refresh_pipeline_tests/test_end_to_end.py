@@ -141,6 +141,21 @@ def test_a_previous_staging_the_pipeline_did_not_create_is_left_in_place_and_nam
     assert any(f"previous staging database {hand_made} was not created by refresh_pipeline" in m for m in warnings)
 
 
+def test_a_sampled_audit_promotes_and_says_what_share_it_read(demo_source, write_config):
+    config = write_config(demo_source, audit_sample_percent=30)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert result.success, step_failure_messages(result)
+    (payments,) = [
+        e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(["masked", "payments"])
+    ]
+    with psycopg.connect(demo_source) as conn:
+        total = conn.execute("SELECT count(*) FROM payments").fetchone()[0]
+    assert payments.metadata["sample_percent"].value == 30
+    assert 0 < payments.metadata["rows_scanned"].value < total, "part of the rows read, the row count taken apart"
+
+
 def test_uncovered_production_column_blocks_promotion(demo_source, create_database, write_config, pg_server):
     source = create_database("prod_extra_column")
     subprocess.run(f"pg_dump -d '{demo_source}' | psql -q -d '{source}'", shell=True, check=True)
