@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import yaml
 
 from refresh_pipeline.errors import RefreshError
+
+DEFAULT_CRON = "0 2 * * 0"  # Sundays at 02:00
+DEFAULT_TIMEZONE = "UTC"
 
 CONFIG_ENV_VAR = "REFRESH_PIPELINE_CONFIG"
 DEFAULT_CONFIG_FILE = "refresh_pipeline.yaml"
@@ -172,8 +176,8 @@ class RefreshConfig:
     platform: str = "local"
     masking_key_env: str = "REFRESH_MASKING_KEY"
     parallelism: int = 2
-    schedule_cron: str = "0 2 * * 0"
-    schedule_timezone: str = "UTC"
+    schedule_cron: str = DEFAULT_CRON
+    schedule_timezone: str = DEFAULT_TIMEZONE
     database_prefix: str = "staging_"
     snapshots_to_keep: int = 1
     audit_sample_percent: float | None = None
@@ -202,6 +206,43 @@ def _positive_int(raw: dict[str, Any], key: str, default: int, where: Path) -> i
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RefreshError(f"{where}: '{key}' must be a whole number of at least 1, got {value!r}.")
     return value
+
+
+def _schedule(raw: Any, where: Path) -> tuple[str, str]:
+    """(cron, time zone) of the `schedule` section, checked here: Dagster refuses a bad one only when it loads
+    the definitions (a traceback from `run`, a code location that does not load)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RefreshError(f"{where}: schedule must be a mapping with cron and timezone, got {raw!r}.")
+    unknown = sorted(set(raw) - {"cron", "timezone"})
+    if unknown:
+        names = ", ".join(map(str, unknown))
+        raise RefreshError(f"{where}: unknown schedule setting(s) {names}; known: cron, timezone.")
+    cron, timezone = str(raw.get("cron", DEFAULT_CRON)), str(raw.get("timezone", DEFAULT_TIMEZONE))
+    if (cron, timezone) != (DEFAULT_CRON, DEFAULT_TIMEZONE):
+        _check_schedule(cron, timezone, where)
+    return cron, timezone
+
+
+def _check_schedule(cron: str, timezone: str, where: Path) -> None:
+    """Read as the schedule will read them: by Dagster itself (which takes about a second to import, so only
+    for a schedule other than the default)."""
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise RefreshError(
+            f"{where}: schedule.timezone {timezone!r} is not a time zone name such as Asia/Kolkata or UTC."
+        ) from None
+    import dagster as dg
+
+    try:
+        dg.ScheduleDefinition(name="check", cron_schedule=cron, job_name="check", execution_timezone=timezone)
+    except dg.DagsterInvalidDefinitionError:
+        raise RefreshError(
+            f"{where}: schedule.cron {cron!r} is not a cron expression Dagster reads: five fields, minute hour "
+            "day-of-month month day-of-week, e.g. '0 2 * * 0' (Sundays at 02:00)."
+        ) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
@@ -240,7 +281,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
     platform = raw.get("platform", "local")
     if platform not in _PLATFORMS:
         raise RefreshError(f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}.")
-    schedule = raw.get("schedule") or {}
+    schedule_cron, schedule_timezone = _schedule(raw.get("schedule"), config_path)
     local_raw = raw.get("local") or {}
     prefix = str(raw.get("database_prefix", "staging_"))
     if not prefix.isidentifier() or prefix.lower() != prefix:
@@ -259,8 +300,8 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         platform=platform,
         masking_key_env=str(raw.get("masking_key_env", "REFRESH_MASKING_KEY")),
         parallelism=_positive_int(raw, "parallelism", 2, config_path),
-        schedule_cron=str(schedule.get("cron", "0 2 * * 0")),
-        schedule_timezone=str(schedule.get("timezone", "UTC")),
+        schedule_cron=schedule_cron,
+        schedule_timezone=schedule_timezone,
         database_prefix=prefix,
         snapshots_to_keep=_positive_int(raw, "snapshots_to_keep", 1, config_path),
         audit_sample_percent=float(sample) if sample is not None else None,
