@@ -126,6 +126,22 @@ _AWS_REQUIRED = ("region", "database_name", "master_username", "staging_password
                  "staging_record")  # fmt: skip
 
 
+def _local_config(raw: Any, where: Path) -> LocalPlatformConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RefreshError(f"{where}: local must be a mapping (server_dsn, port, bin_dir), got {raw!r}.")
+    known = set(LocalPlatformConfig.__dataclass_fields__)
+    unknown = sorted(map(str, set(raw) - known))
+    if unknown:
+        names = ", ".join(unknown)
+        raise RefreshError(f"{where}: unknown local setting(s) {names}; known: {', '.join(sorted(known))}.")
+    port = raw.get("port", 54329)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise RefreshError(f"{where}: local.port must be a port number (1-65535), got {port!r}.")
+    return LocalPlatformConfig(server_dsn=raw.get("server_dsn"), port=port, bin_dir=raw.get("bin_dir"))
+
+
 def _aws_config(raw: Any, where: Path) -> AwsPlatformConfig:
     if not isinstance(raw, dict):
         raise RefreshError(f"{where}: platform aws needs an `aws:` section (see README, Deploying on AWS).")
@@ -199,6 +215,13 @@ def _require(raw: dict[str, Any], key: str, where: Path) -> Any:
     if key not in raw or raw[key] in (None, ""):
         raise RefreshError(f"{where}: missing required setting '{key}'. See README, section Configuration.")
     return raw[key]
+
+
+def _variable_name(raw: dict[str, Any], key: str, default: str, where: Path) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise RefreshError(f"{where}: '{key}' must name an environment variable (letters, digits, '_'), got {value!r}.")
+    return value
 
 
 def _positive_int(raw: dict[str, Any], key: str, default: int, where: Path) -> int:
@@ -282,7 +305,6 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
     if platform not in _PLATFORMS:
         raise RefreshError(f"{config_path}: platform must be one of {', '.join(_PLATFORMS)}, got {platform!r}.")
     schedule_cron, schedule_timezone = _schedule(raw.get("schedule"), config_path)
-    local_raw = raw.get("local") or {}
     prefix = str(raw.get("database_prefix", "staging_"))
     if not prefix.isidentifier() or prefix.lower() != prefix:
         raise RefreshError(
@@ -298,7 +320,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         policy_path=(base / str(_require(raw, "policy", config_path))).resolve(),
         work_dir=(base / str(raw.get("work_dir", ".work"))).resolve(),
         platform=platform,
-        masking_key_env=str(raw.get("masking_key_env", "REFRESH_MASKING_KEY")),
+        masking_key_env=_variable_name(raw, "masking_key_env", "REFRESH_MASKING_KEY", config_path),
         parallelism=_positive_int(raw, "parallelism", 2, config_path),
         schedule_cron=schedule_cron,
         schedule_timezone=schedule_timezone,
@@ -307,11 +329,7 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         audit_sample_percent=float(sample) if sample is not None else None,
         aws=_aws_config(raw.get("aws"), config_path) if platform == "aws" else None,
         notify=_notify_config(raw.get("notify"), config_path),
-        local=LocalPlatformConfig(
-            server_dsn=local_raw.get("server_dsn"),
-            port=int(local_raw.get("port", 54329)),
-            bin_dir=local_raw.get("bin_dir"),
-        ),
+        local=_local_config(raw.get("local"), config_path),
     )
 
 

@@ -35,6 +35,10 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
         ("source_dsn: x\npolicy: p.yaml\nschedule: {timezone: Mars/Base}\n", "is not a time zone name"),
         ("source_dsn: x\npolicy: p.yaml\nschedule: {crontab: '0 2 * * 0'}\n", "unknown schedule setting(s) crontab"),
         ("source_dsn: x\npolicy: p.yaml\nschedule: weekly\n", "schedule must be a mapping"),
+        ("source_dsn: x\npolicy: p.yaml\nlocal: {port: abc}\n", "local.port must be a port number"),
+        ("source_dsn: x\npolicy: p.yaml\nlocal: {prot: 5432}\n", "unknown local setting(s) prot"),
+        ("source_dsn: x\npolicy: p.yaml\nlocal: [5432]\n", "local must be a mapping"),
+        ("source_dsn: x\npolicy: p.yaml\nmasking_key_env: ''\n", "'masking_key_env' must name an environment variable"),
     ],
 )
 def test_bad_config_is_refused_with_a_reason(tmp_path, text, expected):
