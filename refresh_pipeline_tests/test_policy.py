@@ -58,6 +58,8 @@ def test_policy_maps_tables_to_keep_or_column_rules():
         ("tables:\n  t:\n    a: {transform: date, keep: week}\n", "date keep must be `year` or `month`"),
         ("tables:\n  t:\n    a: {array: geo}\n", "array elements take a text transform"),
         ("allowlist: helpline\ntables:\n  t: keep\n", "allowlist must be a list"),
+        ("version: 2\ntables:\n  t: keep\n", "line 1: version 2 is not one this refresh_pipeline reads"),
+        ("version: [1]\ntables:\n  t: keep\n", "version a mapping or list is not one"),
     ],
 )
 def test_bad_policy_is_refused_with_the_line_and_reason(text, expected):
@@ -65,6 +67,11 @@ def test_bad_policy_is_refused_with_the_line_and_reason(text, expected):
         parse_policy(text, source="policy.yaml")
     assert expected in str(error.value)
     assert str(error.value).startswith("policy.yaml")
+
+
+def test_a_policy_may_say_its_version():
+    (table,) = parse_policy("version: 1\ntables:\n  t: keep\n").tables.values()
+    assert (table.qualified_name, table.keep_all) == ("public.t", True)
 
 
 def test_json_path_syntax():

@@ -62,6 +62,7 @@ def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
     return None
 
 
+POLICY_VERSION = 1  # the format this code reads; a policy may say so with `version: 1`
 _JSON_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[\*\]|\[\"([^\"]+)\"\]|\[(\d+)\]")
 
 
@@ -321,6 +322,10 @@ class _PolicyReader:
             raise self.fail(root, f"unknown top-level key(s) {', '.join(sorted(unknown))}; expected `tables:`")
         if "tables" not in top:
             raise self.fail(root, "the policy needs a `tables:` mapping")
+        version = top.get("version")
+        if version is not None and not (isinstance(version, yaml.ScalarNode) and version.value == str(POLICY_VERSION)):
+            shown = version.value if isinstance(version, yaml.ScalarNode) else "a mapping or list"
+            raise self.fail(version, f"version {shown} is not one this refresh_pipeline reads: write `version: 1`")
         tables: dict[tuple[str, str], TablePolicy] = {}
         for table_node, body in self.mapping(top["tables"], "tables"):
             try:
