@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from refresh_pipeline.masking.catalog import TableInfo
+from refresh_pipeline.masking.catalog import TableInfo, leaf_partitions
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class BlockRange:
     start: int
     end: int | None
     blocks: int  # for progress: this range's share of the table
+    partition: sql.Composable | None = None  # `ONLY <partition>` the blocks are of (partition_block_ranges)
 
     @property
     def work(self) -> float:
@@ -66,6 +68,22 @@ def block_ranges(
     ranges = [BlockRange(i * size, (i + 1) * size, size) for i in range(count - 1)]
     last_start = (count - 1) * size
     return [*ranges, BlockRange(last_start, None, max(1, blocks - last_start))]
+
+
+def partition_block_ranges(
+    conn: psycopg.Connection, table: TableInfo, blocks_per_range: int = BLOCKS_PER_RANGE
+) -> list[BlockRange]:
+    """A partitioned table's block ranges, partition by partition, each naming its partition (to be read
+    instead of the table), so that several sessions share its rows as they share a plain table's; a plain
+    table's block_ranges otherwise."""
+    partitions = leaf_partitions(conn, table) if table.partitioned else []
+    if not partitions:
+        return block_ranges(conn, table, blocks_per_range)
+    return [
+        dataclasses.replace(block_range, partition=sql.SQL("ONLY {}").format(partition.ident))
+        for partition in partitions
+        for block_range in block_ranges(conn, partition, blocks_per_range)
+    ]
 
 
 class Progress:

@@ -1,7 +1,6 @@
 """Scans one masked table for PII, set-based in SQL: originals that survived anywhere (known-value audit)
 and PII-shaped values in columns the policy keeps (pattern audit)."""
 
-import dataclasses
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from refresh_pipeline.chunked import (
     token_share_column,
 )
 from refresh_pipeline.column_work import ColumnRange, ProbeRange, probe_work, text_column_work
-from refresh_pipeline.masking.catalog import TableInfo, with_kept_bytes
+from refresh_pipeline.masking.catalog import TableInfo, leaf_partitions, with_kept_bytes
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
 
@@ -227,21 +226,6 @@ def _tid_order(location: str) -> tuple[int, int]:
     return int(block), int(offset)
 
 
-_LEAF_PARTITIONS = """
-SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) AS t
-JOIN pg_class AS c ON c.oid = t.relid JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE t.isleaf AND c.relkind = 'r'
-ORDER BY n.nspname, c.relname
-"""
-
-
-def _leaf_partitions(conn: psycopg.Connection, table: TableInfo) -> list[TableInfo]:
-    """The partitions holding a partitioned table's rows (sub-partitions' too; foreign ones are detached for
-    the refresh), each as a plain table with the parent's columns."""
-    rows = conn.execute(_LEAF_PARTITIONS, (table.ident.as_string(conn),)).fetchall()
-    return [dataclasses.replace(table, schema=schema, name=name, partitioned=False) for schema, name in rows]
-
-
 def _scan_partitions(
     table: TableInfo,
     partitions: list[TableInfo],
@@ -302,7 +286,7 @@ def scan_table(
     distinct value; JSON columns, and the number, spatial and coordinate columns (each kind together), block
     range by block range; all of it spread over `workers` sessions from `connect` when given.
     """
-    if table.partitioned and (partitions := _leaf_partitions(conn, table)):
+    if table.partitioned and (partitions := leaf_partitions(conn, table)):
 
         def scan_partition(partition: TableInfo) -> TableAudit:
             return scan_table(

@@ -196,6 +196,21 @@ def _read_relations(conn: psycopg.Connection, kinds: list[str]) -> dict[tuple[st
     }
 
 
+_LEAF_PARTITIONS = """
+SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) AS t
+JOIN pg_class AS c ON c.oid = t.relid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE t.isleaf AND c.relkind = 'r'
+ORDER BY n.nspname, c.relname
+"""
+
+
+def leaf_partitions(conn: psycopg.Connection, table: TableInfo) -> list[TableInfo]:
+    """The partitions holding a partitioned table's rows (sub-partitions' too; foreign ones are detached for
+    the refresh), each as a plain table with the parent's columns (a ctid names a row only within one)."""
+    rows = conn.execute(_LEAF_PARTITIONS, (table.ident.as_string(conn),)).fetchall()
+    return [dataclasses.replace(table, schema=schema, name=name, partitioned=False) for schema, name in rows]
+
+
 def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:
     """Every user table (partitioned parents, not their partitions), keyed by (schema, table)."""
     return _read_relations(conn, ["r", "p"])

@@ -309,15 +309,15 @@ class TableMaskingPlan:
     def masked_columns(self) -> list[str]:
         return [name for name, rule in self.rules.items() if rule != "keep"]
 
-    def _source(self, condition: sql.Composable) -> sql.Composed:
-        """The rows to mask joined to the session's key (session_key.py); with JSON path values read once
-        per row in a subquery the planner keeps (OFFSET 0), so the select list reads them as plain columns,
-        and the value map joined per phone."""
+    def _source(self, condition: sql.Composable, relation: sql.Composable | None = None) -> sql.Composed:
+        """The rows to mask (of `relation`, one partition, when given) joined to the session's key
+        (session_key.py); with JSON path values read once per row in a subquery the planner keeps (OFFSET 0),
+        so the select list reads them as plain columns, and the value map joined per phone."""
         extracted = sql.SQL("").join(sql.SQL(", {} AS {}").format(e, alias) for alias, e in self.extractions)
         fence = sql.SQL(" OFFSET 0" if self.extractions or self.lookups else "")
         return sql.SQL("(SELECT *{} FROM {} WHERE {}{}) AS source CROSS JOIN {}{}").format(
             extracted,
-            self.target,
+            relation if relation is not None else self.target,
             condition,
             fence,
             key_relation(MASKING_PURPOSE),
@@ -329,9 +329,11 @@ class TableMaskingPlan:
             staging=staging, select=self.select_list, source=self._source(sql.SQL("true"))
         )
 
-    def fill_staging(self, staging: sql.Composable, condition: sql.Composable) -> sql.Composed:
+    def fill_staging(
+        self, staging: sql.Composable, condition: sql.Composable, relation: sql.Composable | None = None
+    ) -> sql.Composed:
         return sql.SQL("INSERT INTO {staging} SELECT {select} FROM {source}").format(
-            staging=staging, select=self.select_list, source=self._source(condition)
+            staging=staging, select=self.select_list, source=self._source(condition, relation)
         )
 
     def insert_rows(self, staging: sql.Composable) -> sql.Composed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,7 +16,7 @@ from refresh_pipeline.chunked import (
     BlockRange,
     Connect,
     Progress,
-    block_ranges,
+    partition_block_ranges,
     raise_work_mem,
     run_ranges,
 )
@@ -31,6 +30,7 @@ from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_maskin
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
+from refresh_pipeline.masking.staging import STAGING_PREFIX, create_range_staging, drop_range_staging
 from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
@@ -122,24 +122,21 @@ def _enable_always_firing(conn: psycopg.Connection, always: list[tuple[str, str,
         )
 
 
-STAGING_PREFIX = "masked_rows_"
-
-
-def _staging_table() -> sql.Composed:
-    """Masked rows only (never originals); unlogged, as it is scratch dropped after the swap."""
-    return sql.SQL("refresh_pipeline.{}").format(sql.Identifier(f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"))
+_LEFTOVER_KINDS = {"v": "VIEW", "r": "TABLE", "S": "SEQUENCE"}  # views first: they read the tables
 
 
 def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
-    """Staging tables (masked rows only) and rewrite progress sequences a killed masking step left behind."""
+    """Staging tables and views (masked rows only) and rewrite progress sequences a killed masking step left
+    behind."""
     leftovers = conn.execute(
-        "SELECT c.relname, c.relkind = 'S' FROM pg_class c WHERE c.relnamespace = 'refresh_pipeline'::regnamespace"
-        " AND (c.relkind = 'r' AND c.relname LIKE %s OR c.relkind = 'S' AND c.relname LIKE %s)",
+        "SELECT c.relname, c.relkind FROM pg_class c WHERE c.relnamespace = 'refresh_pipeline'::regnamespace"
+        " AND (c.relkind IN ('r', 'v') AND c.relname LIKE %s OR c.relkind = 'S' AND c.relname LIKE %s)"
+        " ORDER BY c.relkind = 'v' DESC, c.relname",
         (_like_prefix(STAGING_PREFIX), _like_prefix(PROGRESS_PREFIX)),
     ).fetchall()
-    for name, is_sequence in leftovers:
-        kind = sql.SQL("SEQUENCE" if is_sequence else "TABLE")
-        conn.execute(sql.SQL("DROP {} IF EXISTS refresh_pipeline.{}").format(kind, sql.Identifier(name)))
+    for name, kind in leftovers:
+        drop = sql.SQL(_LEFTOVER_KINDS[kind])
+        conn.execute(sql.SQL("DROP {} IF EXISTS refresh_pipeline.{}").format(drop, sql.Identifier(name)))
     return [name for name, _ in leftovers]
 
 
@@ -232,14 +229,14 @@ def mask_table(
     if rewritten is not None:
         return dataclasses.replace(rewritten, seconds=time.monotonic() - started)
 
-    ranges = block_ranges(conn, info, blocks_per_range)
+    ranges = partition_block_ranges(conn, info, blocks_per_range)
     log(
         f"{info.qualified_name}: masking columns {', '.join(plan.masked_columns)} "
         f"in {len(ranges)} block range(s) on {min(workers, len(ranges)) if connect else 1} session(s)"
     )
-    staging = _staging_table()
     share_key(conn, key, MASKING_PURPOSE)
-    conn.execute(plan.create_staging(staging))
+    staging = create_range_staging(conn, plan, len(ranges))
+    range_tables = {id(block_range): table for block_range, table in zip(ranges, staging.tables, strict=True)}
     try:
         progress = Progress(f"{info.qualified_name}: masking", sum(r.blocks for r in ranges), log)
 
@@ -249,14 +246,16 @@ def mask_table(
                 # Phone lookups hash the value map (200k phones at S=1, 17 MB): in the default 4 MB the
                 # join spills every range's wide rows to disk (S=1 payments range: 4.9 -> 4.3 s).
                 raise_work_mem(session)
-                return session.execute(plan.fill_staging(staging, block_range.condition())).rowcount
+                into = range_tables[id(block_range)]
+                fill = plan.fill_staging(into, block_range.condition(), block_range.partition)
+                return session.execute(fill).rowcount
 
         copied = run_ranges(ranges, fill, conn, connect, workers, progress)
         try:
             with constraint_violations_explained(conn, info, table_policy):
-                result = _swap_in(conn, info, plan, staging, copied, digest, log)
+                result = _swap_in(conn, info, plan, staging.rows, copied, digest, log)
         except psycopg.errors.StringDataRightTruncation:
-            if too_long := too_long_for_their_columns(conn, info, plan.masked_columns, staging):
+            if too_long := too_long_for_their_columns(conn, info, plan.masked_columns, staging.rows):
                 raise RefreshError(
                     "masked values do not fit their columns, so nothing was changed: "
                     + "; ".join(too_long)
@@ -264,7 +263,7 @@ def mask_table(
                 ) from None
             raise
     finally:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        drop_range_staging(conn, staging)
     seconds = time.monotonic() - started
     if result is not None:
         log(f"{info.qualified_name}: already masked by another run meanwhile; nothing changed")
