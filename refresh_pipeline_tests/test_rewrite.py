@@ -175,10 +175,15 @@ def test_what_a_killed_masking_step_left_behind_is_dropped(create_database):
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE refresh_pipeline.rewrite_progress_0123456789ab")
         conn.execute("CREATE UNLOGGED TABLE refresh_pipeline.masked_rows_0123456789ab (id int)")
+        conn.execute(  # the view a range-by-range staging reads its tables through
+            "CREATE VIEW refresh_pipeline.masked_rows_ba9876543210 AS"
+            " SELECT * FROM refresh_pipeline.masked_rows_0123456789ab"
+        )
         dropped = drop_leftover_staging(conn)
         left = conn.execute(
             "SELECT relname FROM pg_class WHERE relnamespace = 'refresh_pipeline'::regnamespace"
-            " AND relname IN ('rewrite_progress_0123456789ab', 'masked_rows_0123456789ab', 'value_map')"
+            " AND relname IN ('rewrite_progress_0123456789ab', 'masked_rows_0123456789ab', 'masked_rows_ba9876543210',"
+            " 'value_map')"
         ).fetchall()
-    assert sorted(dropped) == ["masked_rows_0123456789ab", "rewrite_progress_0123456789ab"]
+    assert sorted(dropped) == ["masked_rows_0123456789ab", "masked_rows_ba9876543210", "rewrite_progress_0123456789ab"]
     assert left == [("value_map",)], "the pipeline's own tables stay"
