@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline.masking.runner import install_functions, mask_table
+from refresh_pipeline.masking.runner import TableMaskingResult, install_functions, mask_table
 from refresh_pipeline_tests.helpers import database_with
 
 KEY = MaskingKey("unit-test-key-0123456789")
@@ -286,25 +287,31 @@ def _staging_tables(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'masked\\_rows\\_%'")]
 
 
-def test_block_ranges_on_a_session_pool_give_the_same_rows_with_progress_and_eta(create_database):
-    schema = (
-        "CREATE TABLE riders (id int PRIMARY KEY, email text UNIQUE, phone text, note text);"
-        "INSERT INTO riders SELECT g, 'rider' || g || '@mail.com', '+9198' || lpad(g::text, 8, '0'), "
-        "'call 98' || lpad(g::text, 8, '0') FROM generate_series(1, 20000) g"
-    )
-    policy = parse_policy("tables:\n  riders:\n    id: keep\n    email: email\n    phone: phone\n    note: scrub\n")
-    single, pooled = create_database("ranges_single"), create_database("ranges_pooled")
-    for conninfo in (single, pooled):
+@dataclass
+class _AloneAndPooled:
+    """One table masked twice: on one session in one database, on a pool of two in block ranges in another."""
+
+    alone: str
+    pooled: str
+    alone_result: TableMaskingResult
+    pooled_result: TableMaskingResult
+    messages: list[str]
+
+
+def _mask_alone_and_pooled(create_database, schema: str, policy_text: str, table: str) -> _AloneAndPooled:
+    policy = parse_policy(policy_text)
+    alone, pooled = create_database("masked_alone"), create_database("masked_pooled")
+    for conninfo in (alone, pooled):
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(schema)
-    with psycopg.connect(single, autocommit=True) as conn:
-        one = mask_table(conn, policy, "riders", KEY)
+    with psycopg.connect(alone, autocommit=True) as conn:
+        alone_result = mask_table(conn, policy, table, KEY)
     messages: list[str] = []
     with psycopg.connect(pooled, autocommit=True) as conn:
-        many = mask_table(
+        pooled_result = mask_table(
             conn,
             policy,
-            "riders",
+            table,
             KEY,
             log=messages.append,
             connect=lambda: psycopg.connect(pooled, autocommit=True),
@@ -312,12 +319,25 @@ def test_block_ranges_on_a_session_pool_give_the_same_rows_with_progress_and_eta
             blocks_per_range=10,
         )
         assert _staging_tables(conn) == []
-    assert one.rows == many.rows == 20000
-    assert "in 1 block range(s)" not in " ".join(messages)
-    progress = [m for m in messages if "ETA" in m]
+    return _AloneAndPooled(alone, pooled, alone_result, pooled_result, messages)
+
+
+def test_block_ranges_on_a_session_pool_give_the_same_rows_with_progress_and_eta(create_database):
+    schema = (
+        "CREATE TABLE riders (id int PRIMARY KEY, email text UNIQUE, phone text, note text);"
+        "INSERT INTO riders SELECT g, 'rider' || g || '@mail.com', '+9198' || lpad(g::text, 8, '0'), "
+        "'call 98' || lpad(g::text, 8, '0') FROM generate_series(1, 20000) g"
+    )
+    policy = "tables:\n  riders:\n    id: keep\n    email: email\n    phone: phone\n    note: scrub\n"
+
+    masked = _mask_alone_and_pooled(create_database, schema, policy, "riders")
+
+    assert masked.alone_result.rows == masked.pooled_result.rows == 20000
+    assert "in 1 block range(s)" not in " ".join(masked.messages)
+    progress = [m for m in masked.messages if "ETA" in m]
     assert len(progress) >= 1 and "rows/s" in progress[-1] and "(100%)" in progress[-1]
     in_place = "SELECT ctid::text, * FROM riders ORDER BY ctid"
-    assert _rows(single, in_place) == _rows(pooled, in_place), "the same rows in the same places, range by range"
+    assert _rows(masked.alone, in_place) == _rows(masked.pooled, in_place), "the same rows in the same places"
 
 
 def test_a_partitioned_table_is_masked_partition_by_partition_on_a_session_pool(create_database):
@@ -331,34 +351,18 @@ def test_a_partitioned_table_is_masked_partition_by_partition_on_a_session_pool(
         "INSERT INTO trips SELECT g, date '2025-01-01' + g % 700, 'rider' || g % 900 || '@mail.com',"
         " 'call 98' || lpad(g::text, 8, '0') FROM generate_series(1, 9000) g"
     )
-    policy = parse_policy("tables:\n  trips:\n    id: keep\n    taken: keep\n    email: email\n    note: scrub\n")
-    single, pooled = create_database("partitions_single"), create_database("partitions_pooled")
-    for conninfo in (single, pooled):
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(schema)
-    with psycopg.connect(single, autocommit=True) as conn:
-        one = mask_table(conn, policy, "trips", KEY)
-    messages: list[str] = []
-    with psycopg.connect(pooled, autocommit=True) as conn:
-        many = mask_table(
-            conn,
-            policy,
-            "trips",
-            KEY,
-            log=messages.append,
-            connect=lambda: psycopg.connect(pooled, autocommit=True),
-            workers=2,
-            blocks_per_range=10,
-        )
-    (started,) = [m for m in messages if "masking columns" in m]
+    policy = "tables:\n  trips:\n    id: keep\n    taken: keep\n    email: email\n    note: scrub\n"
+
+    masked = _mask_alone_and_pooled(create_database, schema, policy, "trips")
+
+    (started,) = [m for m in masked.messages if "masking columns" in m]
     ranges = int(re.search(r"in (\d+) block range\(s\) on 2 session\(s\)", started)[1])
     assert ranges > 3, "the three leaf partitions' blocks, split into ranges"
-    assert one.rows == many.rows == 9000
+    assert masked.alone_result.rows == masked.pooled_result.rows == 9000
     query = "SELECT tableoid::regclass::text, ctid::text, * FROM trips ORDER BY tableoid, ctid"
-    assert _rows(single, query) == _rows(pooled, query), "each row masked once, in its partition, in its place"
-    assert not any("@mail.com" in str(row) for row in _rows(pooled, query))
-    with psycopg.connect(pooled) as conn:
-        assert _staging_tables(conn) == []
+    pooled_rows = _rows(masked.pooled, query)
+    assert _rows(masked.alone, query) == pooled_rows, "each row masked once, in its partition, in its place"
+    assert not any("@mail.com" in str(row) for row in pooled_rows)
 
 
 def test_a_failed_swap_leaves_the_table_as_it_was_and_no_staging_behind(create_database):
