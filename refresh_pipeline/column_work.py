@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, block_ranges
+from refresh_pipeline.chunked import BLOCKS_PER_RANGE, BlockRange, block_ranges, partition_block_ranges
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 
 # A plain column whose values are mostly distinct gains nothing from being handled whole (few repeats to
@@ -78,15 +78,17 @@ def text_column_work(
 ) -> list[ColumnRange]:
     """Every text, JSON and array column of the table as work items: plain columns whole (so that each
     repeated value is handled once) unless their values are mostly distinct; those and JSON columns (rarely
-    repeated, the most expensive to tokenise) in block ranges. Costliest first, so a pool working through
+    repeated, the most expensive to tokenise) in block ranges (of a partitioned table, its partitions' ranges,
+    each naming the partition to read). Costliest first, so a pool working through
     them ends about together, and progress counts cost, not blocks: a whole column of short repeated values
     spans every block of the table yet costs less than one range of JSON documents."""
-    ranges = block_ranges(conn, table, blocks_per_range)
+    ranges = partition_block_ranges(conn, table, blocks_per_range)
     whole = BlockRange(0, None, sum(r.blocks for r in ranges))
     rows, blocks, stats = _statistics(conn, table)
+    if table.partitioned:  # no blocks of its own: its partitions' ranges count them
+        blocks = whole.blocks
     if not rows:
         rows = blocks * DEFAULT_ROWS_PER_BLOCK
-    # A partitioned table has no blocks of its own: its one range holds all its rows.
     rows_per_block = rows / blocks if blocks else rows
 
     def in_ranges(column: ColumnInfo) -> bool:

@@ -3,6 +3,7 @@ session, without deadlocks, with progress logged; no plaintext is left behind.""
 
 import psycopg
 
+from refresh_pipeline.column_work import text_column_work
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.originals import record_originals
@@ -71,6 +72,41 @@ def test_pool_of_sessions_records_what_one_session_records(create_database):
     assert any("(100%)" in m and "ETA" in m and "tokens/s" in m for m in messages)
     assert any(m.startswith("fingerprinting and mapping each distinct token once") for m in messages)
     assert any(m.endswith("s") and "3,000 emails mapped, 3,000 phones mapped" in m for m in messages), messages
+
+
+def test_a_partitioned_table_is_read_partition_by_partition_by_a_pool_as_one_session_reads_it(create_database):
+    partitioned = SCHEMA.replace(
+        "CREATE TABLE trips (id int PRIMARY KEY, rider_email text, receipt jsonb);",
+        "CREATE TABLE trips (id int, rider_email text, receipt jsonb) PARTITION BY RANGE (id);"
+        "CREATE TABLE trips_a PARTITION OF trips FOR VALUES FROM (1) TO (12000);"
+        "CREATE TABLE trips_b PARTITION OF trips FOR VALUES FROM (12000) TO (20001);",
+    )
+    single, pooled = create_database("partitioned_single"), create_database("partitioned_pooled")
+    for conninfo in (single, pooled):
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(partitioned)
+            conn.execute("ANALYZE")
+            install_functions(conn)
+    with psycopg.connect(single, autocommit=True) as conn:
+        one = record_originals(conn, list(read_tables(conn).values()), POLICY, KEY)
+    with psycopg.connect(pooled, autocommit=True) as conn:
+        tables = read_tables(conn)
+        receipts = [
+            item for item in text_column_work(conn, tables[("public", "trips")], 5) if item.column.name == "receipt"
+        ]
+        many = record_originals(
+            conn,
+            list(tables.values()),
+            POLICY,
+            KEY,
+            connect=lambda: psycopg.connect(pooled, autocommit=True),
+            workers=2,
+            blocks_per_range=5,
+        )
+    partitions = {item.block_range.partition.as_string(None) for item in receipts if item.block_range.partition}
+    assert partitions == {'ONLY "public"."trips_a"', 'ONLY "public"."trips_b"'} and len(receipts) > 2
+    assert one == many and many.values_mapped == {"email": 3000, "phone": 3000, "upi": 0}
+    assert _recorded(single) == _recorded(pooled)
 
 
 def test_values_only_a_partitioned_table_holds_are_read_too(create_database):

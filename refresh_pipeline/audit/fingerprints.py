@@ -220,12 +220,14 @@ def fingerprint_whole_values(
     key: MaskingKey,
     condition: sql.Composable = ALL_ROWS,
     columns: frozenset[str] | None = None,
+    source: sql.Composable | None = None,
 ) -> None:
-    """Fingerprint the whole values of masked PII columns (one ordered statement per column)."""
+    """Fingerprint the whole values of masked PII columns (one ordered statement per column; of `source`, one
+    partition of the one table, when given)."""
     params = {"min_length": MIN_WHOLE_VALUE_LENGTH}
     share_key(conn, key, AUDIT_PURPOSE)
     for table in tables:
-        target = table.ident
+        target = source if source is not None else table.ident
         for name in _whole_value_columns(policy, table):
             if columns is not None and name not in columns:
                 continue

@@ -92,13 +92,15 @@ def record_originals(
         reading = Progress("reading production PII", sum(item.cost for item in work), log, unit="tokens")
 
         def read(session: psycopg.Connection, item: ColumnRange) -> int:
-            condition = item.block_range.condition()
+            condition, source = item.block_range.condition(), item.block_range.partition
             columns = frozenset({item.column.name})
             with session.transaction():
                 tokens = collect_original_tokens(
-                    session, [item.table], policy, condition=condition, columns=columns, into=SCRATCH
+                    session, [item.table], policy, condition=condition, columns=columns, into=SCRATCH, source=source
                 )
-            fingerprint_whole_values(session, [item.table], policy, key, condition=condition, columns=columns)
+            fingerprint_whole_values(
+                session, [item.table], policy, key, condition=condition, columns=columns, source=source
+            )
             return tokens
 
         def digest(session: psycopg.Connection, share: int) -> int:

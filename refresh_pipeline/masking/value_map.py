@@ -52,10 +52,13 @@ def _create_token_table(conn: psycopg.Connection) -> None:
     )
 
 
-def _distinct_values(table: TableInfo, column: ColumnInfo, condition: sql.Composable) -> sql.Composed:
-    """The column's values as text, each value once: repeated values (a customer's email on every booking)
-    are tokenised once. JSON documents are rarely repeated, so they are not de-duplicated first."""
-    target = table.ident
+def _distinct_values(
+    table: TableInfo, column: ColumnInfo, condition: sql.Composable, source: sql.Composable | None
+) -> sql.Composed:
+    """The column's values as text (of `source`, one partition, when given), each value once: repeated values
+    (a customer's email on every booking) are tokenised once. JSON documents are rarely repeated, so they are
+    not de-duplicated first."""
+    target = source if source is not None else table.ident
     col = sql.Identifier(column.name)
     distinct = sql.SQL("" if column.is_json else "DISTINCT ")
     # Not ONLY: a partitioned table's rows live in its partitions.
@@ -71,11 +74,13 @@ def collect_original_tokens(
     condition: sql.Composable = ALL_ROWS,
     columns: frozenset[str] | None = None,
     into: sql.Composable | None = None,
+    source: sql.Composable | None = None,
 ) -> int:
     """Into a temporary table (dropped at commit, so plaintext never persists), or `into`: every email,
     phone and UPI token of every text, JSON and array column, plus the whole values of columns masked as
-    email or phone (of the rows matching `condition`, e.g. one block range; of `columns` only when
-    given). Call inside a transaction; returns how many token rows were added."""
+    email or phone (of the rows matching `condition`, e.g. one block range, of `source` when given: one
+    partition of the one table; of `columns` only when given). Call inside a transaction; returns how many
+    token rows were added."""
     if into is None:
         _create_token_table(conn)
     tokens = into if into is not None else sql.Identifier(ORIGINAL_TOKENS)
@@ -102,7 +107,7 @@ def collect_original_tokens(
                     "INSERT INTO {tokens} SELECT DISTINCT kind, token FROM ({found}) AS found (kind, token) "
                     "ON CONFLICT DO NOTHING"
                 ).format(
-                    values=_distinct_values(table, column, condition),
+                    values=_distinct_values(table, column, condition, source),
                     tokens=tokens,
                     found=sql.SQL(" UNION ALL ").join(found),
                 )
