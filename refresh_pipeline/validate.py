@@ -12,12 +12,11 @@ from refresh_pipeline.instance_clearing import other_databases_findings
 from refresh_pipeline.links_to_production import database_subscriptions
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
-from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
+from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, sample_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.lengths import FIT_ADVICE, masked_lengths_too_long
 from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
-from refresh_pipeline.masking.value_hints import sample_hints
 from refresh_pipeline.notify import webhook_url
 from refresh_pipeline.platforms.connections import connect
 from refresh_pipeline.platforms.extensions import (
@@ -58,7 +57,7 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         extensions = read_extension_versions(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
         uncovered = find_uncovered(policy, tables)
-        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
+        hints = sample_uncovered(conn, tables, uncovered, log)
     start_up_warnings = []
     missing_extensions = None
     version_warnings: list[str] = []
@@ -98,7 +97,7 @@ def check_policy_against(dsn: str, policy_path: Path, log: Log = lambda _message
         tables = read_tables(conn)
         unique_indexes = read_unique_indexes(conn)
         uncovered = find_uncovered(policy, tables)
-        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
+        hints = sample_uncovered(conn, tables, uncovered, log)
     problems = find_policy_problems(policy, tables)
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source, hints))

@@ -7,10 +7,9 @@ import dagster as dg
 from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
-from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet
+from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet, sample_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
-from refresh_pipeline.masking.value_hints import sample_hints
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
@@ -32,7 +31,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
         problems += filter(None, [large_objects_problem(policy, read_large_objects(conn, tables))])
         unique_index_warnings = find_unique_index_risks(policy, tables, read_unique_indexes(conn))
         uncovered = find_uncovered(policy, tables)
-        hints = sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], context.log.info)
+        hints = sample_uncovered(conn, tables, uncovered, context.log.info)
     metadata: dict[str, object] = {
         "database": restored.database,
         "tables": len(tables),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import psycopg
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
 from refresh_pipeline.masking.policy import MaskingPolicy, policy_table_name
 from refresh_pipeline.masking.suggestions import suggested_rule
-from refresh_pipeline.masking.value_hints import ValueHint
+from refresh_pipeline.masking.value_hints import ValueHint, sample_hints
 
 # What samples of uncovered columns' values say, keyed by (schema, table, column): value_hints.sample_hints.
 Hints = Mapping[tuple[str, str, str], ValueHint]
@@ -43,6 +45,16 @@ def find_uncovered(policy: MaskingPolicy, tables: dict[tuple[str, str], TableInf
             UncoveredColumn(info.schema, info.name, column) for column in info.columns if column.name not in covered
         )
     return uncovered
+
+
+def sample_uncovered(
+    conn: psycopg.Connection,
+    tables: dict[tuple[str, str], TableInfo],
+    uncovered: list[UncoveredColumn],
+    log: Callable[[str], None] = lambda _message: None,
+) -> Hints:
+    """What samples of the uncovered columns' values say, for the snippet (value_hints.py)."""
+    return sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
 
 
 def policy_snippet(uncovered: list[UncoveredColumn], hints: Hints | None = None) -> str:
