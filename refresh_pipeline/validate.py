@@ -11,6 +11,7 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.instance_clearing import other_databases_findings
 from refresh_pipeline.links_to_production import database_subscriptions
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
+from refresh_pipeline.masking.check_conflicts import find_check_conflicts
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, sample_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
@@ -56,6 +57,7 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         subscriptions = database_subscriptions(conn)
         extensions = read_extension_versions(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
+        check_conflicts = find_check_conflicts(conn, policy, tables)
         uncovered = find_uncovered(policy, tables)
         hints = sample_uncovered(conn, tables, uncovered, log)
     start_up_warnings = []
@@ -74,7 +76,7 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
     problems = find_policy_problems(policy, tables)
     problems += filter(None, [missing_logins, missing_extensions])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
-    problems += databases_problems + unreadable
+    problems += databases_problems + unreadable + check_conflicts
     if too_long:
         problems.append(
             "masked values would not fit their columns, so the masking would fail: "
@@ -90,7 +92,8 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
 
 def check_policy_against(dsn: str, policy_path: Path, log: Log = lambda _message: None) -> Validation:
     """The policy against the schema of any database (a CI database after the application's migrations),
-    read-only: every column covered, every rule applicable to its column, unique indexes a rule could break.
+    read-only: every column covered, every rule applicable to its column and to its CHECK constraints, unique
+    indexes a rule could break.
     Needs neither a config, a key nor a staging server; reads no more values than the snippet's samples."""
     policy = load_policy(policy_path)
     with connect(dsn, read_only=True) as conn:
@@ -98,7 +101,8 @@ def check_policy_against(dsn: str, policy_path: Path, log: Log = lambda _message
         unique_indexes = read_unique_indexes(conn)
         uncovered = find_uncovered(policy, tables)
         hints = sample_uncovered(conn, tables, uncovered, log)
-    problems = find_policy_problems(policy, tables)
+        check_conflicts = find_check_conflicts(conn, policy, tables)
+    problems = find_policy_problems(policy, tables) + check_conflicts
     if uncovered:
         problems.append(describe_uncovered(uncovered, policy.source, hints))
     return Validation(problems, find_unique_index_risks(policy, tables, unique_indexes))

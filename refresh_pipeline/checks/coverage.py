@@ -6,6 +6,7 @@ import dagster as dg
 
 from refresh_pipeline.assets.keys import POLICY_COVERAGE_CHECK, RESTORED_INSTANCE
 from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.check_conflicts import find_check_conflicts
 from refresh_pipeline.masking.constraints import find_unique_index_risks, read_unique_indexes
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered, policy_snippet, sample_uncovered
 from refresh_pipeline.masking.large_objects import large_objects_problem, read_large_objects
@@ -28,6 +29,7 @@ def policy_covers_every_column(context: dg.AssetCheckExecutionContext, refresh: 
     with refresh.connect_managed(restored.database) as conn:
         tables = read_tables(conn)
         problems = find_policy_problems(policy, tables) + find_unmatched_json_paths(conn, policy, tables)
+        problems += find_check_conflicts(conn, policy, tables)
         problems += filter(None, [large_objects_problem(policy, read_large_objects(conn, tables))])
         unique_index_warnings = find_unique_index_risks(policy, tables, read_unique_indexes(conn))
         uncovered = find_uncovered(policy, tables)
