@@ -141,6 +141,30 @@ def test_a_previous_staging_the_pipeline_did_not_create_is_left_in_place_and_nam
     assert any(f"previous staging database {hand_made} was not created by refresh_pipeline" in m for m in warnings)
 
 
+def test_names_and_policy_values_holding_a_percent_sign_refresh(create_database, write_config, tmp_path):
+    source = create_database("percent_names")
+    with psycopg.connect(source, autocommit=True) as conn:  # psycopg reads a bare % as a placeholder
+        conn.execute(
+            'CREATE TABLE "growth%" (id int PRIMARY KEY, "rate%" text, "email%" text, note text);'
+            "INSERT INTO \"growth%\" SELECT g, g || '%', 'p' || g || '@gmail.com',"
+            " 'call 98765 ' || lpad(g::text, 5, '0') FROM generate_series(1, 50) g"
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        'tables:\n  "growth%":\n    id: keep\n    "rate%": keep\n    "email%": email\n'
+        '    note: {transform: redact, value: "100% redacted"}\n'
+    )
+    config = write_config(source, policy=policy)
+
+    result = materialize(config, dg.DagsterInstance.ephemeral())
+
+    assert result.success, step_failure_messages(result)
+    with psycopg.connect(_platform(config).conninfo(_platform(config).promoted())) as conn:
+        rows = conn.execute('SELECT "rate%", "email%", note FROM "growth%" ORDER BY id LIMIT 1').fetchall()
+    ((rate, email, note),) = rows
+    assert (rate, note) == ("1%", "100% redacted") and email.endswith("@example.com")
+
+
 def test_a_sampled_audit_promotes_and_says_what_share_it_read(demo_source, write_config):
     config = write_config(demo_source, audit_sample_percent=30)
 

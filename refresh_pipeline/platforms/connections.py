@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from refresh_pipeline.errors import RefreshError
@@ -75,6 +76,31 @@ def libpq_env(conninfo: str, read_only: bool = False) -> dict[str, str]:
     return env
 
 
+def percent_safe(query: sql.Composable, context: psycopg.Connection | psycopg.Cursor) -> sql.Composable:
+    """The query with each `%` of its identifiers and literals doubled. With parameters, psycopg reads every
+    `%` of the composed text as a placeholder, also one in a quoted name (a column `rate%`) or a literal (a
+    LIKE pattern); doubled, it reads it as `%`. Its own SQL text is left as written."""
+    if isinstance(query, sql.Composed):
+        return sql.Composed([percent_safe(part, context) for part in query])
+    if isinstance(query, sql.SQL | sql.Placeholder):
+        return query
+    return sql.SQL(query.as_string(context).replace("%", "%%"))
+
+
+class PercentSafeCursor(psycopg.Cursor):
+    """A cursor that runs composed queries with parameters through percent_safe."""
+
+    def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def, override]
+        if params is not None and isinstance(query, sql.Composable):
+            query = percent_safe(query, self)
+        return super().execute(query, params, **kwargs)
+
+    def executemany(self, query, params_seq, **kwargs):  # type: ignore[no-untyped-def, override]
+        if isinstance(query, sql.Composable):
+            query = percent_safe(query, self)
+        return super().executemany(query, params_seq, **kwargs)
+
+
 def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False) -> psycopg.Connection:
     """Open a session that sees every row or fails (no row-level security filtering); `read_only` makes
     every transaction in it refuse writes (used for production)."""
@@ -84,7 +110,7 @@ def connect(conninfo: str, *, read_only: bool = False, autocommit: bool = False)
     # Names and messages as str whatever the database's encoding: psycopg hands bytes to a SQL_ASCII client.
     conninfo = make_conninfo(conninfo, client_encoding="UTF8")
     try:
-        conn = psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15)
+        conn = psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=15, cursor_factory=PercentSafeCursor)
     except psycopg.OperationalError as exc:
         message = str(exc).replace(parse_conninfo(conninfo).get("password", "\0"), "***")
         raise RefreshError(f"cannot connect to {redact(conninfo)}: {message.strip()}") from None
