@@ -101,3 +101,33 @@ def test_revalidation_spread_over_a_pool_reports_what_one_session_does(db):
         pooled = check_integrity(conn, connect=lambda: psycopg.connect(db, autocommit=True), workers=2)
     assert pooled.problems == alone.problems and not pooled.passed
     assert pooled.constraints_validated == alone.constraints_validated == 4
+
+
+def test_a_key_pointing_at_a_partitioned_table_is_revalidated_once_as_a_whole(create_database):
+    conninfo = create_database("integrity_partitioned")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE lines (phone text, region text, PRIMARY KEY (phone, region)) PARTITION BY LIST (region);"
+            "CREATE TABLE lines_north PARTITION OF lines FOR VALUES IN ('north');"
+            "CREATE TABLE lines_rest PARTITION OF lines DEFAULT;"
+            "INSERT INTO lines SELECT '98765' || lpad(g::text, 5, '0'), (ARRAY['north', 'south'])[1 + g % 2]"
+            " FROM generate_series(1, 100) g;"
+            # PostgreSQL adds one internal key per partition of `lines` (each pointing at a partition only).
+            "CREATE TABLE bills (id int PRIMARY KEY, phone text, region text,"
+            " FOREIGN KEY (phone, region) REFERENCES lines);"
+            "INSERT INTO bills SELECT row_number() OVER (), phone, region FROM lines"
+        )
+        install_functions(conn)
+        record_baseline(conn)
+        for info in read_tables(conn).values():
+            conn.execute(
+                "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
+                (info.qualified_name, count_rows(conn, info)),
+            )
+        report = check_integrity(conn)
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE bills SET phone = '9000000000' WHERE id = 1")
+        broken = check_integrity(conn)
+    assert report.passed, report.problems
+    assert not broken.passed
+    assert any("bills_phone_region_fkey on bills: 1 row(s) point at no lines row" in p for p in broken.problems)

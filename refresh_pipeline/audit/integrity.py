@@ -50,6 +50,9 @@ SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY i)
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE con.contype = 'f' AND NOT c.relispartition AND {_USER_RELATION}
+  -- A key pointing at a partitioned table once: PostgreSQL adds one per partition of it (conparentid set),
+  -- each of which most rows, pointing at another partition, do not meet.
+  AND con.conparentid = 0
 """
 
 _UNIQUES = f"""
