@@ -9,7 +9,9 @@ import psycopg
 import pytest
 
 from refresh_pipeline.audit.scan import scan_table
+from refresh_pipeline.chunked import BlockRange
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.masking import staging
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
@@ -340,7 +342,11 @@ def test_block_ranges_on_a_session_pool_give_the_same_rows_with_progress_and_eta
     assert _rows(masked.alone, in_place) == _rows(masked.pooled, in_place), "the same rows in the same places"
 
 
-def test_a_partitioned_table_is_masked_partition_by_partition_on_a_session_pool(create_database):
+@pytest.mark.parametrize("staging_tables", [64, 2], ids=["a table per range", "ranges sharing 2 tables"])
+def test_a_partitioned_table_is_masked_partition_by_partition_on_a_session_pool(
+    create_database, monkeypatch, staging_tables
+):
+    monkeypatch.setattr(staging, "MAX_STAGING_TABLES", staging_tables)
     schema = (
         "CREATE TABLE trips (id int, taken date, email text, note text) PARTITION BY RANGE (taken);"
         "CREATE TABLE trips_2025 PARTITION OF trips FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
@@ -671,3 +677,13 @@ def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_datab
     assert vpa == f"{ravi}@ybl" and note == f"paid by {ravi}@okaxis" and rows[5] == ravi, "alike everywhere"
     assert rows[4] == f"{phone_note.split()[1]}{phone_note.split()[2]}@ybl", "a phone-shaped one masks as the phone"
     assert len(set(rows.values())) == 5
+
+
+def test_many_ranges_share_at_most_so_many_staging_tables_in_order():
+    ranges = [BlockRange(i * 10, (i + 1) * 10, 10 if i % 7 else 100) for i in range(200)]
+
+    groups = staging.group_ranges(ranges, most=64)
+
+    assert 1 < len(groups) <= 64
+    assert [r for group in groups for r in group] == ranges, "every range once, in order"
+    assert staging.group_ranges(ranges[:5], most=64) == [(r,) for r in ranges[:5]]

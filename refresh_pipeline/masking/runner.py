@@ -13,7 +13,6 @@ from psycopg import sql
 
 from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
-    BlockRange,
     Connect,
     Progress,
     partition_block_ranges,
@@ -30,7 +29,7 @@ from refresh_pipeline.masking.planner import TableMaskingPlan, plan_table_maskin
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
-from refresh_pipeline.masking.staging import STAGING_PREFIX, create_range_staging, drop_range_staging
+from refresh_pipeline.masking.staging import STAGING_PREFIX, StagedRanges, create_range_staging, drop_range_staging
 from refresh_pipeline.masking.swap import compact, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
@@ -235,22 +234,22 @@ def mask_table(
         f"in {len(ranges)} block range(s) on {min(workers, len(ranges)) if connect else 1} session(s)"
     )
     share_key(conn, key, MASKING_PURPOSE)
-    staging = create_range_staging(conn, plan, len(ranges))
-    range_tables = {id(block_range): table for block_range, table in zip(ranges, staging.tables, strict=True)}
+    staging = create_range_staging(conn, plan, ranges)
     try:
         progress = Progress(f"{info.qualified_name}: masking", sum(r.blocks for r in ranges), log)
 
-        def fill(session: psycopg.Connection, block_range: BlockRange) -> int:
+        def fill(session: psycopg.Connection, group: StagedRanges) -> int:
             with session.transaction():
                 share_key(session, key, MASKING_PURPOSE)
                 # Phone lookups hash the value map (200k phones at S=1, 17 MB): in the default 4 MB the
                 # join spills every range's wide rows to disk (S=1 payments range: 4.9 -> 4.3 s).
                 raise_work_mem(session)
-                into = range_tables[id(block_range)]
-                fill = plan.fill_staging(into, block_range.condition(), block_range.partition)
-                return session.execute(fill).rowcount
+                return sum(
+                    session.execute(plan.fill_staging(group.table, r.condition(), r.partition)).rowcount
+                    for r in group.ranges
+                )
 
-        copied = run_ranges(ranges, fill, conn, connect, workers, progress)
+        copied = run_ranges(staging.groups, fill, conn, connect, workers, progress)
         try:
             with constraint_violations_explained(conn, info, table_policy):
                 result = _swap_in(conn, info, plan, staging.rows, copied, digest, log)

@@ -1,7 +1,8 @@
-"""Where a table's masked rows wait for the swap: one unlogged table per block range, read back through a
-view in range order. Sessions filling one shared table interleave their rows (a new page goes to whichever
-session asks), so the swapped-in table's physical order, and with it a dump of staging, would change from
-run to run; range by range it is the original's order every time."""
+"""Where a table's masked rows wait for the swap: one unlogged table per block range (past
+MAX_STAGING_TABLES ranges, per run of consecutive ones, filled one after the other), read back through a view
+in range order. Sessions filling one shared table interleave their rows (a new page goes to whichever session
+asks), so the swapped-in table's physical order, and with it a dump of staging, would change from run to run;
+range by range it is the original's order every time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.chunked import BlockRange
 from refresh_pipeline.masking.planner import TableMaskingPlan
 
 STAGING_PREFIX = "masked_rows_"
@@ -21,26 +23,64 @@ def staging_name() -> sql.Composed:
     return sql.SQL("refresh_pipeline.{}").format(sql.Identifier(f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"))
 
 
+# A view over more tables would take a lock on each in the swap's transaction (a table of thousands of
+# partitions has thousands of ranges): consecutive ranges then share a table, filled one after the other.
+MAX_STAGING_TABLES = 64
+
+
+@dataclass(frozen=True)
+class StagedRanges:
+    """Consecutive block ranges whose masked rows go into one staging table, one range after the other (by one
+    session, so in their order)."""
+
+    ranges: tuple[BlockRange, ...]
+    table: sql.Composed
+
+    @property
+    def work(self) -> float:
+        return sum(block_range.work for block_range in self.ranges)
+
+
 @dataclass(frozen=True)
 class RangeStaging:
-    """`rows`: the view the swap reads; `tables[i]`: where range i's masked rows go."""
+    """`rows`: the view the swap reads, over the groups' tables in range order."""
 
     rows: sql.Composed
-    tables: tuple[sql.Composed, ...]
+    groups: tuple[StagedRanges, ...]
 
 
-def create_range_staging(conn: psycopg.Connection, plan: TableMaskingPlan, ranges: int) -> RangeStaging:
-    """Empty tables shaped like the plan's masked rows, one per range, and the view over them in order."""
-    staging = RangeStaging(staging_name(), tuple(staging_name() for _ in range(max(1, ranges))))
-    first, *others = staging.tables
+def group_ranges(ranges: list[BlockRange], most: int) -> list[tuple[BlockRange, ...]]:
+    """The ranges in at most `most` runs of consecutive ones, of about equal blocks."""
+    if len(ranges) <= most:
+        return [(block_range,) for block_range in ranges]
+    target = sum(block_range.blocks for block_range in ranges) / most
+    groups: list[tuple[BlockRange, ...]] = []
+    current: list[BlockRange] = []
+    for block_range in ranges:
+        current.append(block_range)
+        if sum(r.blocks for r in current) >= target and len(groups) < most - 1:
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+def create_range_staging(conn: psycopg.Connection, plan: TableMaskingPlan, ranges: list[BlockRange]) -> RangeStaging:
+    """Empty tables shaped like the plan's masked rows, one per group of ranges, and the view over them in
+    order."""
+    groups = group_ranges(ranges, MAX_STAGING_TABLES) or [()]
+    staging = RangeStaging(staging_name(), tuple(StagedRanges(group, staging_name()) for group in groups))
+    first, *others = (group.table for group in staging.groups)
     conn.execute(plan.create_staging(first))
     for table in others:
         conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(table, first))
-    union = sql.SQL(" UNION ALL ").join(sql.SQL("SELECT * FROM {}").format(table) for table in staging.tables)
+    union = sql.SQL(" UNION ALL ").join(sql.SQL("SELECT * FROM {}").format(group.table) for group in staging.groups)
     conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(staging.rows, union))
     return staging
 
 
 def drop_range_staging(conn: psycopg.Connection, staging: RangeStaging) -> None:
     conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(staging.rows))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(staging.tables)))
+    tables = sql.SQL(", ").join(group.table for group in staging.groups)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tables))
