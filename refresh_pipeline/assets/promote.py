@@ -14,6 +14,7 @@ from refresh_pipeline.audit.fingerprints import drop_fingerprints
 from refresh_pipeline.autovacuum import resume_autovacuum
 from refresh_pipeline.checks.records import latest_outcome
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.event_triggers import resume_event_triggers
 from refresh_pipeline.foreign_partitions import attach_foreign_partitions_again
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.coverage import describe_uncovered, find_uncovered
@@ -76,6 +77,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             drop_leftover_staging(conn)
             resume_autovacuum(conn)
             force_row_security_again(conn)
+            event_triggers = resume_event_triggers(conn)
             logins = platform.staging_login_passwords()
             login_changes = set_staging_logins(conn, logins) if logins is not None else None
             conn.execute("ANALYZE")
@@ -96,6 +98,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "promoted_at": promoted_at,
                 "checks_verified": len(check_keys),
                 "foreign_partitions_attached": dg.MetadataValue.json(attached),
+                "event_triggers_enabled_again": dg.MetadataValue.json(event_triggers),
                 "logins": dg.MetadataValue.json(
                     login_changes.as_metadata() if login_changes else "left as they are (the server's roles)"
                 ),

@@ -10,6 +10,7 @@ from refresh_pipeline.assets.keys import PRODUCTION_SNAPSHOT, REFRESH_GROUP
 from refresh_pipeline.audit.integrity import record_baseline
 from refresh_pipeline.autovacuum import pause_autovacuum
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.event_triggers import pause_event_triggers
 from refresh_pipeline.foreign_partitions import detach_foreign_partitions
 from refresh_pipeline.links_to_production import cut_links_to_production
 from refresh_pipeline.masking.catalog import read_tables
@@ -49,6 +50,9 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
 
     policy = refresh.policy()
     with refresh.connect_managed(name) as conn:
+        event_triggers_paused = pause_event_triggers(conn)  # before any DDL of ours (event_triggers.py)
+        if event_triggers_paused:
+            context.log.info(f"production's event triggers off during the refresh: {event_triggers_paused}")
         links = cut_links_to_production(conn)
         if links:
             context.log.info(f"links to production cut: {links.as_metadata()}")
@@ -96,6 +100,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "values_mapped": dg.MetadataValue.json(originals.values_mapped),
             "large_objects_removed": large_objects_removed,
             "row_security_lifted": dg.MetadataValue.json(row_security_lifted),
+            "event_triggers_paused": dg.MetadataValue.json(event_triggers_paused),
             "foreign_partitions_detached": dg.MetadataValue.json(foreign_partitions),
             "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),

@@ -9,7 +9,9 @@
    cuts them (links_to_production.py). Such a view stays unpopulated, as the masked database keeps it;
 3. the row-level security switches: policies a table forces on its owner (the connecting role, with
    --no-owner) would refuse a role that is not a superuser the foreign keys' validation or a view's refresh,
-   depending on the order parallel jobs take (the restore step stops forcing them for the refresh).
+   depending on the order parallel jobs take (the restore step stops forcing them for the refresh);
+4. the event triggers, last: a parallel restore could create one before its other DDL, which would fire it
+   (event_triggers.py; the restore step switches them off for the refresh).
 
 pg_cron, when production keeps it in this database (its `cron.database_name`), is left out with its jobs and
 their run history: the extension can live only in one database of a server, and on this copy its jobs would
@@ -34,6 +36,7 @@ from refresh_pipeline.platforms.extensions import (
 # pg_restore --list lines: "<dump id>; <catalog oid> <oid> <description> <schema> <name> <owner>"
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
 _SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - ")
+_EVENT_TRIGGER = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER|COMMENT - EVENT TRIGGER) ")
 
 
 # The extension, its comment, and its tables' rows and sequences (pg_cron's schema is always `cron`).
@@ -82,8 +85,9 @@ def restore_snapshot(
     row_security = _entries(lines, "ROW SECURITY")
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
     scheduler = _scheduler_entries(lines)
+    event_triggers = [line for line in lines if _EVENT_TRIGGER.match(line)]
     notes = [*versions.notes, *([SCHEDULER_LEFT_OUT] if scheduler else [])]
-    if not versions.pinned and not row_security and not view_data and not scheduler:
+    if not versions.pinned and not row_security and not view_data and not scheduler and not event_triggers:
         run_client_tool([*restore, snapshot], env, what)
         return notes
     with tempfile.TemporaryDirectory() as folder:
@@ -98,10 +102,11 @@ def restore_snapshot(
             restore_entries("schemas", schemas)
             with connect(conninfo, autocommit=True) as conn:
                 create_pinned_extensions(conn, versions.pinned)
-        apart = {*schemas, *row_security, *view_data, *scheduler}
+        apart = {*schemas, *row_security, *view_data, *scheduler, *event_triggers}
         restore_entries("schema and rows", [line for line in lines if line not in apart])
         with connect(conninfo) as conn:
             reading_production = {(schema, name) for schema, name, _ in views_reading_foreign_tables(conn)}
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
         restore_entries("row security", row_security)
+        restore_entries("event triggers", event_triggers)
     return notes
