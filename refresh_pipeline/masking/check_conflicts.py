@@ -100,20 +100,19 @@ def find_check_conflicts(
         table_policy = policy.tables.get(key)
         if table_policy is None or table_policy.keep_all:
             continue
-        shapes = {
-            name: shape
+        shaped = [
+            (column, shape)
             for name, rule in table_policy.masked_columns.items()
             if isinstance(rule, TransformRule)
             and (shape := _shape(rule)) is not None
             and (column := table.column(name)) is not None
             and not column.is_array
-        }
-        if not shapes:
+        ]
+        if not shaped:
             continue
         checks = conn.execute(_CHECKS, (table.ident.as_string(conn),)).fetchall()
-        for name, shape in shapes.items():
-            column = table.column(name)
-            assert column is not None
+        for column, shape in shaped:
+            name = column.name
             refused = [
                 f"check constraint {constraint} {definition}"
                 for constraint, definition, expression, reads in checks
