@@ -77,12 +77,13 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             drop_leftover_staging(conn)
             resume_autovacuum(conn)
             force_row_security_again(conn)
-            event_triggers = resume_event_triggers(conn)
             logins = platform.staging_login_passwords()
             login_changes = set_staging_logins(conn, logins) if logins is not None else None
             conn.execute("ANALYZE")
             # After ANALYZE: it samples a partitioned table's foreign partitions through their cut link.
             attached = attach_foreign_partitions_again(conn)
+            # Last: before this, DDL of ours (ALTER TABLE ... ATTACH PARTITION) would fire them.
+            event_triggers = resume_event_triggers(conn)
         previous = platform.promoted()
         platform.promote(restored.database)
         promoted_at = datetime.now(UTC).isoformat()
