@@ -4,10 +4,10 @@ import psycopg
 import pytest
 
 from refresh_pipeline.audit.integrity import check_integrity, record_baseline
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import count_rows, read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
-from refresh_pipeline.masking.runner import count_rows, install_functions, mask_table
+from refresh_pipeline.masking.runner import install_functions, mask_table
 
 KEY = MaskingKey("integrity-test-key-0123456789")
 SCHEMA = """

@@ -13,10 +13,10 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.event_triggers import pause_event_triggers
 from refresh_pipeline.foreign_partitions import detach_foreign_partitions
 from refresh_pipeline.links_to_production import cut_links_to_production
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import count_rows, read_tables
 from refresh_pipeline.masking.large_objects import remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
-from refresh_pipeline.masking.runner import count_rows, install_functions, require_trigger_control
+from refresh_pipeline.masking.runner import install_functions, require_trigger_control
 from refresh_pipeline.platforms.base import Snapshot
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors

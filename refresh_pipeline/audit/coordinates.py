@@ -101,7 +101,7 @@ def production_coordinates(
         for first, scale in _scales_to_try(latitude, longitude)
     )
     query = sql.SQL(_PROBE).format(
-        target=table.ident,
+        target=table.own_rows,
         sample=sample,
         condition=condition,
         pairs=values,

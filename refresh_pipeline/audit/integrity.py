@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
-from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA
+from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA, read_tables
 
 _USER_RELATION = f"""
     {USER_SCHEMA} AND n.nspname <> ALL(%(own)s)
@@ -204,12 +204,14 @@ def check_integrity(conn: psycopg.Connection, connect: Connect | None = None, wo
         dict(conn.execute(_COMMENTS, params).fetchall()),
     )
 
+    tables = {info.qualified_name: info for info in read_tables(conn).values()}
     for table, expected in conn.execute("SELECT table_name, row_count FROM refresh_pipeline.restored_row_counts"):
-        schema, name = table.split(".", 1)
-        actual = _count(
-            conn, sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        )
         report.tables_counted += 1
+        info = tables.get(table)
+        if info is None:
+            report.problems.append(f"{table} no longer exists; {expected} rows were restored")
+            continue
+        actual = _count(conn, sql.SQL("SELECT count(*) FROM {}").format(info.own_rows))
         if actual != expected:
             report.problems.append(f"{table} has {actual} rows; {expected} were restored")
 

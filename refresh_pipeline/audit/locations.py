@@ -77,7 +77,7 @@ def production_locations(
         for column in columns
     )
     query = sql.SQL(_PROBE).format(
-        target=table.ident,
+        target=table.own_rows,
         sample=sample,
         condition=condition,
         columns=values,

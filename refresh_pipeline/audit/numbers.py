@@ -93,7 +93,7 @@ def phones_in_kept_numbers(
         for c in columns
     )
     query = sql.SQL(_PROBE).format(
-        target=table.ident,
+        target=table.own_rows,
         sample=sample,
         condition=condition,
         columns=values,
@@ -104,7 +104,7 @@ def phones_in_kept_numbers(
         values_read=sql.SQL(VALUES_READ_ROW).format(
             sql.SQL(_VALUES_READ).format(
                 non_null=sql.SQL(" + ").join(sql.SQL("count(src.{})").format(sql.Identifier(c.name)) for c in columns),
-                target=table.ident,
+                target=table.own_rows,
                 sample=sample,
                 condition=condition,
             )

@@ -297,7 +297,7 @@ def scan_table(
     started = time.monotonic()
     table = with_kept_bytes(table, kept_columns)
     known = fingerprints_present(conn)
-    target = table.ident
+    target = table.own_rows
     sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {} AS src {}").format(target, sample)).fetchone()[0]
     audit = TableAudit(table.qualified_name, rows, [], known_value_audit=known, sample_percent=sample_percent)

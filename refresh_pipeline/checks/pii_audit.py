@@ -5,9 +5,8 @@ import dagster as dg
 from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
 from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
-from refresh_pipeline.masking.catalog import read_tables, with_pii_numbers
+from refresh_pipeline.masking.catalog import count_rows, read_tables, with_pii_numbers
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
-from refresh_pipeline.masking.runner import count_rows
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 

@@ -146,6 +146,13 @@ class TableInfo:
         """The schema-qualified, quoted name, for composing SQL."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
 
+    @property
+    def own_rows(self) -> sql.Composed:
+        """The table's own rows, to read FROM: a plain table's without its inheritance children (each is masked,
+        counted and audited as a table of its own, so a parent's audit must not read a child not masked yet), a
+        partitioned table's from its partitions."""
+        return self.ident if self.partitioned else sql.SQL("ONLY {}").format(self.ident)
+
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)
 
@@ -209,6 +216,11 @@ def leaf_partitions(conn: psycopg.Connection, table: TableInfo) -> list[TableInf
     the refresh), each as a plain table with the parent's columns (a ctid names a row only within one)."""
     rows = conn.execute(_LEAF_PARTITIONS, (table.ident.as_string(conn),)).fetchall()
     return [dataclasses.replace(table, schema=schema, name=name, partitioned=False) for schema, name in rows]
+
+
+def count_rows(conn: psycopg.Connection, table: TableInfo) -> int:
+    """The table's own rows (own_rows): as restored, as masked, as audited."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.own_rows)).fetchone()[0]
 
 
 def read_tables(conn: psycopg.Connection) -> dict[tuple[str, str], TableInfo]:

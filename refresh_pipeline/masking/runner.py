@@ -20,7 +20,7 @@ from refresh_pipeline.chunked import (
     run_ranges,
 )
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.masking.catalog import TableInfo, read_tables
+from refresh_pipeline.masking.catalog import TableInfo, count_rows, read_tables
 from refresh_pipeline.masking.constraints import constraint_violations_explained
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.lengths import FIT_ADVICE, too_long_for_their_columns
@@ -76,11 +76,6 @@ def require_trigger_control(conn: psycopg.Connection) -> None:
 
 def functions_installed(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regproc('refresh_pipeline.mask_jsonb') IS NOT NULL").fetchone()[0]
-
-
-def count_rows(conn: psycopg.Connection, table: TableInfo) -> int:
-    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-    return conn.execute(query).fetchone()[0]
 
 
 def _table_info(conn: psycopg.Connection, policy: MaskingPolicy, table_policy: TablePolicy) -> TableInfo:
