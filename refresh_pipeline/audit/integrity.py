@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from refresh_pipeline.chunked import Connect, raise_work_mem, run_ranges
-from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA, read_tables
+from refresh_pipeline.masking.catalog import OWN_SCHEMAS, USER_SCHEMA, count_rows, read_tables
 
 _USER_RELATION = f"""
     {USER_SCHEMA} AND n.nspname <> ALL(%(own)s)
@@ -211,7 +211,7 @@ def check_integrity(conn: psycopg.Connection, connect: Connect | None = None, wo
         if info is None:
             report.problems.append(f"{table} no longer exists; {expected} rows were restored")
             continue
-        actual = _count(conn, sql.SQL("SELECT count(*) FROM {}").format(info.own_rows))
+        actual = count_rows(conn, info)
         if actual != expected:
             report.problems.append(f"{table} has {actual} rows; {expected} were restored")
 

@@ -218,7 +218,8 @@ class _ColumnTotals:
         self.known += known
         for detector, count in patterns.items():
             self.patterns[detector] = self.patterns.get(detector, 0) + count
-        self.locations = sorted({*self.locations, *(locations or [])}, key=_tid_order)[:MAX_LOCATIONS]
+        if locations:  # the kept ones are sorted and cut already
+            self.locations = sorted({*self.locations, *locations}, key=_tid_order)[:MAX_LOCATIONS]
 
 
 def _tid_order(location: str) -> tuple[int, int]:
@@ -248,9 +249,8 @@ def _scan_partitions(
     for partition, audit in audits:
         for finding in audit.findings:
             total = totals.setdefault(finding.column, _ColumnTotals())
-            total.known += finding.known_values
-            for detector, count in finding.patterns.items():
-                total.patterns[detector] = total.patterns.get(detector, 0) + count
+            total.add(finding.known_values, finding.patterns, None)
+            # Partition by partition, in their order: a ctid alone would not say which.
             total.locations += [f"{partition.qualified_name} {location}" for location in finding.locations]
     merged.findings = [
         ColumnFindings(name, found.known, found.patterns, tuple(found.locations[:MAX_LOCATIONS]))
