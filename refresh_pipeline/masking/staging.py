@@ -56,11 +56,13 @@ def group_ranges(ranges: list[BlockRange], most: int) -> list[tuple[BlockRange, 
     target = sum(block_range.blocks for block_range in ranges) / most
     groups: list[tuple[BlockRange, ...]] = []
     current: list[BlockRange] = []
+    blocks = 0
     for block_range in ranges:
         current.append(block_range)
-        if sum(r.blocks for r in current) >= target and len(groups) < most - 1:
+        blocks += block_range.blocks
+        if blocks >= target and len(groups) < most - 1:
             groups.append(tuple(current))
-            current = []
+            current, blocks = [], 0
     if current:
         groups.append(tuple(current))
     return groups
