@@ -5,6 +5,7 @@ import pytest
 
 from refresh_pipeline.audit.fingerprints import drop_fingerprints, fingerprints_present, record_original_fingerprints
 from refresh_pipeline.audit.scan import scan_table
+from refresh_pipeline.checks.pii_audit import kept_columns
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.policy import parse_policy
@@ -377,3 +378,30 @@ def test_an_inheritance_parent_is_audited_without_its_children(create_database):
 
     assert parent.passed and parent.rows_scanned == 30, "its own rows, masked; not the child's, not masked yet"
     assert not child.passed and child.rows_scanned == 20
+
+
+def test_a_generated_column_of_a_masked_column_is_audited_as_masked(create_database):
+    """A search vector of a scrubbed text is recomputed from it, masked phones and all: read as a kept column,
+    every masked phone failed the refresh. One computed only from kept columns is still a kept one."""
+    conninfo = create_database("audit_generated")
+    policy = parse_policy("tables:\n  docs: {id: keep, body: scrub, tsv: keep, label: keep, shout: keep}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE docs (id int PRIMARY KEY, body text, label text,"
+            " tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED,"
+            " shout text GENERATED ALWAYS AS (upper(label)) STORED);"
+            "INSERT INTO docs (id, body, label) SELECT g, 'call 98765' || lpad(g::text, 5, '0'), 'route ' || g"
+            " FROM generate_series(1, 40) g;"
+            "UPDATE docs SET label = 'helpline 9123456789' WHERE id = 1"
+        )
+        install_functions(conn)
+        info = read_tables(conn)[("public", "docs")]
+        record_original_fingerprints(conn, [info], policy, KEY)
+        kept = kept_columns(policy.table("docs"), info.columns)
+        before = scan_table(conn, info, KEY, kept)
+        mask_table(conn, policy, "docs", KEY)
+        after = scan_table(conn, info, KEY, kept)
+
+    assert kept == {"id", "label", "shout"}
+    assert {f.column: f.known_values for f in before.findings}["tsv"] == 40, "originals in it are still found"
+    assert {f.column: f.patterns for f in after.findings} == {"label": {"phone": 1}, "shout": {"phone": 1}}

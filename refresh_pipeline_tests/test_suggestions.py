@@ -114,3 +114,53 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
     assert lines["home_lat_e5"] == lines["home_lon_e5"] == "{transform: geo, scale: 100000}"
     assert lines["town_lat"] == "{transform: geo, radius_m: 1300}", "kept to ~1.1 km: moved further than 500 m"
     assert lines["town_lon"] == "geo"
+
+
+def test_a_partition_key_is_kept_and_a_unique_column_hashed_as_pasted(create_database):
+    """`redact` on a list partition's key leaves rows no partition; on a unique token it gives every row one
+    value: either fails the refresh at that table."""
+    conninfo = database_with(
+        create_database,
+        "snippet_keys",
+        "CREATE TABLE tickets (id bigint, region text, city text, sold date, passenger_email text)"
+        " PARTITION BY LIST (region);"
+        "CREATE TABLE tickets_n PARTITION OF tickets FOR VALUES IN ('north') PARTITION BY HASH (lower(city));"
+        "CREATE TABLE tickets_n0 PARTITION OF tickets_n FOR VALUES WITH (MODULUS 1, REMAINDER 0);"
+        "CREATE TABLE sessions (token text PRIMARY KEY, code varchar(12) UNIQUE, label text, ref text,"
+        " UNIQUE (label, ref));",
+    )
+    with psycopg.connect(conninfo) as conn:
+        tables = read_tables(conn)
+    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
+
+    policy = parse_policy("tables:\n" + snippet)
+    assert find_policy_problems(policy, tables) == [], snippet
+    tickets, sessions = policy.table("tickets").columns, policy.table("sessions").columns
+    assert tickets["region"].transform == tickets["city"].transform == "keep", "a sub-partition's key too"
+    assert tickets["passenger_email"].transform == "email" and "a partition key" in snippet
+    assert sessions["token"].transform == "hash" and "unique: `redact` gives every value" in snippet
+    assert sessions["code"].transform == "hash" and sessions["code"].param_dict == {"length": 12}
+    assert sessions["label"].transform == "redact", "unique only with another column: the data decides"
+
+
+def test_masking_a_partition_key_is_refused_before_any_data_changes(create_database):
+    conninfo = database_with(
+        create_database,
+        "partition_key_rules",
+        'CREATE TABLE tickets (id bigint, region text, "Email" text, sold date) PARTITION BY LIST (region);'
+        "CREATE TABLE tickets_n PARTITION OF tickets FOR VALUES IN ('north') PARTITION BY RANGE (sold);"
+        "CREATE TABLE events (id bigint, email text, note text)"
+        " PARTITION BY HASH (lower(coalesce(\"email\", 'note')));",
+    )
+    policy = parse_policy(
+        "tables:\n  tickets: {id: keep, region: redact, Email: email, sold: date}\n"
+        "  events: {id: keep, email: email, note: scrub}\n"
+    )
+    with psycopg.connect(conninfo) as conn:
+        problems = find_policy_problems(policy, read_tables(conn))
+    assert [problem.split(": ", 1)[1].split(" (")[0] for problem in problems] == [
+        "public.events.email",
+        "public.tickets.region",
+        "public.tickets.sold",
+    ], "a sub-partition's key too; a word in a key expression's string literal is no column"
+    assert all("it is a partition key" in problem for problem in problems)

@@ -5,17 +5,24 @@ import dagster as dg
 from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
 from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
-from refresh_pipeline.masking.catalog import count_rows, read_tables, with_pii_numbers
+from refresh_pipeline.masking.catalog import ColumnInfo, count_rows, read_tables, with_pii_numbers
 from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
 
-def kept_columns(table: TablePolicy, columns: list[str]) -> set[str]:
-    """Columns copied verbatim: where PII nobody classified would hide, so every detector runs there."""
+def kept_columns(table: TablePolicy, columns: tuple[ColumnInfo, ...]) -> set[str]:
+    """Columns copied verbatim: where PII nobody classified would hide, so every detector runs there. A
+    generated column computed from a masked column is not one: it is recomputed from the masked values (a
+    tsvector of a scrubbed text holds its masked phones), and any other column it reads is audited itself."""
     if table.keep_all:
-        return set(columns)
-    return {name for name in columns if name not in table.masked_columns}
+        return {column.name for column in columns}
+    return {
+        column.name
+        for column in columns
+        if column.name not in table.masked_columns
+        and not any(source in table.masked_columns for source in column.generated_from)
+    }
 
 
 def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
@@ -43,11 +50,12 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                     description=f"{table.qualified_name} does not exist in {restored.database}",
                 )
             policy = refresh.policy()
+            kept = kept_columns(table, info.columns)
             audit = scan_table(
                 conn,
                 with_pii_numbers(info, policy),
                 refresh.key(),
-                kept_columns=kept_columns(table, [c.name for c in info.columns]),
+                kept_columns=kept,
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
                 log=context.log.info,
@@ -89,9 +97,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 "columns_scanned": dg.MetadataValue.json(audit.columns_scanned),
                 "findings": dg.MetadataValue.json(findings),
                 "known_value_audit": audit.known_value_audit,
-                "kept_columns_pattern_scanned": dg.MetadataValue.json(
-                    sorted(kept_columns(table, audit.columns_scanned))
-                ),
+                "kept_columns_pattern_scanned": dg.MetadataValue.json(sorted(kept & set(audit.columns_scanned))),
                 "sample_percent": audit.sample_percent or 100.0,
                 "detectors": dg.MetadataValue.json(DETECTOR_VERSIONS),
                 "seconds": round(audit.seconds, 2),

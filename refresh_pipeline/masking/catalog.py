@@ -66,6 +66,10 @@ class ColumnInfo:
     identity_always: bool
     max_length: int | None
     composite: bool = False  # a row type (or an array of one): its fields print as text
+    generated_from: tuple[str, ...] = ()  # a generated column's: the columns its expression reads
+    unique_alone: bool = False  # the whole key of a unique index (a primary key, a unique token)
+    # Routes rows to partitions (its table's, or a sub-partition's): a masked value would belong in another one.
+    partition_key: bool = False
     # A number (or an array of them) the policy masks as phones or Aadhaar numbers (with_pii_numbers).
     pii_number: bool = False
     audited_bytes: bool = False  # a kept bytea column the audit reads as text (with_kept_bytes)
@@ -176,7 +180,15 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        t.typcategory = 'A', NOT a.attnotnull, a.attgenerated <> '', a.attidentity = 'a',
        CASE WHEN m.typmod > 4 AND format_type(coalesce(e.oid, t.oid), NULL) IN ('character varying', 'character')
             THEN m.typmod - 4 END,
-       coalesce(e.typtype, t.typtype) = 'c'
+       coalesce(e.typtype, t.typtype) = 'c',
+       array(SELECT source.attname FROM pg_attrdef ad
+             JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                             AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.refobjsubid > 0
+             JOIN pg_attribute source ON source.attrelid = c.oid AND source.attnum = d.refobjsubid
+             WHERE a.attgenerated <> '' AND ad.adrelid = c.oid AND ad.adnum = a.attnum
+             ORDER BY source.attnum),
+       EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisunique AND x.indnkeyatts = 1
+                                           AND x.indkey[0] = a.attnum)
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -190,13 +202,47 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 
+# Per partitioned table (not a partition itself), the key of every partitioned table of its tree: its columns,
+# and the expression of a key on expressions (`HASH (lower(email))`).
+_PARTITION_KEYS = """
+SELECT n.nspname, root.relname,
+       array(SELECT k.attname FROM pg_attribute k WHERE k.attrelid = pt.partrelid AND k.attnum = ANY(pt.partattrs)),
+       pg_get_expr(pt.partexprs, pt.partrelid)
+FROM pg_class root
+JOIN pg_namespace n ON n.oid = root.relnamespace
+CROSS JOIN LATERAL pg_partition_tree(root.oid) AS tree
+JOIN pg_partitioned_table pt ON pt.partrelid = tree.relid
+WHERE root.relkind = 'p' AND NOT root.relispartition
+"""
+# An identifier in an expression as pg_get_expr prints it: quoted ("Region", with "" inside) or plain; and a
+# string literal, whose words are none.
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|([A-Za-z_][A-Za-z0-9_$]*)')
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
+def _partition_key_columns(conn: psycopg.Connection) -> dict[tuple[str, str], set[str]]:
+    """The columns each partitioned table's rows are routed by. An expression's are the names it reads (a
+    function named like a column counts too: a column kept needlessly, never one masked out of its partition)."""
+    keys: dict[tuple[str, str], set[str]] = {}
+    for schema, table, columns, expressions in conn.execute(_PARTITION_KEYS).fetchall():
+        names = keys.setdefault((schema, table), set())
+        names.update(columns)
+        for quoted, plain in _IDENTIFIER.findall(_STRING_LITERAL.sub("", expressions or "")):
+            names.add(quoted.replace('""', '"') if quoted else plain)
+    return keys
+
+
 def _read_relations(conn: psycopg.Connection, kinds: list[str]) -> dict[tuple[str, str], TableInfo]:
     own = list(OWN_SCHEMAS)
     tables = {(s, t): p for s, t, p in conn.execute(_TABLES_SQL, (kinds, own)).fetchall()}
     columns: dict[tuple[str, str], list[ColumnInfo]] = {key: [] for key in tables}
-    for schema, table, *column in conn.execute(_COLUMNS_SQL, (kinds, own)).fetchall():
+    keys = _partition_key_columns(conn) if "p" in kinds else {}
+    for schema, table, *column, generated_from, unique_alone in conn.execute(_COLUMNS_SQL, (kinds, own)).fetchall():
         if (schema, table) in columns:
-            columns[(schema, table)].append(ColumnInfo(*column))
+            info = ColumnInfo(*column, generated_from=tuple(generated_from), unique_alone=unique_alone)
+            columns[(schema, table)].append(
+                dataclasses.replace(info, partition_key=info.name in keys.get((schema, table), ()))
+            )
     return {
         key: TableInfo(schema=key[0], name=key[1], partitioned=bool(partitioned), columns=tuple(columns[key]))
         for key, partitioned in tables.items()

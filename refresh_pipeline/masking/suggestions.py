@@ -20,6 +20,7 @@ from refresh_pipeline.masking.catalog import (
     ColumnInfo,
     column_words,
 )
+from refresh_pipeline.masking.constraints import collision_reason
 from refresh_pipeline.masking.coordinates import COORDINATE_WORDS, is_whole_number, scale_in_name, step_metres
 from refresh_pipeline.masking.lengths import length_problem
 from refresh_pipeline.masking.policy import DEFAULT_RADIUS_M, TransformRule, json_path_text
@@ -73,9 +74,17 @@ def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None =
     pasted. What a sample of its values says (value_hints.py) goes before what its name says."""
     if column.generated:
         return "keep", "generated: recomputed from the columns it is computed from, once they are masked"
+    if column.partition_key:
+        why = "a partition key: masked values would belong in other partitions, so only `keep` applies"
+        return "keep", "; ".join(filter(None, [why, hint.note if hint else ""]))
     if hint is not None and hint.transform is not None:
         return _from_values(column, hint.transform, hint.note)
     rule, why = _from_type_and_name(column, table)
+    clash = collision_reason(TransformRule(rule)) if column.unique_alone and rule.isidentifier() else None
+    if clash and column.is_text:
+        unique = f"unique: `{rule}` {clash}, `hash` keeps values apart"
+        rule, too_short = _fitting(column, "hash")
+        why = "; ".join(filter(None, [unique, why, too_short]))
     kept_by_scrub = _kept_by_scrub(hint.json_paths) if hint and rule == "scrub" else ""
     return rule, "; ".join(filter(None, [why, hint.note if hint else "", kept_by_scrub]))
 

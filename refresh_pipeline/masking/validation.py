@@ -27,6 +27,11 @@ from refresh_pipeline.masking.policy import (
 
 
 def _rule_problem(column: ColumnInfo, rule: ColumnRule) -> str | None:
+    if column.partition_key and not (isinstance(rule, TransformRule) and rule.transform == "keep"):
+        return (
+            "it is a partition key (of the table or one of its sub-partitions): a masked value would belong in "
+            "another partition, or in none; keep it"
+        )
     if isinstance(rule, JsonRule):
         return None if column.is_json else f"a JSON path rule needs a json/jsonb column, not {column.type_name}"
     if isinstance(rule, ArrayRule):
