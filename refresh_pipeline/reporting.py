@@ -15,7 +15,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy, describe_rule
 # What restored_instance records about what it removed, cut or set aside before anything was masked.
 BEFORE_MASKING = (
     "links_to_production_cut", "instance_cleared", "foreign_partitions_detached", "row_security_lifted",
-    "large_objects_removed", "restore_notes",
+    "event_triggers_paused", "publications_paused", "large_objects_removed", "restore_notes",
 )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy
 from refresh_pipeline.masking.runner import drop_leftover_staging
 from refresh_pipeline.masking.value_map import clear_value_maps
 from refresh_pipeline.platforms.connections import redact
+from refresh_pipeline.publications import resume_publication_changes
 from refresh_pipeline.reporting import write_audit_report
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
@@ -82,6 +83,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
             conn.execute("ANALYZE")
             # After ANALYZE: it samples a partitioned table's foreign partitions through their cut link.
             attached = attach_foreign_partitions_again(conn)
+            publications = resume_publication_changes(conn)  # after our last UPDATE of our own tables
             # Last: before this, DDL of ours (ALTER TABLE ... ATTACH PARTITION) would fire them.
             event_triggers = resume_event_triggers(conn)
         previous = platform.promoted()
@@ -100,6 +102,7 @@ def build_staging_database_asset(policy: MaskingPolicy) -> dg.AssetsDefinition:
                 "checks_verified": len(check_keys),
                 "foreign_partitions_attached": dg.MetadataValue.json(attached),
                 "event_triggers_enabled_again": dg.MetadataValue.json(event_triggers),
+                "publications_publishing_again": dg.MetadataValue.json(publications),
                 "logins": dg.MetadataValue.json(
                     login_changes.as_metadata() if login_changes else "left as they are (the server's roles)"
                 ),

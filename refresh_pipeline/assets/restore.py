@@ -18,6 +18,7 @@ from refresh_pipeline.masking.large_objects import remove_large_objects
 from refresh_pipeline.masking.originals import record_originals
 from refresh_pipeline.masking.runner import install_functions, require_trigger_control
 from refresh_pipeline.platforms.base import Snapshot
+from refresh_pipeline.publications import pause_publication_changes
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 from refresh_pipeline.row_security import lift_forced_row_security
@@ -53,6 +54,12 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
         event_triggers_paused = pause_event_triggers(conn)  # before any DDL of ours (event_triggers.py)
         if event_triggers_paused:
             context.log.info(f"production's event triggers off during the refresh: {event_triggers_paused}")
+        publications_paused = pause_publication_changes(conn)  # before our first UPDATE (publications.py)
+        if publications_paused:
+            context.log.info(
+                f"production's FOR ALL TABLES publications publish no updates or deletes during the "
+                f"refresh: {publications_paused}"
+            )
         links = cut_links_to_production(conn)
         if links:
             context.log.info(f"links to production cut: {links.as_metadata()}")
@@ -101,6 +108,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
             "large_objects_removed": large_objects_removed,
             "row_security_lifted": dg.MetadataValue.json(row_security_lifted),
             "event_triggers_paused": dg.MetadataValue.json(event_triggers_paused),
+            "publications_paused": dg.MetadataValue.json(publications_paused),
             "foreign_partitions_detached": dg.MetadataValue.json(foreign_partitions),
             "links_to_production_cut": dg.MetadataValue.json(links.as_metadata()),
             "restore_notes": dg.MetadataValue.json(list(restored.notes)),
