@@ -405,3 +405,56 @@ def test_a_generated_column_of_a_masked_column_is_audited_as_masked(create_datab
     assert kept == {"id", "label", "shout"}
     assert {f.column: f.known_values for f in before.findings}["tsv"] == 40, "originals in it are still found"
     assert {f.column: f.patterns for f in after.findings} == {"label": {"phone": 1}, "shout": {"phone": 1}}
+
+
+def test_many_small_partitions_share_one_pool_and_keep_exact_findings(create_database):
+    """Daily partitions of 100 rows each got a pool of sessions (and four log lines) of their own: 731 of
+    them took 58 s to audit. A partition of one block range now takes a session of one pool shared by all such
+    partitions; a bigger one still gets the pool to itself."""
+    conninfo = create_database("audit_many_partitions")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text);"
+            "INSERT INTO customers SELECT g, 'rider' || g || '@gmail.com' FROM generate_series(1, 1000) g;"
+            "CREATE TABLE trips (id int, day int, note text, contact text) PARTITION BY RANGE (day);"
+            "SELECT 1;"
+        )
+        for day in range(30):
+            conn.execute(f"CREATE TABLE trips_{day:02} PARTITION OF trips FOR VALUES FROM ({day}) TO ({day + 1})")
+        conn.execute(
+            "INSERT INTO trips SELECT g, g % 30, 'trip ' || g, 'ok' FROM generate_series(1, 300) g;"
+            # The last day: many rows, several block ranges of 2 blocks.
+            "INSERT INTO trips SELECT g, 29, repeat('x', 200), 'ok' FROM generate_series(301, 2300) g;"
+            "UPDATE trips SET contact = 'mail rider7@gmail.com' WHERE id IN (7, 2299);"
+            "UPDATE trips SET note = 'from rider8@gmail.com' WHERE id = 8"
+        )
+        install_functions(conn)
+        tables = read_tables(conn)
+        policy = parse_policy("tables:\n  customers: {id: keep, email: email}\n  trips: keep\n")
+        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        opened: list[psycopg.Connection] = []
+
+        def connect() -> psycopg.Connection:
+            opened.append(psycopg.connect(conninfo, autocommit=True))
+            return opened[-1]
+
+        logged: list[str] = []
+        where = {row[0]: row[1] for row in conn.execute("SELECT id, ctid::text FROM trips WHERE id IN (7, 8, 2299)")}
+        audit = scan_table(
+            conn,
+            tables[("public", "trips")],
+            KEY,
+            kept_columns={"id", "day", "note", "contact"},
+            log=logged.append,
+            connect=connect,
+            workers=2,
+            blocks_per_range=2,
+        )
+
+    found = {f.column: f for f in audit.findings}
+    assert audit.rows_scanned == 2300
+    assert (found["contact"].known_values, found["note"].known_values) == (2, 1)
+    assert found["contact"].locations == (f"public.trips_07 {where[7]}", f"public.trips_29 {where[2299]}")
+    assert found["note"].locations == (f"public.trips_08 {where[8]}",), "each row named in its own partition"
+    assert len(opened) <= 6, "2 for the 29 small partitions, 2 + 2 for the big one's two passes (120 before)"
+    assert len(logged) < 20, "progress and the big partition's lines; not four lines per small partition"

@@ -24,6 +24,7 @@ from refresh_pipeline.chunked import (
     BLOCKS_PER_RANGE,
     Connect,
     Progress,
+    block_ranges,
     pooled_sessions,
     raise_work_mem,
     run_ranges,
@@ -227,27 +228,52 @@ def _tid_order(location: str) -> tuple[int, int]:
     return int(block), int(offset)
 
 
+# Scans one partition: on the given session, with or without a pool of its own, logging to the given log.
+ScanPartition = Callable[[psycopg.Connection, TableInfo, bool, Callable[[str], None]], TableAudit]
+
+
 def _scan_partitions(
+    conn: psycopg.Connection,
     table: TableInfo,
     partitions: list[TableInfo],
     log: Callable[[str], None],
-    scan: Callable[[TableInfo], TableAudit],
+    scan: ScanPartition,
+    connect: Connect | None,
+    workers: int,
+    blocks_per_range: int,
 ) -> TableAudit:
     """A partitioned table audited partition by partition: a row's ctid names it only within its partition
-    (every partition has a row (0,1)), so rows are counted and located there, and each location names it."""
+    (every partition has a row (0,1)), so rows are counted and located there, and each location names it.
+
+    A partition of one block range is scanned whole on one session of a pool the partitions share, quietly: a
+    table of daily partitions over two years (731 of 100 rows) took 58 s with a pool of its own and four log
+    lines per partition. A bigger one gets the pool to itself, range by range, as a plain table does."""
     started = time.monotonic()
-    audits = [(partition, scan(partition)) for partition in partitions]
-    first = audits[0][1]
+    small = [len(block_ranges(conn, partition, blocks_per_range)) == 1 for partition in partitions]
+    audits: dict[int, TableAudit] = {}
+    progress = Progress(f"{table.qualified_name}: auditing {len(partitions)} partitions", len(partitions), log)
+
+    def scan_small(session: psycopg.Connection, index: int) -> int:
+        audits[index] = scan(session, partitions[index], False, lambda _message: None)
+        progress.add(audits[index].rows_scanned, 1)
+        return audits[index].rows_scanned
+
+    run_ranges([index for index, one in enumerate(small) if one], scan_small, conn, connect, workers)
+    for index, one in enumerate(small):
+        if not one:
+            audits[index] = scan(conn, partitions[index], True, log)
+            progress.add(audits[index].rows_scanned, 1)
+    first = audits[0]
     merged = TableAudit(
         table.qualified_name,
-        sum(audit.rows_scanned for _partition, audit in audits),
+        sum(audit.rows_scanned for audit in audits.values()),
         first.columns_scanned,
         known_value_audit=first.known_value_audit,
         sample_percent=first.sample_percent,
     )
     totals: dict[str, _ColumnTotals] = {}
-    for partition, audit in audits:
-        for finding in audit.findings:
+    for index, partition in enumerate(partitions):
+        for finding in audits[index].findings:
             total = totals.setdefault(finding.column, _ColumnTotals())
             total.add(finding.known_values, finding.patterns, None)
             # Partition by partition, in their order: a ctid alone would not say which.
@@ -288,12 +314,15 @@ def scan_table(
     """
     if table.partitioned and (partitions := leaf_partitions(conn, table)):
 
-        def scan_partition(partition: TableInfo) -> TableAudit:
+        def scan_partition(
+            session: psycopg.Connection, partition: TableInfo, pooled: bool, log: Callable[[str], None]
+        ) -> TableAudit:
+            pool = (connect, workers) if pooled else (None, 1)
             return scan_table(
-                conn, partition, key, kept_columns, allowlist, sample_percent, log, connect, workers, blocks_per_range
+                session, partition, key, kept_columns, allowlist, sample_percent, log, *pool, blocks_per_range
             )
 
-        return _scan_partitions(table, partitions, log, scan_partition)
+        return _scan_partitions(conn, table, partitions, log, scan_partition, connect, workers, blocks_per_range)
     started = time.monotonic()
     table = with_kept_bytes(table, kept_columns)
     known = fingerprints_present(conn)
