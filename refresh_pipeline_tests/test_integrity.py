@@ -131,3 +131,40 @@ def test_a_key_pointing_at_a_partitioned_table_is_revalidated_once_as_a_whole(cr
     assert report.passed, report.problems
     assert not broken.passed
     assert any("bills_phone_region_fkey on bills: 1 row(s) point at no lines row" in p for p in broken.problems)
+
+
+def test_rows_breaking_a_not_valid_constraint_in_production_are_not_the_maskings(create_database):
+    """Production added a key and a CHECK NOT VALID over older rows breaking them: those rows are allowed, one
+    more is not."""
+    conninfo = create_database("integrity_not_valid")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE riders (id int PRIMARY KEY, legacy text);"
+            "INSERT INTO riders SELECT g, CASE WHEN g % 10 = 0 THEN 'bad' ELSE 'good' END"
+            " FROM generate_series(1, 100) g;"
+            "ALTER TABLE riders ADD CONSTRAINT legacy_ok CHECK (legacy = 'good') NOT VALID;"
+            "CREATE TABLE trips (id int PRIMARY KEY, rider_id int);"
+            "INSERT INTO trips SELECT g, g FROM generate_series(1, 105) g;"
+            "ALTER TABLE trips ADD CONSTRAINT trips_rider FOREIGN KEY (rider_id) REFERENCES riders NOT VALID;"
+        )
+        install_functions(conn)
+        record_baseline(conn)
+        for info in read_tables(conn).values():
+            conn.execute(
+                "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
+                (info.qualified_name, count_rows(conn, info)),
+            )
+        report = check_integrity(conn)
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(  # a masking breaking it one more time, as it would with the constraint set aside
+            "ALTER TABLE riders DROP CONSTRAINT legacy_ok; UPDATE riders SET legacy = 'worse' WHERE id = 1;"
+            "ALTER TABLE riders ADD CONSTRAINT legacy_ok CHECK (legacy = 'good') NOT VALID"
+        )
+        conn.execute("UPDATE trips SET rider_id = 1000 WHERE id = 2")
+        broken = check_integrity(conn)
+    assert report.passed, report.problems
+    assert report.constraints_validated == 4
+    assert sorted(broken.problems) == [
+        "check constraint legacy_ok on riders: 11 row(s) violate it (10 at restore: NOT VALID)",
+        "foreign key trips_rider on trips: 6 row(s) point at no riders row (5 at restore: NOT VALID)",
+    ]

@@ -317,3 +317,34 @@ def test_a_partitioned_table_pointing_at_a_table_is_named_once(create_database):
         m.endswith("rows replaced with DELETE + INSERT (referenced by foreign key calls_phone_fkey on calls)")
         for m in messages
     ), messages
+
+
+@pytest.mark.parametrize("referenced", [False, True], ids=["rebuilt", "delete_and_insert"])
+def test_rows_production_kept_despite_a_not_valid_check_go_back_in(create_database, referenced):
+    """A CHECK added NOT VALID leaves older rows breaking it; putting every row back (masked) checked them
+    all, and the table's masking failed whatever its columns' rules."""
+    conninfo = database_with(
+        create_database,
+        f"swap_not_valid_{referenced}",
+        # A phone is looked up in the value map: no one-statement rewrite (which checks no CHECK) for it.
+        "CREATE TABLE riders (id int PRIMARY KEY, phone text, legacy text, ref int);"
+        "INSERT INTO riders SELECT g, '98765' || lpad(g::text, 5, '0'),"
+        " CASE WHEN g % 10 = 0 THEN 'bad' ELSE 'good' END, g FROM generate_series(1, 300) g;"
+        "ALTER TABLE riders ADD CONSTRAINT legacy_ok CHECK (legacy = 'good') NOT VALID;"
+        "COMMENT ON CONSTRAINT legacy_ok ON riders IS 'new rows only';"
+        "ALTER TABLE riders ADD CONSTRAINT valid_ref CHECK (ref > 0);"
+        + ("CREATE TABLE trips (id int PRIMARY KEY, rider_id int REFERENCES riders);" if referenced else ""),
+    )
+    checks = (
+        "SELECT conname, pg_get_constraintdef(oid), convalidated, obj_description(oid, 'pg_constraint')"
+        " FROM pg_constraint WHERE conrelid = 'riders'::regclass AND contype = 'c' ORDER BY 1"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute(checks).fetchall()
+        mask_table(conn, parse_policy("tables:\n  riders: {id: keep, phone: phone, legacy: keep, ref: keep}\n"),
+                   "riders", KEY)  # fmt: skip
+        after = conn.execute(checks).fetchall()
+        rows = conn.execute("SELECT count(*), count(*) FILTER (WHERE legacy = 'bad') FROM riders").fetchone()
+        masked = conn.execute("SELECT count(*) FROM riders WHERE phone NOT LIKE '98765%'").fetchone()[0]
+    assert after == before and before[0][2:] == (False, "new rows only"), "back NOT VALID, with its comment"
+    assert rows == (300, 30) and masked == 300

@@ -43,7 +43,7 @@ WHERE {_USER_RELATION}
 
 # Re-validation queries, one per constraint, built from the catalog (never from user input).
 _FOREIGN_KEYS = f"""
-SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
+SELECT con.conname, con.conrelid::regclass::text, con.convalidated, con.confrelid::regclass::text,
        array(SELECT quote_ident(attname) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY i),
        array(SELECT quote_ident(attname) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
@@ -64,7 +64,7 @@ WHERE con.contype IN ('p', 'u') AND NOT c.relispartition AND {_USER_RELATION}
 """
 
 _CHECKS = f"""
-SELECT con.conname, con.conrelid::regclass::text, pg_get_expr(con.conbin, con.conrelid)
+SELECT con.conname, con.conrelid::regclass::text, con.convalidated, pg_get_expr(con.conbin, con.conrelid)
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE con.contype = 'c' AND con.conislocal AND {_USER_RELATION}
 """
@@ -85,7 +85,8 @@ class IntegrityReport:
 
 
 def record_baseline(conn: psycopg.Connection) -> None:
-    """Remember constraints, indexes, sequences and comments as restored (before any masking)."""
+    """Remember constraints, indexes, sequences and comments as restored (before any masking), and the rows
+    breaking a constraint production added NOT VALID."""
     params = {"own": list(OWN_SCHEMAS)}
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
@@ -104,6 +105,7 @@ def record_baseline(conn: psycopg.Connection) -> None:
             "INSERT INTO refresh_pipeline.restored_comments VALUES (%s, %s)",
             conn.execute(_COMMENTS, params).fetchall(),
         )
+        _record_restored_violations(conn)
 
 
 def _compare(kind: str, before: dict, after: dict) -> list[str]:
@@ -127,12 +129,20 @@ class _Probe:
 
     query: sql.Composable
     problem: str  # with {count}
+    constraint: str  # '<table> <constraint>'
+    validated: bool = True  # False: added NOT VALID in production, whose rows may break it
+
+    def problem_after(self, count: int, at_restore: int) -> str | None:
+        """What to report for `count` violations now, `at_restore` of them production's own; None if nothing."""
+        if count <= at_restore:
+            return None
+        return self.problem.format(count=count) + (f" ({at_restore} at restore: NOT VALID)" if at_restore else "")
 
 
 def _revalidation_probes(conn: psycopg.Connection) -> list[_Probe]:
     params = {"own": list(OWN_SCHEMAS)}
     probes = []
-    for name, child, parent, child_cols, parent_cols in conn.execute(_FOREIGN_KEYS, params).fetchall():
+    for name, child, validated, parent, child_cols, parent_cols in conn.execute(_FOREIGN_KEYS, params).fetchall():
         pairs = sql.SQL(" AND ").join(
             sql.SQL("p.{} = c.{}").format(sql.SQL(pc), sql.SQL(cc))
             for pc, cc in zip(parent_cols, child_cols, strict=True)
@@ -141,22 +151,37 @@ def _revalidation_probes(conn: psycopg.Connection) -> list[_Probe]:
         query = sql.SQL(
             "SELECT count(*) FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {pairs})"
         ).format(child=sql.SQL(child), parent=sql.SQL(parent), not_null=not_null, pairs=pairs)
-        probes.append(_Probe(query, f"foreign key {name} on {child}: {{count}} row(s) point at no {parent} row"))
+        problem = f"foreign key {name} on {child}: {{count}} row(s) point at no {parent} row"
+        probes.append(_Probe(query, problem, f"{child} {name}", validated))
     for name, table, columns in conn.execute(_UNIQUES, params).fetchall():
         cols = sql.SQL(", ").join(sql.SQL(c) for c in columns)
         not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.SQL(c)) for c in columns)
         query = sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {nn} GROUP BY {cols} HAVING count(*) > 1) d"
         ).format(t=sql.SQL(table), nn=not_null, cols=cols)
-        probes.append(_Probe(query, f"unique constraint {name} on {table}: {{count}} duplicated value(s)"))
-    for name, table, expression in conn.execute(_CHECKS, params).fetchall():
+        problem = f"unique constraint {name} on {table}: {{count}} duplicated value(s)"
+        probes.append(_Probe(query, problem, f"{table} {name}"))
+    for name, table, validated, expression in conn.execute(_CHECKS, params).fetchall():
         query = sql.SQL("SELECT count(*) FROM {} WHERE NOT ({})").format(sql.SQL(table), sql.SQL(expression))
-        probes.append(_Probe(query, f"check constraint {name} on {table}: {{count}} row(s) violate it"))
+        problem = f"check constraint {name} on {table}: {{count}} row(s) violate it"
+        probes.append(_Probe(query, problem, f"{table} {name}", validated))
     return probes
+
+
+def _record_restored_violations(conn: psycopg.Connection) -> None:
+    """Count what breaks each constraint production added NOT VALID (a key or CHECK added without checking
+    older rows, which may break it): those rows are production's, and the integrity check allows them."""
+    for probe in _revalidation_probes(conn):
+        if not probe.validated:
+            conn.execute(
+                "INSERT INTO refresh_pipeline.restored_violations VALUES (%s, %s)",
+                (probe.constraint, _count(conn, probe.query)),
+            )
 
 
 def _revalidate(conn: psycopg.Connection, report: IntegrityReport, connect: Connect | None, workers: int) -> None:
     probes = _revalidation_probes(conn)
+    at_restore = dict(conn.execute("SELECT constraint_name, violations FROM refresh_pipeline.restored_violations"))
     found: dict[int, int] = {}
 
     def run(session: psycopg.Connection, index: int) -> int:
@@ -169,7 +194,9 @@ def _revalidate(conn: psycopg.Connection, report: IntegrityReport, connect: Conn
 
     run_ranges(list(range(len(probes))), run, conn, connect, workers)
     report.constraints_validated += len(probes)
-    report.problems += [probe.problem.format(count=found[i]) for i, probe in enumerate(probes) if found[i]]
+    for index, probe in enumerate(probes):
+        if problem := probe.problem_after(found[index], at_restore.get(probe.constraint, 0)):
+            report.problems.append(problem)
 
 
 def check_integrity(conn: psycopg.Connection, connect: Connect | None = None, workers: int = 1) -> IntegrityReport:

@@ -839,6 +839,12 @@ CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_comments (
     comment text NOT NULL
 );
 
+-- Rows breaking a constraint production added NOT VALID, as restored: production's own, not the masking's.
+CREATE TABLE IF NOT EXISTS refresh_pipeline.restored_violations (
+    constraint_name text PRIMARY KEY,  -- '<table> <constraint>'
+    violations bigint NOT NULL
+);
+
 -- Whether a path selects any value in doc, following exactly the steps mask_jsonb follows.
 CREATE OR REPLACE FUNCTION refresh_pipeline.jsonb_path_selects(doc jsonb, steps text[]) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$

@@ -85,6 +85,19 @@ WHERE conrelid = %(table)s::regclass AND contype IN ('p', 'u', 'x')
 
 _NOT_VALID = " NOT VALID"
 
+# CHECK constraints production added NOT VALID: its older rows may break them (that is why), and an INSERT
+# checks every row it writes, the masked rows of those too. The table's own and its partitions' own (an
+# inherited one goes with its parent's).
+_UNVALIDATED_CHECKS = """
+SELECT con.conrelid::regclass::text, con.conname, pg_get_constraintdef(con.oid),
+       obj_description(con.oid, 'pg_constraint')
+FROM pg_constraint con
+WHERE con.contype = 'c' AND NOT con.convalidated AND con.coninhcount = 0
+  AND (con.conrelid = %(table)s::regclass
+       OR con.conrelid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass)))
+ORDER BY 1, 2
+"""
+
 
 @dataclass(frozen=True)
 class _Index:
@@ -102,8 +115,10 @@ class _Index:
 
 
 @dataclass(frozen=True)
-class _ForeignKey:
-    table: str  # the referencing table, as regclass text
+class _Constraint:
+    """A foreign key or a CHECK constraint, dropped and added again around the rows going in."""
+
+    table: str  # the table it is on (for a foreign key, the referencing one), as regclass text
     name: str
     definition: str
     comment: str | None
@@ -128,9 +143,28 @@ def replace_rows(
     conn: psycopg.Connection, info: TableInfo, target: sql.Composable, insert: sql.Composable, log: Log
 ) -> Replaced:
     """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which
-    must already hold ACCESS EXCLUSIVE on the table."""
+    must already hold ACCESS EXCLUSIVE on the table. CHECK constraints production added NOT VALID are set
+    aside meanwhile and come back NOT VALID: the rows production kept despite them go back in too."""
     table = info.ident
     params = {"table": table.as_string(conn)}
+    unvalidated = [_Constraint(*row) for row in conn.execute(_UNVALIDATED_CHECKS, params).fetchall()]
+    for check in unvalidated:
+        _drop_constraint(conn, check)
+    replaced = _replace(conn, info, table, target, insert, params, log)
+    for check in unvalidated:
+        _add_constraint(conn, check)  # NOT VALID, as in production: no row is checked
+    return replaced
+
+
+def _replace(
+    conn: psycopg.Connection,
+    info: TableInfo,
+    table: sql.Composed,
+    target: sql.Composable,
+    insert: sql.Composable,
+    params: dict[str, str],
+    log: Log,
+) -> Replaced:
     blockers = [row[0] for row in conn.execute(_BLOCKERS, {**params, "referenced": _REFERENCED}).fetchall()]
     if not blockers:
         try:
@@ -179,7 +213,7 @@ def _rebuild(
     log: Log,
 ) -> Replaced:
     indexes = _read_indexes(conn, params)
-    keys = [_ForeignKey(*row) for row in conn.execute(_SELF_REFERENCES, params).fetchall()]
+    keys = [_Constraint(*row) for row in conn.execute(_SELF_REFERENCES, params).fetchall()]
     definitions = sorted(conn.execute(_DEFINITIONS, params).fetchall())
     with _falls_back_on_ddl_errors():
         _drop(conn, info, table, indexes, keys)
@@ -213,10 +247,10 @@ def _falls_back_on_ddl_errors() -> Iterator[None]:
 
 
 def _drop(
-    conn: psycopg.Connection, info: TableInfo, table: sql.Composed, indexes: list[_Index], keys: list[_ForeignKey]
+    conn: psycopg.Connection, info: TableInfo, table: sql.Composed, indexes: list[_Index], keys: list[_Constraint]
 ) -> None:
     for key in keys:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(key.table), sql.Identifier(key.name)))
+        _drop_constraint(conn, key)
     for index in indexes:
         if index.constraint is not None:
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(index.constraint)))
@@ -262,21 +296,30 @@ def _recreate_index(conn: psycopg.Connection, info: TableInfo, table: sql.Compos
         )
 
 
-def _restore_foreign_key(conn: psycopg.Connection, key: _ForeignKey) -> None:
+def _restore_foreign_key(conn: psycopg.Connection, key: _Constraint) -> None:
     """Re-add a self-referencing key without checking it row by row as rows go in."""
-    definition = key.definition if not key.validated else key.definition + _NOT_VALID
-    referencing = sql.SQL(key.table)
-    add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
-    conn.execute(add.format(referencing, sql.Identifier(key.name), sql.SQL(definition)))
-    if key.comment is not None:
+    _add_constraint(conn, key, key.definition if not key.validated else key.definition + _NOT_VALID)
+
+
+def _drop_constraint(conn: psycopg.Connection, constraint: _Constraint) -> None:
+    conn.execute(
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(constraint.table), sql.Identifier(constraint.name))
+    )
+
+
+def _add_constraint(conn: psycopg.Connection, constraint: _Constraint, definition: str | None = None) -> None:
+    """Add the constraint again, from `definition` (its own by default), with its comment."""
+    table, name = sql.SQL(constraint.table), sql.Identifier(constraint.name)
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, name, sql.SQL(definition or constraint.definition))
+    )
+    if constraint.comment is not None:
         conn.execute(
-            sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
-                sql.Identifier(key.name), referencing, sql.Literal(key.comment)
-            )
+            sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(name, table, sql.Literal(constraint.comment))
         )
 
 
-def _validate(conn: psycopg.Connection, key: _ForeignKey, log: Log) -> None:
+def _validate(conn: psycopg.Connection, key: _Constraint, log: Log) -> None:
     """Validate a re-added key that was valid; one the masked rows violate stays NOT VALID, for the
     integrity check to report."""
     if not key.validated:
