@@ -425,3 +425,42 @@ def test_pooled_sessions_start_the_embedded_server_once_and_then_just_connect(
         monkeypatch.undo()
         server.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def test_productions_tablespaces_are_not_asked_of_the_staging_server(
+    create_database, write_config, pg_server, test_root
+):
+    """A self-hosted production keeps tables on disks of its own; pg_restore's `SET default_tablespace` for them
+    failed the restore on a staging server without those tablespaces. The copy's tables go to its default."""
+    location = test_root / f"production_disk_{os.urandom(4).hex()}"
+    location.mkdir()
+    data_dir = os.stat(pg_server.data_dir)
+    os.chown(location, data_dir.st_uid, data_dir.st_gid)  # the server's user owns a tablespace's folder
+    tablespace = sql.Identifier(location.name)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(tablespace, sql.Literal(str(location))))
+    source = create_database("tablespaces")
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE trips (id int PRIMARY KEY USING INDEX TABLESPACE {0}, note text) TABLESPACE {0};"
+                "INSERT INTO trips SELECT g, 'trip ' || g FROM generate_series(1, 50) g"
+            ).format(tablespace)
+        )
+    platform = LocalPlatform(load_config(write_config(source)))
+    try:
+        name = platform.new_database_name()
+        platform.restore(platform.snapshot(), name)
+        with psycopg.connect(platform.conninfo(name)) as conn:
+            elsewhere = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reltablespace <> 0"
+            ).fetchone()[0]
+        assert row_counts(platform.conninfo(name)) == row_counts(source)
+        assert elsewhere == 0
+    finally:
+        for managed in platform.list_managed():
+            platform.retire(managed.name)
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("DROP TABLE trips")
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLESPACE {}").format(tablespace))

@@ -76,7 +76,9 @@ def restore_snapshot(
     """Restore `snapshot` into the (empty) database of `conninfo`, its `extensions` (production's, from the
     snapshot) at production's versions where the server offers them; returns notes on what was left out or
     differs."""
-    restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--exit-on-error", "-d", database_name(conninfo)]
+    # --no-tablespaces: production's tablespaces are its own disks, which the staging server does not have.
+    restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--no-tablespaces", "--exit-on-error"]
+    restore += ["-d", database_name(conninfo)]
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     with connect(conninfo) as conn:
         refuse_unavailable_extensions(conn, lines)
