@@ -77,6 +77,8 @@ class IntegrityReport:
     indexes_checked: int = 0
     sequences_checked: int = 0
     tables_counted: int = 0
+    # NOT VALID constraints (as '<table> <constraint>') rows break as they did at restore: production's rows.
+    broken_as_restored: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -195,8 +197,11 @@ def _revalidate(conn: psycopg.Connection, report: IntegrityReport, connect: Conn
     run_ranges(list(range(len(probes))), run, conn, connect, workers)
     report.constraints_validated += len(probes)
     for index, probe in enumerate(probes):
-        if problem := probe.problem_after(found[index], at_restore.get(probe.constraint, 0)):
+        restored = at_restore.get(probe.constraint, 0)
+        if problem := probe.problem_after(found[index], restored):
             report.problems.append(problem)
+        elif found[index]:
+            report.broken_as_restored[probe.constraint] = found[index]
 
 
 def check_integrity(conn: psycopg.Connection, connect: Connect | None = None, workers: int = 1) -> IntegrityReport:
