@@ -227,3 +227,29 @@ def test_before_promotion_only_the_pipeline_can_log_in_and_after_it_staging_user
     assert promoted["password"] == STAGING_PASSWORD
     assert keyless["password"] == STAGING_PASSWORD, "without the key, only the staging password is offered"
     assert restored["host"] == promoted["host"] and restored["user"] == promoted["user"] == "app"
+
+
+def test_a_restored_instance_keeps_no_backup_of_productions_rows(aws_world, aws_config, instances_on_stand_in):
+    """Production's backup retention came with the snapshot: the restored instance's automated backups (and its
+    point-in-time restore) kept the unmasked rows for as long, after the masking. They go with the password."""
+    _rds().modify_db_instance(DBInstanceIdentifier=SOURCE_INSTANCE, BackupRetentionPeriod=14, ApplyImmediately=True)
+    _rds().create_db_cluster(
+        DBClusterIdentifier="prod-aurora", Engine="aurora-postgresql", MasterUsername="app",
+        MasterUserPassword="production-password", BackupRetentionPeriod=14,
+    )  # fmt: skip
+    instance = _platform(aws_config(data_plane_dsn=None))
+    cluster = _platform(aws_config(source_instance=None, source_cluster="prod-aurora", data_plane_dsn=None))
+    instance_name, cluster_name = instance.new_database_name(), cluster.new_database_name() + "-c"
+    instance.restore(instance.snapshot(), instance_name)
+    cluster.restore(cluster.snapshot(), cluster_name)
+
+    restored = _rds().describe_db_instances(DBInstanceIdentifier=instance_name)["DBInstances"][0]
+    assert restored["BackupRetentionPeriod"] == 0
+    (locked,) = [
+        p for n, p in aws_world.calls if n == "ModifyDBInstance" and p["DBInstanceIdentifier"] == instance_name
+    ]
+    assert locked["BackupRetentionPeriod"] == 0 and "MasterUserPassword" in locked, "before anyone connects"
+    restored_cluster = _rds().describe_db_clusters(DBClusterIdentifier=cluster_name)["DBClusters"][0]
+    assert restored_cluster["BackupRetentionPeriod"] == 1, "Aurora's least"
+    production = _rds().describe_db_instances(DBInstanceIdentifier=SOURCE_INSTANCE)["DBInstances"][0]
+    assert production["BackupRetentionPeriod"] == 14

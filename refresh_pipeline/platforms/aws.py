@@ -27,6 +27,11 @@ REFRESH_TAG = "refresh-pipeline:refresh-id"
 ACCESS_TAG = "refresh-pipeline:access"
 STAGING_ACCESS = "staging"
 _NAME_TIME_FORMAT = "%Y%m%d-%H%M%S"
+# Automated backups of a restored instance, from the moment it holds production's rows: none (0 deletes those
+# taken already), so neither a backup nor a point-in-time restore of staging brings back the unmasked rows. An
+# Aurora cluster keeps at least one day of them.
+_RESTORED_BACKUP_DAYS = 0
+_RESTORED_CLUSTER_BACKUP_DAYS = 1
 
 
 def _tags(refresh_id: str) -> list[dict[str, str]]:
@@ -231,13 +236,18 @@ class AwsPlatform:
             raise RefreshError(f"reaching {name!r} before it is promoted needs the masking key.")
         return restored_instance_password(self._key(), name)
 
-    def _set_master_password(self, name: str, password: str) -> None:
+    def _set_master_password(self, name: str, password: str, **settings: Any) -> None:
+        """`settings`: more of the instance's (cluster's) to change with it."""
         if self._cluster_mode:
-            self.rds.modify_db_cluster(DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
+            self.rds.modify_db_cluster(
+                DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True, **settings
+            )
             for member in self._find(name).get("DBClusterMembers", []):
                 self._wait("db_instance_available", DBInstanceIdentifier=member["DBInstanceIdentifier"])
         else:
-            self.rds.modify_db_instance(DBInstanceIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
+            self.rds.modify_db_instance(
+                DBInstanceIdentifier=name, MasterUserPassword=password, ApplyImmediately=True, **settings
+            )
             self._wait("db_instance_available", DBInstanceIdentifier=name)
 
     def _restore_options(self) -> dict[str, Any]:
@@ -286,7 +296,7 @@ class AwsPlatform:
             **self._restore_options(),
         )
         self._wait("db_instance_available", DBInstanceIdentifier=name)
-        self._set_master_password(name, password)
+        self._set_master_password(name, password, BackupRetentionPeriod=_RESTORED_BACKUP_DAYS)
 
     def _restore_cluster(self, snapshot: Snapshot, name: str, password: str) -> None:
         source = self.rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=snapshot.snapshot_id)
@@ -298,7 +308,10 @@ class AwsPlatform:
             DBClusterIdentifier=name, SnapshotIdentifier=snapshot.snapshot_id, Engine=engine,
             Tags=_tags(snapshot.snapshot_id), **options,
         )  # fmt: skip
-        self.rds.modify_db_cluster(DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True)
+        self.rds.modify_db_cluster(
+            DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True,
+            BackupRetentionPeriod=_RESTORED_CLUSTER_BACKUP_DAYS,
+        )  # fmt: skip
         self.rds.create_db_instance(
             DBInstanceIdentifier=f"{name}-1", DBClusterIdentifier=name, Engine=engine,
             DBInstanceClass=self.aws.instance_class, PubliclyAccessible=False, Tags=_tags(snapshot.snapshot_id),
