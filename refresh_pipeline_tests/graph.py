@@ -4,8 +4,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from refresh_pipeline.config import load_config
 from refresh_pipeline.definitions import build_definitions
 from refresh_pipeline.outcome import step_failure_cause
+from refresh_pipeline.platforms.local import LocalPlatform
 
 
 def materialize(
@@ -33,3 +35,11 @@ def step_failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
 
 def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def refresh_to_promotion(config_path: Path) -> str:
+    """One whole refresh on a fresh instance, which must promote; returns the promoted database's conninfo."""
+    result = materialize(config_path, dg.DagsterInstance.ephemeral())
+    assert result.success, step_failure_messages(result)
+    platform = LocalPlatform(load_config(config_path))
+    return platform.conninfo(platform.promoted())

@@ -1,12 +1,9 @@
 """Production's event triggers do not fire during a refresh (pg_restore's DDL, the masking's staging tables)
 and are on again, as production had them, in the promoted database."""
 
-import dagster as dg
 import psycopg
 
-from refresh_pipeline.config import load_config
-from refresh_pipeline.platforms.local import LocalPlatform
-from refresh_pipeline_tests.graph import materialize, step_failure_messages
+from refresh_pipeline_tests.graph import refresh_to_promotion
 
 PRODUCTION = """
 CREATE TABLE customers (id int PRIMARY KEY, email text);
@@ -44,11 +41,9 @@ def test_event_triggers_stay_off_during_the_refresh_and_come_back_as_they_were(c
     policy.write_text(POLICY)
     config = write_config(source, policy=policy)
 
-    result = materialize(config, dg.DagsterInstance.ephemeral())
+    promoted = refresh_to_promotion(config)
 
-    assert result.success, step_failure_messages(result)
-    platform = LocalPlatform(load_config(config))
-    with psycopg.connect(platform.conninfo(platform.promoted())) as conn:
+    with psycopg.connect(promoted) as conn:
         assert conn.execute(STATES).fetchall() == states == [("ddl_audit", "O"), ("no_drops", "A"), ("retired", "D")]
         assert conn.execute("SELECT count(*) FROM ddl_log").fetchone()[0] == logged, "no DDL of ours logged"
         assert conn.execute("SELECT count(*) FROM customers WHERE email LIKE '%@gmail.com'").fetchone()[0] == 0

@@ -27,14 +27,19 @@ def db(create_database):
     conninfo = create_database("integrity")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(SCHEMA)
-        install_functions(conn)
-        for info in read_tables(conn).values():
-            conn.execute(
-                "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
-                (info.qualified_name, count_rows(conn, info)),
-            )
-        record_baseline(conn)
+        _record_restore(conn)
     return conninfo
+
+
+def _record_restore(conn: psycopg.Connection) -> None:
+    """What the restore step records of a restored database: row counts, then the baseline."""
+    install_functions(conn)
+    for info in read_tables(conn).values():
+        conn.execute(
+            "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
+            (info.qualified_name, count_rows(conn, info)),
+        )
+    record_baseline(conn)
 
 
 def _mask(conninfo: str, policy_text: str) -> None:
@@ -117,13 +122,7 @@ def test_a_key_pointing_at_a_partitioned_table_is_revalidated_once_as_a_whole(cr
             " FOREIGN KEY (phone, region) REFERENCES lines);"
             "INSERT INTO bills SELECT row_number() OVER (), phone, region FROM lines"
         )
-        install_functions(conn)
-        record_baseline(conn)
-        for info in read_tables(conn).values():
-            conn.execute(
-                "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
-                (info.qualified_name, count_rows(conn, info)),
-            )
+        _record_restore(conn)
         report = check_integrity(conn)
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE bills SET phone = '9000000000' WHERE id = 1")
@@ -147,13 +146,7 @@ def test_rows_breaking_a_not_valid_constraint_in_production_are_not_the_maskings
             "INSERT INTO trips SELECT g, g FROM generate_series(1, 105) g;"
             "ALTER TABLE trips ADD CONSTRAINT trips_rider FOREIGN KEY (rider_id) REFERENCES riders NOT VALID;"
         )
-        install_functions(conn)
-        record_baseline(conn)
-        for info in read_tables(conn).values():
-            conn.execute(
-                "INSERT INTO refresh_pipeline.restored_row_counts VALUES (%s, %s)",
-                (info.qualified_name, count_rows(conn, info)),
-            )
+        _record_restore(conn)
         report = check_integrity(conn)
         conn.execute("SET session_replication_role = replica")
         conn.execute(  # a masking breaking it one more time, as it would with the constraint set aside

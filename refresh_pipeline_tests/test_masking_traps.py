@@ -7,18 +7,15 @@ import re
 import subprocess
 from pathlib import Path
 
-import dagster as dg
 import psycopg
 import pytest
 import yaml
 from psycopg import sql
 
-from refresh_pipeline.config import load_config
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.runner import install_functions
-from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline_tests.conftest import TEST_KEY
-from refresh_pipeline_tests.graph import materialize, step_failure_messages
+from refresh_pipeline_tests.graph import refresh_to_promotion
 
 SCHEMA = r"""
 CREATE TABLE customers (
@@ -203,10 +200,7 @@ def _refresh(source: str, server_dsn: str, work_dir: Path) -> str:
     }))  # fmt: skip
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REFRESH_MASKING_KEY", TEST_KEY)
-        result = materialize(config, dg.DagsterInstance.ephemeral())
-    assert result.success, step_failure_messages(result)
-    platform = LocalPlatform(load_config(config))
-    return platform.conninfo(platform.promoted())
+        return refresh_to_promotion(config)
 
 
 @pytest.fixture(scope="module")

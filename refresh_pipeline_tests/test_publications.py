@@ -3,12 +3,9 @@ updates or deletes during a refresh, and publish again, as production's do, in t
 
 import json
 
-import dagster as dg
 import psycopg
 
-from refresh_pipeline.config import load_config
-from refresh_pipeline.platforms.local import LocalPlatform
-from refresh_pipeline_tests.graph import materialize, step_failure_messages
+from refresh_pipeline_tests.graph import refresh_to_promotion
 
 PRODUCTION = """
 CREATE TABLE customers (id int PRIMARY KEY, email text);
@@ -35,11 +32,9 @@ def test_publications_publish_no_changes_during_the_refresh_and_then_as_producti
     policy.write_text(POLICY)
     config = write_config(source, policy=policy)
 
-    result = materialize(config, dg.DagsterInstance.ephemeral())
+    promoted = refresh_to_promotion(config)
 
-    assert result.success, step_failure_messages(result)
-    platform = LocalPlatform(load_config(config))
-    with psycopg.connect(platform.conninfo(platform.promoted())) as conn:
+    with psycopg.connect(promoted) as conn:
         assert conn.execute(PUBLISHED).fetchall() == published
         assert conn.execute("SELECT count(*) FROM customers WHERE email LIKE '%@gmail.com'").fetchone()[0] == 0
         assert conn.execute("SELECT to_regclass('refresh_pipeline.publications_paused')").fetchone()[0] is None
