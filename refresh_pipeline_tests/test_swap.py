@@ -348,3 +348,29 @@ def test_rows_production_kept_despite_a_not_valid_check_go_back_in(create_databa
         masked = conn.execute("SELECT count(*) FROM riders WHERE phone NOT LIKE '98765%'").fetchone()[0]
     assert after == before and before[0][2:] == (False, "new rows only"), "back NOT VALID, with its comment"
     assert rows == (300, 30) and masked == 300
+
+
+def test_not_valid_checks_of_a_partitioned_table_and_of_its_partitions_go_back_as_they_were(create_database):
+    conninfo = database_with(
+        create_database,
+        "swap_not_valid_partitions",
+        "CREATE TABLE riders (id int, region text, phone text, legacy text) PARTITION BY LIST (region);"
+        "CREATE TABLE riders_n PARTITION OF riders FOR VALUES IN ('n');"
+        "CREATE TABLE riders_s PARTITION OF riders FOR VALUES IN ('s');"
+        "INSERT INTO riders SELECT g, (ARRAY['n', 's'])[1 + g % 2], '98765' || lpad(g::text, 5, '0'),"
+        " CASE WHEN g % 10 = 0 THEN 'bad' ELSE 'good' END FROM generate_series(1, 100) g;"
+        "ALTER TABLE riders ADD CONSTRAINT legacy_ok CHECK (legacy = 'good') NOT VALID;"
+        "ALTER TABLE riders_s ADD CONSTRAINT south_ok CHECK (legacy <> 'bad') NOT VALID;",
+    )
+    checks = (
+        "SELECT conrelid::regclass::text, conname, convalidated, conislocal, coninhcount FROM pg_constraint"
+        " WHERE contype = 'c' AND conrelid::regclass::text LIKE 'riders%' ORDER BY 1, 2"
+    )
+    policy = parse_policy("tables:\n  riders: {id: keep, region: keep, phone: phone, legacy: keep}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute(checks).fetchall()
+        mask_table(conn, policy, "riders", KEY)
+        after = conn.execute(checks).fetchall()
+        bad = conn.execute("SELECT count(*) FROM riders WHERE legacy = 'bad'").fetchone()[0]
+    assert after == before and len(before) == 4, "the parent's, inherited by both partitions, and one's own"
+    assert bad == 10
