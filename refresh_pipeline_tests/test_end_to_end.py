@@ -64,7 +64,8 @@ def test_refresh_promotes_a_pii_free_copy_with_operational_data_identical(demo_s
         scratch = conn.execute(
             "SELECT array_agg(relname) FROM pg_class WHERE relnamespace = 'refresh_pipeline'::regnamespace "
             "AND relkind = 'r' AND relname NOT IN ('value_map', 'masked_tables', 'restored_row_counts', "
-            "'restored_constraints', 'restored_indexes', 'restored_sequences', 'restored_comments')"
+            "'restored_constraints', 'restored_indexes', 'restored_sequences', 'restored_comments',"
+            " 'restored_violations')"
         ).fetchone()[0]
     assert audit_schema is None, "fingerprints must not reach the promoted database"
     assert mapped == 0 and moved_listed is None, "nor the value map's fingerprints of production values"
