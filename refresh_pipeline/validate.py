@@ -26,6 +26,11 @@ from refresh_pipeline.platforms.extensions import (
     unavailable_extensions_problem,
 )
 from refresh_pipeline.platforms.factory import platform_for
+from refresh_pipeline.platforms.restore_privileges import (
+    superuser_only_objects,
+    superuser_problem,
+    untrusted_extensions,
+)
 from refresh_pipeline.staging_logins import missing_roles_problem
 
 Log = Callable[[str], None]
@@ -56,12 +61,13 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         )
         subscriptions = database_subscriptions(conn)
         extensions = read_extension_versions(conn)
+        superuser_objects = superuser_only_objects(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
         check_conflicts = find_check_conflicts(conn, policy, tables)
         uncovered = find_uncovered(policy, tables)
         hints = sample_uncovered(conn, tables, uncovered, log)
     start_up_warnings = []
-    missing_extensions = None
+    missing_extensions = superuser_needed = None
     version_warnings: list[str] = []
     if config.aws:
         from refresh_pipeline.platforms.aws import AwsPlatform  # boto3 clients only when asked for
@@ -73,8 +79,10 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         with connect(platform.conninfo("postgres")) as staging_server:
             missing_extensions = unavailable_extensions_problem(staging_server, names)
             version_warnings = plan_extension_versions(staging_server, extensions, names).notes
+            needed = superuser_objects + untrusted_extensions(staging_server, names)
+            superuser_needed = superuser_problem(staging_server, needed)
     problems = find_policy_problems(policy, tables)
-    problems += filter(None, [missing_logins, missing_extensions])
+    problems += filter(None, [missing_logins, missing_extensions, superuser_needed])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     problems += databases_problems + unreadable + check_conflicts
     if too_long:

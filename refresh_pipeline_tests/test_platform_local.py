@@ -6,12 +6,13 @@ import socket
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
@@ -464,3 +465,46 @@ def test_productions_tablespaces_are_not_asked_of_the_staging_server(
             conn.execute("DROP TABLE trips")
         with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLESPACE {}").format(tablespace))
+
+
+@pytest.fixture
+def staging_role_not_superuser(pg_server) -> Iterator[str]:
+    """A staging server role as README allows one: CREATEDB, and session_replication_role granted to mask."""
+    role = f"stager_{os.urandom(4).hex()}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(sql.Identifier(role)))
+    yield make_conninfo(pg_server.dsn(), user=role)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_what_only_a_superuser_can_restore_is_named_before_anything_is_restored(
+    create_database, write_config, tmp_path, staging_role_not_superuser
+):
+    """pg_restore as a role that is not a superuser stopped at production's event triggers, after every row."""
+    production = create_database("superuser_only")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text);"
+            "CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;"
+            "CREATE EVENT TRIGGER ddl_audit ON ddl_command_end EXECUTE FUNCTION log_ddl();"
+            "CREATE PUBLICATION everything FOR ALL TABLES;"
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  customers: {id: keep, email: email}\n")
+    as_superuser = load_config(write_config(production, policy))
+    config = load_config(write_config(production, policy, local={"server_dsn": staging_role_not_superuser}))
+    role = conninfo_to_dict(staging_role_not_superuser)["user"]
+
+    assert validate_against_source(as_superuser).problems == []
+    assert validate_against_source(config).problems == [
+        f"the staging server's role {role} is not a superuser, and only a superuser can restore production's "
+        "event trigger ddl_audit, publication everything (FOR ALL TABLES): the restore would stop there. Connect "
+        "local.server_dsn as a superuser (the embedded server's role is one)"
+    ]
+    platform = LocalPlatform(config)
+    with pytest.raises(RefreshError, match=f"role {role} is not a superuser.* event trigger ddl_audit: the restore"):
+        platform.restore(platform.snapshot(), platform.new_database_name())
+    assert platform.list_managed() == []

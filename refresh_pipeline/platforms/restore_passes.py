@@ -32,11 +32,13 @@ from refresh_pipeline.platforms.extensions import (
     refuse_unavailable_extensions,
     snapshot_extensions,
 )
+from refresh_pipeline.platforms.restore_privileges import refuse_without_superuser, untrusted_extensions
 
 # pg_restore --list lines: "<dump id>; <catalog oid> <oid> <description> <schema> <name> <owner>"
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
 _SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - ")
 _EVENT_TRIGGER = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER|COMMENT - EVENT TRIGGER) ")
+_EVENT_TRIGGER_NAME = re.compile(r"^\d+; \d+ \d+ EVENT TRIGGER - (?P<name>.+) \S+$")  # the owner last
 
 
 # The extension, its comment, and its tables' rows and sequences (pg_cron's schema is always `cron`).
@@ -82,6 +84,8 @@ def restore_snapshot(
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     with connect(conninfo) as conn:
         refuse_unavailable_extensions(conn, lines)
+        triggers = [f"event trigger {match['name']}" for line in lines if (match := _EVENT_TRIGGER_NAME.match(line))]
+        refuse_without_superuser(conn, triggers + untrusted_extensions(conn, snapshot_extensions(lines)))
         versions = plan_extension_versions(conn, extensions or [], snapshot_extensions(lines))
     schemas = [line for line in lines if _SCHEMA.match(line)] if versions.pinned else []
     row_security = _entries(lines, "ROW SECURITY")
