@@ -13,15 +13,27 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'm' AND {USER_SCHEMA}
 """
 
+# (view, materialized view it reads), directly or through plain views: a view read through a plain view that is
+# refreshed after the one reading it leaves that one with its originals (and which went first changed from run to
+# run: the audit of materialized views failed every other refresh).
 _DEPENDENCIES = """
+WITH RECURSIVE reads (view, relation) AS (
+    SELECT r.ev_class, d.refobjid
+    FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+  UNION
+    SELECT reads.view, d.refobjid
+    FROM reads JOIN pg_class u ON u.oid = reads.relation AND u.relkind = 'v'
+    JOIN pg_rewrite r ON r.ev_class = u.oid
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.oid
+)
 SELECT DISTINCT format('%I.%I', vn.nspname, v.relname), format('%I.%I', un.nspname, u.relname)
-FROM pg_class v
-JOIN pg_namespace vn ON vn.oid = v.relnamespace
-JOIN pg_rewrite r ON r.ev_class = v.oid
-JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-JOIN pg_class u ON u.oid = d.refobjid AND u.relkind = 'm' AND u.oid <> v.oid
+FROM reads
+JOIN pg_class v ON v.oid = reads.view JOIN pg_namespace vn ON vn.oid = v.relnamespace
+JOIN pg_class u ON u.oid = reads.relation AND u.relkind = 'm' AND u.oid <> v.oid
 JOIN pg_namespace un ON un.oid = u.relnamespace
-WHERE v.relkind = 'm'
 """
 
 
@@ -62,16 +74,26 @@ def empty_views_over_foreign_tables(conn: psycopg.Connection) -> list[str]:
     return views
 
 
+def materialized_view_reads(conn: psycopg.Connection) -> dict[str, set[str]]:
+    """Per materialized view (quoted qualified name), the materialized views it reads, directly or through plain
+    views."""
+    reads: dict[str, set[str]] = {}
+    for view, read in conn.execute(_DEPENDENCIES).fetchall():
+        reads.setdefault(view, set()).add(read)
+    return reads
+
+
 def refresh_materialized_views(conn: psycopg.Connection) -> list[str]:
     """Refresh every populated materialized view, views they read from first; returns them in that order.
     (A view created WITH NO DATA stays unpopulated, as in production; so does one emptied because it reads a
     foreign table.)"""
     populated = {name for name, is_populated in conn.execute(_VIEWS, {}).fetchall() if is_populated}
-    graph: dict[str, set[str]] = {name: set() for name in populated}
-    for view, uses in conn.execute(_DEPENDENCIES).fetchall():
-        if view in graph and uses in populated:
-            graph[view].add(uses)
-    order = list(TopologicalSorter(graph).static_order())
+    graph = {
+        view: {read for read in reads if read in populated}
+        for view, reads in materialized_view_reads(conn).items()
+        if view in populated
+    }
+    order = list(TopologicalSorter({name: graph.get(name, set()) for name in populated}).static_order())
     for name in order:
         conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(name)))
     return order
