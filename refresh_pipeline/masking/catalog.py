@@ -237,12 +237,13 @@ def _read_relations(conn: psycopg.Connection, kinds: list[str]) -> dict[tuple[st
     tables = {(s, t): p for s, t, p in conn.execute(_TABLES_SQL, (kinds, own)).fetchall()}
     columns: dict[tuple[str, str], list[ColumnInfo]] = {key: [] for key in tables}
     keys = _partition_key_columns(conn) if "p" in kinds else {}
-    for schema, table, *column, generated_from, unique_alone in conn.execute(_COLUMNS_SQL, (kinds, own)).fetchall():
+    for schema, table, name, *column, generated_from, unique in conn.execute(_COLUMNS_SQL, (kinds, own)).fetchall():
         if (schema, table) in columns:
-            info = ColumnInfo(*column, generated_from=tuple(generated_from), unique_alone=unique_alone)
-            columns[(schema, table)].append(
-                dataclasses.replace(info, partition_key=info.name in keys.get((schema, table), ()))
+            partition_key = name in keys.get((schema, table), ())
+            info = ColumnInfo(
+                name, *column, generated_from=tuple(generated_from), unique_alone=unique, partition_key=partition_key
             )
+            columns[(schema, table)].append(info)
     return {
         key: TableInfo(schema=key[0], name=key[1], partitioned=bool(partitioned), columns=tuple(columns[key]))
         for key, partitioned in tables.items()
