@@ -164,3 +164,25 @@ def test_masking_a_partition_key_is_refused_before_any_data_changes(create_datab
         "public.tickets.sold",
     ], "a sub-partition's key too; a word in a key expression's string literal is no column"
     assert all("it is a partition key" in problem for problem in problems)
+
+
+def test_a_built_in_point_or_device_address_of_a_person_is_nulled_not_kept_unread(create_database):
+    """No transform changes a built-in point or a macaddr and the audit does not read either: a rider's home as a
+    point was suggested `keep`, and its production location reached staging."""
+    conninfo = database_with(
+        create_database,
+        "snippet_unread_types",
+        "CREATE TABLE riders (id int, home point, phone_mac macaddr, seen_at point NOT NULL);"
+        "CREATE TABLE stops (id int, location point NOT NULL, beacon macaddr8);",
+    )
+    with psycopg.connect(conninfo) as conn:
+        tables = read_tables(conn)
+    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
+
+    policy = parse_policy("tables:\n" + snippet)
+    assert find_policy_problems(policy, tables) == [], snippet
+    riders, stops = policy.table("riders").columns, policy.table("stops").columns
+    assert riders["home"].transform == riders["phone_mac"].transform == "null"
+    assert riders["seen_at"].transform == "keep" and "but NOT NULL: keep only a public place" in snippet
+    assert stops["location"].transform == stops["beacon"].transform == "keep", "a stop's is a public place's"
+    assert snippet.count("the audit does not read it") == 5

@@ -61,6 +61,20 @@ _ADDRESS_WHY = "an IP address: a customer's is personal data; keep only a server
 _LOCATION_WHY = "a location: `geo` moves it up to 500 m; keep only a public place (a stop, a depot)"
 
 
+# Built-in types no transform changes and the audit does not read: what they hold, and when to keep them.
+_UNREAD_TYPES = {
+    "point": (
+        "a location as a built-in point: no transform moves it (`geo` takes PostGIS and latitude/longitude "
+        "numbers) and the audit does not read it",
+        "keep only a public place (a stop, a depot)",
+    ),
+    "macaddr": (
+        "a device's hardware address: no transform changes it and the audit does not read it",
+        "keep only a vehicle's or a server's",
+    ),
+}
+_UNREAD_TYPES["macaddr8"] = _UNREAD_TYPES["macaddr"]
+
 # What a key's name can say that `scrub`, which masks emails, phones and UPI handles, leaves as it is.
 _NOT_SCRUBBED = frozenset({"name", "first_name", "last_name", "address", "ip", "aadhaar", "pan"})
 
@@ -152,6 +166,13 @@ def _from_type_and_name(column: ColumnInfo, table: str) -> tuple[str, str]:
     if column.is_bytes and _PERSONAL_FILE.search(words):
         why = "a file of a person (photo, scan, document): the audit cannot read an image; keep only public files"
         return ("null" if column.nullable else "redact"), why
+    if not column.is_array and unqualified in _UNREAD_TYPES:
+        what, keep_only = _UNREAD_TYPES[unqualified]
+        if not _PEOPLE.search(column_words(table)):
+            return "keep", f"{what}; {keep_only}"
+        if column.nullable:
+            return '"null"', f"{what}; in a table of people it is a person's: {keep_only}"
+        return "keep", f"{what}; in a table of people, but NOT NULL: {keep_only}, or rebuild it in staging"
     return "keep", ""
 
 
