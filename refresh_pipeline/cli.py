@@ -365,13 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A reader that stopped reading (`refresh-pipeline status | head -1`) ends us as SIGPIPE ends a shell tool.
+_STOPPED_READING = 128 + 13
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except RefreshError as exc:
         print(f"refresh-pipeline: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return _STOPPED_READING
 
 
 if __name__ == "__main__":

@@ -242,3 +242,13 @@ def test_check_policy_fails_a_ci_build_on_a_migrated_schema_without_config_key_o
         schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
     assert "refresh_pipeline" not in schemas, "read-only: nothing of ours is installed"
     assert not (tmp_path / ".work").exists()
+
+
+def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(demo_source, write_config):
+    """`refresh-pipeline status | head -1` printed a BrokenPipeError traceback and exited 1."""
+    command = [sys.executable, "-m", "refresh_pipeline.cli", "status", "--config", str(write_config(demo_source))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before it prints: Python takes longer than this to start
+    errors = process.stderr.read().decode()
+    assert process.wait() == 141, errors
+    assert errors == ""
