@@ -15,6 +15,9 @@ PII_PATTERN = (
     r"|(?<![0-9A-Za-z+])(?:\+91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
 )
 
+# A PAN as a whole value (the audit's detector, functions.sql id_findings: the 4th letter is the holder type).
+PAN_WHOLE = r"^[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z]$"
+
 # A UPI handle's local part masked like a phone (functions.sql: mask_upi_local); any other takes letters.
 PHONE_SHAPED_UPI_LOCAL = r"^(\+?91|0)?[6-9][0-9]{9}$"
 # What is_placeholder() strips: spaces and ASCII punctuation.

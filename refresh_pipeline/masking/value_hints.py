@@ -1,6 +1,7 @@
-"""What a sample of an unclassified column's values says it holds: emails, phones or UPI handles as whole
-values, or inside free text; for a JSON column, the paths of its documents' keys. Read on the server, through
-the caller's session (read-only on production): no value reaches Python, only counts and key paths."""
+"""What a sample of an unclassified column's values says it holds: emails, phones, UPI handles or PANs as
+whole values, or emails, phones and UPI handles inside free text; for a JSON column, the paths of its documents'
+keys. Read on the server, through the caller's session (read-only on production): no value reaches Python, only
+counts and key paths."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from refresh_pipeline.masking.catalog import (
     column_text,
     column_words,
 )
-from refresh_pipeline.masking.patterns import PHONE_SHAPED_UPI_LOCAL, PII_PATTERN
+from refresh_pipeline.masking.patterns import PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL, PII_PATTERN
 
 SAMPLE_SIZE = 1000
 # A column is taken for one kind when this share of its sampled values are that kind whole.
@@ -31,7 +32,7 @@ SAMPLE_TIMEOUT_MS = 5000
 SAMPLES_BUDGET_S = 60
 
 _IDENTIFIER = re.compile(r"(^|_)(id|ids|key|seq|serial)$")
-_KIND_NAMES = {"email": "emails", "phone": "phone numbers", "upi": "UPI handles"}
+_KIND_NAMES = {"email": "emails", "phone": "phone numbers", "upi": "UPI handles", "pan": "PANs"}
 
 # The first non-blank values (or array elements) of one column, each trimmed.
 _SAMPLE = """
@@ -55,7 +56,8 @@ SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM whole WHERE kind = 'email'),
        (SELECT count(*) FROM whole WHERE kind = 'phone'),
        (SELECT count(*) FROM whole WHERE kind = 'upi'),
-       (SELECT count(*) FROM sample WHERE v !~ '[0-9]')
+       (SELECT count(*) FROM sample WHERE v !~ '[0-9]'),
+       (SELECT count(*) FROM sample WHERE upper(v) ~ %(pan)s)
 """
 # The paths of the strings and numbers in a column's first documents (keys only: no value leaves the server).
 _JSON_PATHS = """
@@ -117,14 +119,16 @@ def hint_from_counts(sampled: int, holding: int, whole: dict[str, int], without_
     One kind whole in WHOLE_SHARE of the values: its transform, which replaces every value (`phone` only when
     every value has a digit: it keeps one without, a name say, as it is). PII inside free text: a note only,
     as `scrub` would keep the rest of the text (names too) where the name's suggestion may be `redact`."""
-    if holding == 0:
-        return None
     kind, count = max(whole.items(), key=lambda item: item[1], default=("", 0))
+    if holding == 0 and kind != "pan":  # a PAN is no token of the PII pattern
+        return None
     if count and count >= WHOLE_SHARE * sampled:
         said = f"values: {count:,} of {sampled:,} sampled are {_KIND_NAMES[kind]}"
         if kind == "phone" and without_digits:
             return ValueHint(None, f"{said}, {without_digits:,} have no digit (`phone` keeps such a value as it is)")
         return ValueHint(kind, said)
+    if holding == 0:
+        return None
     return ValueHint(None, f"values: {holding:,} of {sampled:,} sampled hold an email, phone or UPI handle")
 
 
@@ -162,6 +166,7 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
         "whole": f"^(?:{PII_PATTERN})$",
         "pattern": PII_PATTERN,
         "phone": PHONE_SHAPED_UPI_LOCAL,
+        "pan": PAN_WHOLE,
     }
     rows = _limited(conn, query, params)
     if rows is None:
@@ -170,8 +175,9 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
     if is_number:
         sampled, phones = row
         return hint_from_counts(sampled, phones, {"phone": phones}, without_digits=0)
-    sampled, holding, emails, phones, upis, without_digits = row
-    return hint_from_counts(sampled, holding, {"email": emails, "phone": phones, "upi": upis}, without_digits)
+    sampled, holding, emails, phones, upis, without_digits, pans = row
+    whole = {"email": emails, "phone": phones, "upi": upis, "pan": pans}
+    return hint_from_counts(sampled, holding, whole, without_digits)
 
 
 def sample_hints(
