@@ -13,10 +13,9 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'm' AND {USER_SCHEMA}
 """
 
-# (view, materialized view it reads), directly or through plain views: a view read through a plain view that is
-# refreshed after the one reading it leaves that one with its originals (and which went first changed from run to
-# run: the audit of materialized views failed every other refresh).
-_DEPENDENCIES = """
+# (materialized view, relation it reads), directly or through views of the kinds `through` ('v': plain views;
+# 'v', 'm': materialized ones too).
+_READS = """
 WITH RECURSIVE reads (view, relation) AS (
     SELECT r.ev_class, d.refobjid
     FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
@@ -24,39 +23,38 @@ WITH RECURSIVE reads (view, relation) AS (
     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
   UNION
     SELECT reads.view, d.refobjid
-    FROM reads JOIN pg_class u ON u.oid = reads.relation AND u.relkind = 'v'
+    FROM reads JOIN pg_class u ON u.oid = reads.relation AND u.relkind IN ({through})
     JOIN pg_rewrite r ON r.ev_class = u.oid
     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.oid
 )
+"""
+
+# Materialized views another one reads, directly or through plain views: a view read through a plain view that
+# is refreshed after the one reading it leaves that one with its originals (and which went first changed from
+# run to run: the audit of materialized views failed every other refresh).
+_DEPENDENCIES = (
+    _READS.format(through="'v'")
+    + """
 SELECT DISTINCT format('%I.%I', vn.nspname, v.relname), format('%I.%I', un.nspname, u.relname)
 FROM reads
 JOIN pg_class v ON v.oid = reads.view JOIN pg_namespace vn ON vn.oid = v.relnamespace
 JOIN pg_class u ON u.oid = reads.relation AND u.relkind = 'm' AND u.oid <> v.oid
 JOIN pg_namespace un ON un.oid = u.relnamespace
 """
-
+)
 
 # Materialized views reading a foreign table, directly or through other views: the restored database's
 # foreign servers point nowhere (links_to_production.py), so they cannot be refreshed from staging.
-_READING_FOREIGN_TABLES = """
-WITH RECURSIVE reads (view, relation) AS (
-    SELECT r.ev_class, d.refobjid
-    FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-    JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
-  UNION
-    SELECT reads.view, d.refobjid
-    FROM reads JOIN pg_class u ON u.oid = reads.relation AND u.relkind IN ('v', 'm')
-    JOIN pg_rewrite r ON r.ev_class = u.oid
-    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.oid
-)
+_READING_FOREIGN_TABLES = (
+    _READS.format(through="'v', 'm'")
+    + """
 SELECT DISTINCT n.nspname, v.relname, format('%I.%I', n.nspname, v.relname)
 FROM reads JOIN pg_class f ON f.oid = reads.relation AND f.relkind = 'f'
 JOIN pg_class v ON v.oid = reads.view JOIN pg_namespace n ON n.oid = v.relnamespace
 ORDER BY 1, 2
 """
+)
 
 
 def views_reading_foreign_tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
