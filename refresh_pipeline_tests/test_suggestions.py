@@ -6,10 +6,20 @@ import pytest
 
 from refresh_pipeline.masking.catalog import ColumnInfo, read_tables
 from refresh_pipeline.masking.coverage import find_uncovered, policy_snippet
-from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.policy import MaskingPolicy, parse_policy
 from refresh_pipeline.masking.suggestions import suggested_rule
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline_tests.helpers import database_with
+
+
+def _pasted_snippet(conninfo: str) -> tuple[str, MaskingPolicy]:
+    """The snippet for every column of the database, and the policy it is once pasted, which must apply."""
+    with psycopg.connect(conninfo) as conn:
+        tables = read_tables(conn)
+    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
+    policy = parse_policy("tables:\n" + snippet)
+    assert find_policy_problems(policy, tables) == [], snippet
+    return snippet, policy
 
 
 def _column(name: str, base_type: str) -> ColumnInfo:
@@ -91,12 +101,7 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[], home_lat_e5 int,"
         " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3));",
     )
-    with psycopg.connect(conninfo) as conn:
-        tables = read_tables(conn)
-    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
-
-    policy = parse_policy("tables:\n" + snippet)
-    assert find_policy_problems(policy, tables) == [], snippet
+    snippet, _policy = _pasted_snippet(conninfo)
     lines = {
         line.split(":")[0].strip(): line.split(":", 1)[1].split("#")[0].strip() for line in snippet.splitlines()[1:]
     }
@@ -129,12 +134,7 @@ def test_a_partition_key_is_kept_and_a_unique_column_hashed_as_pasted(create_dat
         "CREATE TABLE sessions (token text PRIMARY KEY, code varchar(12) UNIQUE, label text, ref text,"
         " UNIQUE (label, ref));",
     )
-    with psycopg.connect(conninfo) as conn:
-        tables = read_tables(conn)
-    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
-
-    policy = parse_policy("tables:\n" + snippet)
-    assert find_policy_problems(policy, tables) == [], snippet
+    snippet, policy = _pasted_snippet(conninfo)
     tickets, sessions = policy.table("tickets").columns, policy.table("sessions").columns
     assert tickets["region"].transform == tickets["city"].transform == "keep", "a sub-partition's key too"
     assert tickets["passenger_email"].transform == "email" and "a partition key" in snippet
@@ -175,12 +175,7 @@ def test_a_built_in_point_or_device_address_of_a_person_is_nulled_not_kept_unrea
         "CREATE TABLE riders (id int, home point, phone_mac macaddr, seen_at point NOT NULL);"
         "CREATE TABLE stops (id int, location point NOT NULL, beacon macaddr8);",
     )
-    with psycopg.connect(conninfo) as conn:
-        tables = read_tables(conn)
-    snippet = policy_snippet(find_uncovered(parse_policy("tables: {}"), tables))
-
-    policy = parse_policy("tables:\n" + snippet)
-    assert find_policy_problems(policy, tables) == [], snippet
+    snippet, policy = _pasted_snippet(conninfo)
     riders, stops = policy.table("riders").columns, policy.table("stops").columns
     assert riders["home"].transform == riders["phone_mac"].transform == "null"
     assert riders["seen_at"].transform == "keep" and "but NOT NULL: keep only a public place" in snippet
