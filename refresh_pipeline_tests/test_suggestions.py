@@ -99,7 +99,7 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
         " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2),"
         " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[], home_lat_e5 int,"
-        " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3));",
+        " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3), events jsonb[]);",
     )
     snippet, _policy = _pasted_snippet(conninfo)
     lines = {
@@ -119,6 +119,7 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
     assert lines["home_lat_e5"] == lines["home_lon_e5"] == "{transform: geo, scale: 100000}"
     assert lines["town_lat"] == "{transform: geo, radius_m: 1300}", "kept to ~1.1 km: moved further than 500 m"
     assert lines["town_lon"] == "geo"
+    assert lines["events"] == "{array: scrub}", "documents in an array: kept, the audit failed on their emails"
 
 
 def test_a_partition_key_is_kept_and_a_unique_column_hashed_as_pasted(create_database):

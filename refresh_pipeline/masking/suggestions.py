@@ -134,6 +134,8 @@ def _from_type_and_name(column: ColumnInfo, table: str) -> tuple[str, str]:
         return f"{{array: {number[0]}}}", number[1]
     if unqualified in TEXT_CASTABLE["ip"]:
         return ("{array: ip}" if column.is_array else "ip"), _ADDRESS_WHY
+    if column.is_array and unqualified in TEXT_CASTABLE["scrub"]:  # documents: the audit reads them
+        return "{array: scrub}", "documents: scrub masks every email, phone and UPI handle in each"
     if column.is_array:
         if unqualified not in TEXT_TYPES or column.composite:
             return "keep", ""
