@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import secrets
+import select
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -379,8 +380,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refresh-pipeline: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
+        if not _stdout_unread():
+            raise  # another pipe (a socket): an error to report, not a reader gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return _STOPPED_READING
+
+
+def _stdout_unread() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on its write end)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
 if __name__ == "__main__":

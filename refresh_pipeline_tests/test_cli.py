@@ -252,3 +252,15 @@ def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(demo_s
     errors = process.stderr.read().decode()
     assert process.wait() == 141, errors
     assert errors == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_reported_not_swallowed(monkeypatch):
+    """A webhook's socket closing mid-send is a BrokenPipeError too: an error, not a reader gone."""
+    from refresh_pipeline import cli
+
+    def broken(_args) -> int:
+        raise BrokenPipeError("the webhook's server closed the connection")
+
+    monkeypatch.setattr(cli, "_cmd_status", broken)
+    with pytest.raises(BrokenPipeError, match="webhook"):
+        main(["status"])
