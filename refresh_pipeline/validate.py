@@ -31,6 +31,7 @@ from refresh_pipeline.platforms.restore_privileges import (
     superuser_problem,
     untrusted_extensions,
 )
+from refresh_pipeline.platforms.snapshot_access import snapshot_access_problem
 from refresh_pipeline.staging_logins import missing_roles_problem
 
 Log = Callable[[str], None]
@@ -62,6 +63,7 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         subscriptions = database_subscriptions(conn)
         extensions = read_extension_versions(conn)
         superuser_objects = superuser_only_objects(conn)
+        unreadable_by_snapshot = None if config.aws else snapshot_access_problem(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
         check_conflicts = find_check_conflicts(conn, policy, tables)
         uncovered = find_uncovered(policy, tables)
@@ -82,7 +84,7 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
             needed = superuser_objects + untrusted_extensions(staging_server, names)
             superuser_needed = superuser_problem(staging_server, needed)
     problems = find_policy_problems(policy, tables)
-    problems += filter(None, [missing_logins, missing_extensions, superuser_needed])
+    problems += filter(None, [unreadable_by_snapshot, missing_logins, missing_extensions, superuser_needed])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     problems += databases_problems + unreadable + check_conflicts
     if too_long:

@@ -508,3 +508,54 @@ def test_what_only_a_superuser_can_restore_is_named_before_anything_is_restored(
     with pytest.raises(RefreshError, match=f"role {role} is not a superuser.* event trigger ddl_audit: the restore"):
         platform.restore(platform.snapshot(), platform.new_database_name())
     assert platform.list_managed() == []
+
+
+def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
+    create_database, write_config, tmp_path, pg_server
+):
+    """pg_dump stopped at the first table, sequence or row-level secured table the read-only role could not read
+    (`permission denied for table t`, a schema added since its grants); validate found nothing."""
+    production = create_database("snapshot_access")
+    role = f"reader_{os.urandom(4).hex()}"
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text);"
+            "ALTER TABLE customers ENABLE ROW LEVEL SECURITY;"
+            "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric);"
+            "CREATE SEQUENCE billing.invoice_numbers;"
+            "CREATE SCHEMA hidden; CREATE TABLE hidden.notes (id int PRIMARY KEY);"
+        )
+        conn.execute(
+            sql.SQL("CREATE ROLE {0} LOGIN; GRANT SELECT ON customers TO {0}; GRANT USAGE ON SCHEMA billing TO {0};")
+            .format(sql.Identifier(role))
+        )  # fmt: skip
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  customers: {id: keep, email: email}\n  billing.invoices: keep\n  hidden.notes: keep\n"
+    )
+    config = load_config(write_config(make_conninfo(production, user=role), policy))
+    try:
+        problems = validate_against_source(config).problems
+        with psycopg.connect(production, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA billing TO {0}; GRANT SELECT ON billing.invoice_numbers"
+                    " TO {0}; GRANT USAGE ON SCHEMA hidden TO {0}; GRANT SELECT ON hidden.notes TO {0};"
+                    " ALTER ROLE {0} BYPASSRLS"
+                ).format(sql.Identifier(role))
+            )
+        granted = validate_against_source(config).problems
+    finally:
+        with psycopg.connect(production, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+    assert problems == [
+        f"production's role {role} cannot read billing.invoice_numbers (no SELECT on the sequence), "
+        "billing.invoices (no SELECT), hidden.notes (no USAGE on its schema), public.customers (row-level "
+        "security, neither owned nor bypassed), which the snapshot dumps: pg_dump would stop there. Grant it what "
+        "it lacks (GRANT USAGE ON SCHEMA, GRANT SELECT ON ALL TABLES IN SCHEMA and ON ALL SEQUENCES IN SCHEMA, or "
+        "the role pg_read_all_data; BYPASSRLS for row-level security)"
+    ]
+    assert granted == []
