@@ -534,8 +534,13 @@ def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
         "tables:\n  customers: {id: keep, email: email}\n  billing.invoices: keep\n  hidden.notes: keep\n"
     )
     config = load_config(write_config(make_conninfo(production, user=role), policy))
+    superuser = f"super_{role}"
     try:
         problems = validate_against_source(config).problems
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:  # BYPASSRLS false: a superuser bypasses anyway
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(superuser)))
+        as_superuser = load_config(write_config(make_conninfo(production, user=superuser), policy))
+        superuser_problems = validate_against_source(as_superuser).problems
         with psycopg.connect(production, autocommit=True) as conn:
             conn.execute(
                 sql.SQL(
@@ -550,7 +555,9 @@ def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(superuser)))
 
+    assert superuser_problems == []
     assert problems == [
         f"production's role {role} cannot read billing.invoice_numbers (no SELECT on the sequence), "
         "billing.invoices (no SELECT), hidden.notes (no USAGE on its schema), public.customers (row-level "
