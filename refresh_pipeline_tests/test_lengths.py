@@ -264,6 +264,9 @@ def test_validate_says_which_table_production_s_session_cannot_read_to_measure(c
         with psycopg.connect(production, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
     assert problems == [
+        f"production's role {role} cannot read public.accounts (no SELECT), which the snapshot dumps: pg_dump would "
+        "stop there. Grant it what it lacks (GRANT USAGE ON SCHEMA, GRANT SELECT ON ALL TABLES IN SCHEMA and ON ALL "
+        "SEQUENCES IN SCHEMA, or the role pg_read_all_data; BYPASSRLS for row-level security)",
         "public.accounts: cannot read its values to measure how long masked ones will be (InsufficientPrivilege: "
         "permission denied for table accounts); the snapshot reads them too",
         "masked values would not fit their columns, so the masking would fail: public.notes.body: 1 value(s) would "
