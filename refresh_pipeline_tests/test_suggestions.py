@@ -50,6 +50,10 @@ def _column(name: str, base_type: str) -> ColumnInfo:
         ("route_map", "bytea", "keep"),
         ("last_seen_from", "inet", "ip"),  # was `keep`: any address, whatever its name
         ("network", "cidr", "ip"),
+        ("card_number", "bigint", "{transform: number, min: 4000000000000000, max: 4999999999999999}"),  # was `keep`
+        ("cc_no", "text", "fpe"),  # digits stay digits: the format, never the card
+        ("credit_card", "character varying", "fpe"),
+        ("scorecard_number", "text", "redact"),  # a score card's, not a payment card's
     ],
 )
 def test_a_rule_is_suggested_from_the_column_name(column, base_type, rule):
@@ -133,7 +137,7 @@ def test_a_partition_key_is_kept_and_a_unique_column_hashed_as_pasted(create_dat
         "CREATE TABLE tickets_n PARTITION OF tickets FOR VALUES IN ('north') PARTITION BY HASH (lower(city));"
         "CREATE TABLE tickets_n0 PARTITION OF tickets_n FOR VALUES WITH (MODULUS 1, REMAINDER 0);"
         "CREATE TABLE sessions (token text PRIMARY KEY, code varchar(12) UNIQUE, label text, ref text,"
-        " UNIQUE (label, ref));",
+        " UNIQUE (label, ref), card_number bigint, debit_card_no varchar(19));",
     )
     snippet, policy = _pasted_snippet(conninfo)
     tickets, sessions = policy.table("tickets").columns, policy.table("sessions").columns
@@ -142,6 +146,7 @@ def test_a_partition_key_is_kept_and_a_unique_column_hashed_as_pasted(create_dat
     assert sessions["token"].transform == "hash" and "unique: `redact` gives every value" in snippet
     assert sessions["code"].transform == "hash" and sessions["code"].param_dict == {"length": 12}
     assert sessions["label"].transform == "redact", "unique only with another column: the data decides"
+    assert sessions["card_number"].transform == "number" and sessions["debit_card_no"].transform == "fpe"
 
 
 def test_masking_a_partition_key_is_refused_before_any_data_changes(create_database):

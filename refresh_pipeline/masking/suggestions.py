@@ -31,12 +31,20 @@ from refresh_pipeline.masking.value_hints import ValueHint
 _PERSON_NAME = re.compile(
     r"^(full_)?name$|(^|_)(customer|passenger|user|contact|holder|owner|person|member)_(full_)?name$"
 )
+# A payment card's number. The audit cannot tell one kept in a number column from an id (one random 16-digit
+# number in ten passes the Luhn check), so only its name can.
+_CARD_NUMBER = re.compile(
+    r"(^|_)(card|cc|credit_card|debit_card)_?(no|num|number)s?(_|$)|(^|_)(credit|debit)_cards?(_|$)"
+)
+# A card number kept as a number: another one of 16 digits.
+_CARD_AS_NUMBER = "{transform: number, min: 4000000000000000, max: 4999999999999999}"
 _TEXT_BY_NAME: list[tuple[str, re.Pattern[str]]] = [
     ("email", re.compile(r"(^|_)e_?mail(_|$)|(^|_)email")),
     ("upi", re.compile(r"(^|_)(upi|vpa)s?(_|$)")),  # plurals too: arrays are named so (`phones bigint[]`)
     ("phone", re.compile(r"(^|_)(phone|mobile|msisdn|cell|tel|telephone|whatsapp)s?(_|$)")),
     ("aadhaar", re.compile(r"(^|_)aadh?aars?(_|$)")),
     ("pan", re.compile(r"(^|_)pan(_no|_number)?$")),
+    ("fpe", _CARD_NUMBER),  # digits stay digits, the length stays: never the card
     ("ip", re.compile(r"(^|_)ip(_addr|_address)?(_|$)|remote_addr")),
     ("first_name", re.compile(r"(^|_)(first_name|given_name|fname|forename)(_|$)")),
     ("last_name", re.compile(r"(^|_)(last_name|surname|family_name|lname)(_|$)")),
@@ -191,13 +199,16 @@ def _number_transform(column: ColumnInfo, words: str) -> tuple[str, str] | None:
         for transform, pattern in _NUMBER_BY_NAME:
             if pattern.search(words):
                 return transform, f"named like {transform}"
+        if not column.is_array and _CARD_NUMBER.search(words):
+            return _CARD_AS_NUMBER, "named like a card number"
     return None
 
 
 def _text_transform(words: str) -> tuple[str, str]:
     for transform, pattern in _TEXT_BY_NAME:
         if pattern.search(words):
-            return transform, f"named like {'free text' if transform == 'scrub' else transform.replace('_', ' ')}"
+            said = {"scrub": "free text", "fpe": "a card number"}.get(transform, transform.replace("_", " "))
+            return transform, f"named like {said}"
     return "redact", ""
 
 
