@@ -120,8 +120,6 @@ def hint_from_counts(sampled: int, holding: int, whole: dict[str, int], without_
     every value has a digit: it keeps one without, a name say, as it is). PII inside free text: a note only,
     as `scrub` would keep the rest of the text (names too) where the name's suggestion may be `redact`."""
     kind, count = max(whole.items(), key=lambda item: item[1], default=("", 0))
-    if holding == 0 and kind != "pan":  # a PAN is no token of the PII pattern
-        return None
     if count and count >= WHOLE_SHARE * sampled:
         said = f"values: {count:,} of {sampled:,} sampled are {_KIND_NAMES[kind]}"
         if kind == "phone" and without_digits:
