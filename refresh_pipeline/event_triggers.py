@@ -11,7 +11,10 @@ was enabled, and promotion switches them back on exactly so.
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.put_back import forget, remember_rows, remembered_rows
+
 _PAUSED = "refresh_pipeline.event_triggers_paused"
+_COLUMNS = ("name", "state")
 # pg_event_trigger.evtenabled: O (enabled), R (replica), A (always), D (disabled).
 _ENABLE = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 
@@ -20,25 +23,22 @@ def pause_event_triggers(conn: psycopg.Connection) -> list[str]:
     """Disable every enabled event trigger, remembering how it was enabled; returns every one paused so far (a
     re-executed restore step finds them paused already). Run before any other DDL on the restored database."""
     with conn.transaction():
-        enabled = conn.execute("SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtenabled <> 'D'").fetchall()
+        enabled = conn.execute(
+            "SELECT evtname::text, evtenabled::text FROM pg_event_trigger WHERE evtenabled <> 'D'"
+        ).fetchall()
         # First off (ALTER EVENT TRIGGER fires none), then the bookkeeping, whose CREATE TABLE would fire them.
         for name, _state in enabled:
             conn.execute(sql.SQL("ALTER EVENT TRIGGER {} DISABLE").format(sql.Identifier(name)))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline")
-        conn.execute(f'CREATE TABLE IF NOT EXISTS {_PAUSED} (name text PRIMARY KEY, state "char" NOT NULL)')
-        for name, state in enabled:
-            conn.execute(f"INSERT INTO {_PAUSED} VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, state))
-        return [row[0] for row in conn.execute(f"SELECT name FROM {_PAUSED} ORDER BY 1").fetchall()]
+        remember_rows(conn, _PAUSED, _COLUMNS, enabled)
+        return [name for name, _state in remembered_rows(conn, _PAUSED, _COLUMNS)]
 
 
 def resume_event_triggers(conn: psycopg.Connection) -> list[str]:
     """Enable again, as production had them, the event triggers pause_event_triggers disabled; returns them."""
     with conn.transaction():
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (_PAUSED,)).fetchone()[0]:
-            return []
-        paused = conn.execute(f"SELECT name, state FROM {_PAUSED} ORDER BY 1").fetchall()
+        paused = remembered_rows(conn, _PAUSED, _COLUMNS)
         # The bookkeeping goes first: dropping it with the triggers on would fire them.
-        conn.execute(f"DROP TABLE {_PAUSED}")
+        forget(conn, _PAUSED)
         for name, state in paused:
             if conn.execute("SELECT 1 FROM pg_event_trigger WHERE evtname = %s", (name,)).fetchone():
                 conn.execute(sql.SQL("ALTER EVENT TRIGGER {} {}").format(sql.Identifier(name), sql.SQL(_ENABLE[state])))

@@ -13,7 +13,10 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.put_back import forget, remember_rows, remembered_rows
+
 _BOOKKEEPING = "refresh_pipeline.foreign_partitions_detached"
+_COLUMNS = ("partition", "parent", "bound")
 _ATTACHED = """
 SELECT c.oid::regclass::text, i.inhparent::regclass::text, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
@@ -22,39 +25,25 @@ ORDER BY 1
 """
 
 
-def _remembered(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
-    if conn.execute("SELECT to_regclass(%s) IS NULL", (_BOOKKEEPING,)).fetchone()[0]:
-        return []
-    return conn.execute(f"SELECT partition, parent, bound FROM {_BOOKKEEPING} ORDER BY 1").fetchall()
-
-
 def detach_foreign_partitions(conn: psycopg.Connection) -> list[str]:
     """Detach every foreign-table partition, remembering where it was; returns all detached ones."""
     with conn.transaction():
         attached = conn.execute(_ATTACHED).fetchall()
-        if attached:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_BOOKKEEPING} (partition text PRIMARY KEY, parent text NOT NULL, "
-                "bound text NOT NULL)"
-            )
-        for partition, parent, bound in attached:
-            conn.execute(
-                f"INSERT INTO {_BOOKKEEPING} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", (partition, parent, bound)
-            )
+        remember_rows(conn, _BOOKKEEPING, _COLUMNS, attached)
+        for partition, parent, _bound in attached:
             conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.SQL(parent), sql.SQL(partition)))
-        return [partition for partition, _parent, _bound in _remembered(conn)]
+        return [partition for partition, _parent, _bound in remembered_rows(conn, _BOOKKEEPING, _COLUMNS)]
 
 
 def attach_foreign_partitions_again(conn: psycopg.Connection) -> list[str]:
     """Attach the detached partitions again, with their bounds, and forget them; returns them."""
     with conn.transaction():
-        detached = _remembered(conn)
+        detached = remembered_rows(conn, _BOOKKEEPING, _COLUMNS)
         for partition, parent, bound in detached:
             conn.execute(
                 sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
                     sql.SQL(parent), sql.SQL(partition), sql.SQL(bound)
                 )
             )
-        conn.execute(f"DROP TABLE IF EXISTS {_BOOKKEEPING}")
+        forget(conn, _BOOKKEEPING)
     return [partition for partition, _parent, _bound in detached]

@@ -11,7 +11,10 @@ A publication of listed tables or schemas never covers ours, and production's ta
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.put_back import forget, remember_rows, remembered_rows
+
 _PAUSED = "refresh_pipeline.publications_paused"
+_COLUMNS = ("name", "publish")
 # What a paused publication still publishes: neither needs a replica identity.
 _KEPT_ACTIONS = ("insert", "truncate")
 _PUBLISHING_CHANGES = """
@@ -32,22 +35,18 @@ def pause_publication_changes(conn: psycopg.Connection) -> list[str]:
     pipeline's first update of its own tables."""
     with conn.transaction():
         publishing = conn.execute(_PUBLISHING_CHANGES).fetchall()
-        conn.execute("CREATE SCHEMA IF NOT EXISTS refresh_pipeline")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {_PAUSED} (name text PRIMARY KEY, publish text NOT NULL)")
+        remember_rows(conn, _PAUSED, _COLUMNS, publishing)
         for name, actions in publishing:
-            conn.execute(f"INSERT INTO {_PAUSED} VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, actions))
             _set_publish(conn, name, ", ".join(a for a in actions.split(", ") if a in _KEPT_ACTIONS))
-        return [row[0] for row in conn.execute(f"SELECT name FROM {_PAUSED} ORDER BY 1").fetchall()]
+        return [name for name, _actions in remembered_rows(conn, _PAUSED, _COLUMNS)]
 
 
 def resume_publication_changes(conn: psycopg.Connection) -> list[str]:
     """Set the publications pause_publication_changes changed back to what production published; returns
     them. Run after the pipeline's last update of its own tables."""
     with conn.transaction():
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (_PAUSED,)).fetchone()[0]:
-            return []
-        paused = conn.execute(f"SELECT name, publish FROM {_PAUSED} ORDER BY 1").fetchall()
-        conn.execute(f"DROP TABLE {_PAUSED}")
+        paused = remembered_rows(conn, _PAUSED, _COLUMNS)
+        forget(conn, _PAUSED)
         for name, actions in paused:
             if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
                 _set_publish(conn, name, actions)

@@ -45,8 +45,7 @@ def lift_forced_row_security(conn: psycopg.Connection) -> list[str]:
         names = [name for name, _owned, _owner in applying]
         for name in names:
             conn.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(name)))
-        if names:
-            remember(conn, _LIFTED, names)
+        remember(conn, _LIFTED, names)
         return remembered(conn, _LIFTED)
 
 
