@@ -6,9 +6,9 @@ import pytest
 from refresh_pipeline.audit.fingerprints import drop_fingerprints, fingerprints_present, record_original_fingerprints
 from refresh_pipeline.audit.scan import scan_table
 from refresh_pipeline.checks.pii_audit import kept_columns
-from refresh_pipeline.masking.catalog import read_tables
+from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MaskingKey
-from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.policy import MaskingPolicy, parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
 from refresh_pipeline_tests.helpers import database_with
 
@@ -46,9 +46,17 @@ def db(create_database):
             " ARRAY['9123456789@ybl']),"
             "(2, 'bus was late', NULL, '{}', '{}')"
         )
-        install_functions(conn)
-        record_original_fingerprints(conn, list(read_tables(conn).values()), POLICY, KEY)
+        _fingerprinted(conn, POLICY)
     return conninfo
+
+
+def _fingerprinted(conn: psycopg.Connection, policy: MaskingPolicy) -> dict[tuple[str, str], TableInfo]:
+    """The database's tables, with the audit's functions installed and the originals the policy masks
+    fingerprinted, as the restore step leaves them."""
+    install_functions(conn)
+    tables = read_tables(conn)
+    record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+    return tables
 
 
 def _audit(conninfo: str, kept: set[str] = frozenset(), allowlist: tuple[str, ...] = ()):
@@ -343,10 +351,7 @@ def test_a_partitioned_table_is_audited_partition_by_partition_with_exact_counts
             " ('98765' || lpad(g::text, 5, '0'))::bigint, CASE WHEN g = 61 THEN 'call 98765 00061' ELSE 'ok' END"
             " FROM generate_series(1, 100) g"
         )
-        install_functions(conn)
-        tables = read_tables(conn)
-        policy = parse_policy("tables:\n  customers: {id: keep, phone: phone}\n  orders: keep\n")
-        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        tables = _fingerprinted(conn, parse_policy("tables:\n  customers: {id: keep, phone: phone}\n  orders: keep\n"))
         audit = scan_table(
             conn, tables[("public", "orders")], KEY, kept_columns={"id", "placed", "legacy_mobile", "note"}
         )
@@ -369,9 +374,7 @@ def test_an_inheritance_parent_is_audited_without_its_children(create_database):
             "INSERT INTO contacts SELECT g, 'c' || g || '@gmail.com' FROM generate_series(1, 30) g;"
             "INSERT INTO vip_contacts SELECT g, 'v' || g || '@gmail.com' FROM generate_series(31, 50) g"
         )
-        install_functions(conn)
-        tables = read_tables(conn)
-        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        tables = _fingerprinted(conn, policy)
         mask_table(conn, policy, "contacts", KEY)  # the child is masked in a step of its own, maybe later
         parent = scan_table(conn, tables[("public", "contacts")], KEY, {"id"})
         child = scan_table(conn, tables[("public", "vip_contacts")], KEY, {"id"})
@@ -417,7 +420,6 @@ def test_many_small_partitions_share_one_pool_and_keep_exact_findings(create_dat
             "CREATE TABLE customers (id int PRIMARY KEY, email text);"
             "INSERT INTO customers SELECT g, 'rider' || g || '@gmail.com' FROM generate_series(1, 1000) g;"
             "CREATE TABLE trips (id int, day int, note text, contact text) PARTITION BY RANGE (day);"
-            "SELECT 1;"
         )
         for day in range(30):
             conn.execute(f"CREATE TABLE trips_{day:02} PARTITION OF trips FOR VALUES FROM ({day}) TO ({day + 1})")
@@ -428,10 +430,7 @@ def test_many_small_partitions_share_one_pool_and_keep_exact_findings(create_dat
             "UPDATE trips SET contact = 'mail rider7@gmail.com' WHERE id IN (7, 2299);"
             "UPDATE trips SET note = 'from rider8@gmail.com' WHERE id = 8"
         )
-        install_functions(conn)
-        tables = read_tables(conn)
-        policy = parse_policy("tables:\n  customers: {id: keep, email: email}\n  trips: keep\n")
-        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        tables = _fingerprinted(conn, parse_policy("tables:\n  customers: {id: keep, email: email}\n  trips: keep\n"))
         opened: list[psycopg.Connection] = []
 
         def connect() -> psycopg.Connection:
