@@ -7,6 +7,7 @@ import socket
 import socketserver
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,20 @@ def database_with(create_database, prefix: str, schema: str) -> str:
         conn.execute(schema)
         install_functions(conn)
     return conninfo
+
+
+@contextmanager
+def login_role(conninfo: str, prefix: str, attributes: str = "") -> Iterator[str]:
+    """A new login role (with `attributes`: SUPERUSER, CREATEDB) of the server of `conninfo`; dropped after,
+    with what it was granted in that database and on the server (DROP OWNED)."""
+    role = sql.Identifier(name := f"{prefix}_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN {}").format(role, sql.SQL(attributes)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(role))
 
 
 def refresh_through_cli(config: Path, capsys) -> str:

@@ -2,7 +2,6 @@
 words to fit; any other overflow fails before anything changes, naming the column without quoting a value."""
 
 import re
-import uuid
 from importlib import resources
 
 import psycopg
@@ -25,7 +24,7 @@ from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.validate import validate_against_source
-from refresh_pipeline_tests.helpers import database_with
+from refresh_pipeline_tests.helpers import database_with, login_role
 
 KEY = MaskingKey("lengths-test-key-0123456789")
 
@@ -248,21 +247,18 @@ def test_validate_says_which_table_production_s_session_cannot_read_to_measure(c
     """A role that may not read a table cannot measure it (nor take the snapshot): a problem naming the table;
     the tables after it are still measured in the same session."""
     production = create_database("growing_unreadable")
-    role = f"reader_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(production, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, upi varchar(12));"
-            "CREATE TABLE notes (id int PRIMARY KEY, body varchar(20)); INSERT INTO notes VALUES (1, 'mail a@b.in');"
-            f"CREATE ROLE {role} LOGIN; GRANT SELECT ON notes TO {role}"
-        )
     policy = tmp_path / "policy.yaml"
     policy.write_text("tables:\n  accounts: {id: keep, upi: upi}\n  notes: {id: keep, body: scrub}\n")
-    try:
+    with login_role(production, "reader") as role:
+        with psycopg.connect(production, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE accounts (id int PRIMARY KEY, upi varchar(12));"
+                "CREATE TABLE notes (id int PRIMARY KEY, body varchar(20));"
+                "INSERT INTO notes VALUES (1, 'mail a@b.in');"
+                f"GRANT SELECT ON notes TO {role}"
+            )
         as_reader = make_conninfo(production, user=role)
         problems = validate_against_source(load_config(write_config(as_reader, policy))).problems
-    finally:
-        with psycopg.connect(production, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
     assert problems == [
         f"production's role {role} cannot read public.accounts (no SELECT), which the snapshot dumps: pg_dump would "
         "stop there. Grant it what it lacks (GRANT USAGE ON SCHEMA, GRANT SELECT ON ALL TABLES IN SCHEMA and ON ALL "

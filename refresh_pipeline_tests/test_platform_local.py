@@ -23,7 +23,7 @@ from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
 from refresh_pipeline.platforms.local_server import TUNING_FILE, LocalServer
 from refresh_pipeline.platforms.postgres_binaries import find_client_binary, find_server_bin_dir
 from refresh_pipeline.validate import validate_against_source
-from refresh_pipeline_tests.helpers import free_port, row_counts, table_fingerprint
+from refresh_pipeline_tests.helpers import free_port, login_role, row_counts, table_fingerprint
 
 
 @pytest.fixture
@@ -470,14 +470,11 @@ def test_productions_tablespaces_are_not_asked_of_the_staging_server(
 @pytest.fixture
 def staging_role_not_superuser(pg_server) -> Iterator[str]:
     """A staging server role as README allows one: CREATEDB, and session_replication_role granted to mask."""
-    role = f"stager_{os.urandom(4).hex()}"
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(sql.Identifier(role)))
-    yield make_conninfo(pg_server.dsn(), user=role)
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with login_role(pg_server.dsn(), "stager", "CREATEDB") as role:
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            grant = sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}")
+            conn.execute(grant.format(sql.Identifier(role)))
+        yield make_conninfo(pg_server.dsn(), user=role)
 
 
 def test_what_only_a_superuser_can_restore_is_named_before_anything_is_restored(
@@ -516,7 +513,6 @@ def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
     """pg_dump stopped at the first table, sequence or row-level secured table the read-only role could not read
     (`permission denied for table t`, a schema added since its grants); validate found nothing."""
     production = create_database("snapshot_access")
-    role = f"reader_{os.urandom(4).hex()}"
     with psycopg.connect(production, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE customers (id int PRIMARY KEY, email text);"
@@ -525,20 +521,17 @@ def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
             "CREATE SEQUENCE billing.invoice_numbers;"
             "CREATE SCHEMA hidden; CREATE TABLE hidden.notes (id int PRIMARY KEY);"
         )
-        conn.execute(
-            sql.SQL("CREATE ROLE {0} LOGIN; GRANT SELECT ON customers TO {0}; GRANT USAGE ON SCHEMA billing TO {0};")
-            .format(sql.Identifier(role))
-        )  # fmt: skip
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "tables:\n  customers: {id: keep, email: email}\n  billing.invoices: keep\n  hidden.notes: keep\n"
     )
-    config = load_config(write_config(make_conninfo(production, user=role), policy))
-    superuser = f"super_{role}"
-    try:
+    # A superuser bypasses row-level security whatever its BYPASSRLS (false here) says.
+    with login_role(production, "reader") as role, login_role(production, "super", "SUPERUSER") as superuser:
+        with psycopg.connect(production, autocommit=True) as conn:
+            grant = "GRANT SELECT ON customers TO {0}; GRANT USAGE ON SCHEMA billing TO {0}"
+            conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+        config = load_config(write_config(make_conninfo(production, user=role), policy))
         problems = validate_against_source(config).problems
-        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:  # BYPASSRLS false: a superuser bypasses anyway
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(superuser)))
         as_superuser = load_config(write_config(make_conninfo(production, user=superuser), policy))
         superuser_problems = validate_against_source(as_superuser).problems
         with psycopg.connect(production, autocommit=True) as conn:
@@ -550,12 +543,6 @@ def test_validate_names_what_productions_role_cannot_read_for_the_snapshot(
                 ).format(sql.Identifier(role))
             )
         granted = validate_against_source(config).problems
-    finally:
-        with psycopg.connect(production, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(superuser)))
 
     assert superuser_problems == []
     assert problems == [
