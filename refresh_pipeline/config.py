@@ -126,16 +126,21 @@ _AWS_REQUIRED = ("region", "database_name", "master_username", "staging_password
                  "staging_record")  # fmt: skip
 
 
-def _local_config(raw: Any, where: Path) -> LocalPlatformConfig:
+def _section(raw: Any, name: str, known: set[str], shape: str, where: Path) -> dict[str, Any]:
+    """An optional section of settings (`local`, `schedule`): a mapping of `known` keys only; {} when absent."""
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
-        raise RefreshError(f"{where}: local must be a mapping (server_dsn, port, bin_dir), got {raw!r}.")
-    known = set(LocalPlatformConfig.__dataclass_fields__)
+        raise RefreshError(f"{where}: {name} must be a mapping {shape}, got {raw!r}.")
     unknown = sorted(map(str, set(raw) - known))
     if unknown:
         names = ", ".join(unknown)
-        raise RefreshError(f"{where}: unknown local setting(s) {names}; known: {', '.join(sorted(known))}.")
+        raise RefreshError(f"{where}: unknown {name} setting(s) {names}; known: {', '.join(sorted(known))}.")
+    return raw
+
+
+def _local_config(raw: Any, where: Path) -> LocalPlatformConfig:
+    raw = _section(raw, "local", set(LocalPlatformConfig.__dataclass_fields__), "(server_dsn, port, bin_dir)", where)
     port = raw.get("port", 54329)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise RefreshError(f"{where}: local.port must be a port number (1-65535), got {port!r}.")
@@ -234,14 +239,7 @@ def _positive_int(raw: dict[str, Any], key: str, default: int, where: Path) -> i
 def _schedule(raw: Any, where: Path) -> tuple[str, str]:
     """(cron, time zone) of the `schedule` section, checked here: Dagster refuses a bad one only when it loads
     the definitions (a traceback from `run`, a code location that does not load)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RefreshError(f"{where}: schedule must be a mapping with cron and timezone, got {raw!r}.")
-    unknown = sorted(set(raw) - {"cron", "timezone"})
-    if unknown:
-        names = ", ".join(map(str, unknown))
-        raise RefreshError(f"{where}: unknown schedule setting(s) {names}; known: cron, timezone.")
+    raw = _section(raw, "schedule", {"cron", "timezone"}, "with cron and timezone", where)
     cron, timezone = str(raw.get("cron", DEFAULT_CRON)), str(raw.get("timezone", DEFAULT_TIMEZONE))
     if (cron, timezone) != (DEFAULT_CRON, DEFAULT_TIMEZONE):
         _check_schedule(cron, timezone, where)
