@@ -84,9 +84,10 @@ def restore_snapshot(
     lines = run_client_tool([pg_restore, "--list", snapshot], env, what).splitlines()
     with connect(conninfo) as conn:
         refuse_unavailable_extensions(conn, lines)
+        in_snapshot = snapshot_extensions(lines)
         triggers = [f"event trigger {match['name']}" for line in lines if (match := _EVENT_TRIGGER_NAME.match(line))]
-        refuse_without_superuser(conn, triggers + untrusted_extensions(conn, snapshot_extensions(lines)))
-        versions = plan_extension_versions(conn, extensions or [], snapshot_extensions(lines))
+        refuse_without_superuser(conn, triggers + untrusted_extensions(conn, in_snapshot))
+        versions = plan_extension_versions(conn, extensions or [], in_snapshot)
     schemas = [line for line in lines if _SCHEMA.match(line)] if versions.pinned else []
     row_security = _entries(lines, "ROW SECURITY")
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
