@@ -76,7 +76,8 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
         "snippet_names",
         'CREATE TABLE "Passenger Notes" ("Contact: Email" text, "#tag" text, date_of_birth date, route_name text,'
         " payload jsonb, mobile bigint, trip_id bigint);"
-        'CREATE SCHEMA "v1.app"; CREATE TABLE "v1.riders" (email text); CREATE TABLE "v1.app"."a""b" (note text);',
+        'CREATE SCHEMA "v1.app"; CREATE TABLE "v1.riders" (email text); CREATE TABLE "v1.app"."a""b" (note text);'
+        'CREATE TABLE "Fahrgäste" ("Straße" text, "line\u2028break" text);',
     )
     with psycopg.connect(conninfo) as conn:
         tables = read_tables(conn)
@@ -88,6 +89,8 @@ def test_the_snippet_for_odd_names_parses_and_covers_every_column(create_databas
     assert find_policy_problems(policy, tables) == []
     assert '  "\\"v1.riders\\"":' in snippet and policy.table('"v1.riders"').columns["email"].transform == "email"
     assert policy.table('"v1.app"."a""b"').columns["note"].transform == "scrub", "dots and quotes in names"
+    assert '  "Fahrgäste":\n    "Straße": redact' in snippet, "letters beyond ASCII are not escaped"
+    assert '"line\\u2028break"' in snippet, "a character YAML reads as a line break is"
     columns = policy.table("Passenger Notes").columns
     names = ("Contact: Email", "#tag", "date_of_birth", "payload", "mobile", "trip_id")
     suggested = [columns[name].transform for name in names]
@@ -103,13 +106,14 @@ def test_every_suggestion_applies_as_pasted_and_nothing_derived_is_kept_unread(c
         " contact contact, gender char(1), email varchar(20), code varchar(5), emails text[], tags varchar(4)[],"
         " email_lower text GENERATED ALWAYS AS (lower(email)) STORED, phone numeric(12,2),"
         " profile_photo bytea NOT NULL, seen_from inet[], device_ids uuid[], home_lat_e5 int,"
-        " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3), events jsonb[]);",
+        " home_lon_e5 numeric(9,0), town_lat numeric(6,2), town_lon numeric(7,3), events jsonb[], contacts contact[]);",
     )
     snippet, _policy = _pasted_snippet(conninfo)
     lines = {
         line.split(":")[0].strip(): line.split(":", 1)[1].split("#")[0].strip() for line in snippet.splitlines()[1:]
     }
     assert lines["search"] == '"null"' and lines["contact"] == '"null"', "a search vector or row type is nulled"
+    assert lines["contacts"] == '"null"', "an array of row types too: the audit fails on the emails in their fields"
     assert lines["search_strict"] == "keep" and "NOT NULL or generated" in snippet
     assert "holds the words of the columns it indexes" in snippet
     assert lines["gender"] == '{transform: redact, value: "X"}', "redact, but a value that fits char(1)"

@@ -74,8 +74,12 @@ def policy_snippet(uncovered: list[UncoveredColumn], hints: Hints | None = None)
 
 
 def _yaml_key(name: str) -> str:
-    """The name as a YAML key: quoted when YAML would read it otherwise (`#`, `: `, a leading `-`, ...)."""
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .$-]*", name) and not name.endswith(" ") else json.dumps(name)
+    """The name as a YAML key: quoted when YAML would read it otherwise (`#`, `: `, a leading `-`, ...). Letters
+    beyond ASCII stay as they are (`Fahrgäste`, not `Fahrg\\u00e4ste`); what does not print is escaped."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .$-]*", name) and not name.endswith(" "):
+        return name
+    readable = json.dumps(name, ensure_ascii=False)
+    return readable if readable.isprintable() else json.dumps(name)
 
 
 def describe_uncovered(uncovered: list[UncoveredColumn], policy_source: str, hints: Hints | None = None) -> str:

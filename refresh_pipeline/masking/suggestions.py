@@ -144,15 +144,15 @@ def _from_type_and_name(column: ColumnInfo, table: str) -> tuple[str, str]:
         return ("{array: ip}" if column.is_array else "ip"), _ADDRESS_WHY
     if column.is_array and unqualified in TEXT_CASTABLE["scrub"]:  # documents: the audit reads them
         return "{array: scrub}", "documents: scrub masks every email, phone and UPI handle in each"
+    if unqualified == "tsvector" or column.composite:  # an array of them too
+        return _derived_or_composite(column)
     if column.is_array:
-        if unqualified not in TEXT_TYPES or column.composite:
+        if unqualified not in TEXT_TYPES:
             return "keep", ""
         transform, why = _text_transform(words)
         return f"{{array: {_fitting(column, transform)[0]}}}", why
     if unqualified in TEXT_CASTABLE["scrub"]:
         return "scrub", "a document: scrub masks every email, phone and UPI handle in it, or list JSON paths"
-    if unqualified == "tsvector" or column.composite:
-        return _derived_or_composite(column)
     if column.is_spatial:
         return "geo", _LOCATION_WHY
     if column.base_type in NUMBER_TYPES and not column.is_array and COORDINATE_WORDS.search(words):
