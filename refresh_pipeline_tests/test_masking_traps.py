@@ -153,6 +153,15 @@ def _load(conninfo: str, collisions: tuple[str, str]) -> None:
             "INSERT INTO customers (email, phone, pan, aadhaar, born) VALUES (%s, %s, 'ABCPZ0000Z', %s, '1990-01-01')",
             (collisions[1], collisions[0], _aadhaar(rng)),
         )
+        # The same address with spaces around it: two values of the unique index, and of the exact join.
+        for padded in (f"  {customers[3][0]}", f"{customers[3][0]} "):
+            conn.execute(
+                "INSERT INTO customers (email, phone, pan, aadhaar, born) VALUES (%s, %s, 'ABCPZ0000Z', %s, "
+                "'1990-01-01')",
+                (padded, f"+9187654{len(padded):05d}", _aadhaar(rng)),
+            )
+            referral = "INSERT INTO referrals (referrer_phone, referee_email) VALUES (%s, %s)"
+            conn.execute(referral, (customers[0][1], padded))
         conn.execute("UPDATE customers SET email = email WHERE id % 10 = 0")  # audit rows holding PII
         for i in range(0, N, 2):
             conn.execute("INSERT INTO phone_accounts VALUES (%s, %s)", (customers[i][1], i))
@@ -277,7 +286,7 @@ def test_masked_values_keep_formats_and_never_equal_a_production_value(trap_sour
                           "refresh_pipeline.verhoeff_valid(aadhaar) FROM customers")  # fmt: skip
     production = dict(_rows(trap_source, "SELECT id, born FROM customers"))
     for email, phone, pan, aadhaar, device, ip, lat, _born, domain, aadhaar_valid in rows:
-        assert email.lower().endswith("@example.com") and domain.lower() == "example.com"
+        assert email.strip().lower().endswith("@example.com") and domain.strip().lower() == "example.com"
         assert email.lower() not in originals["emails"]
         assert re.fullmatch(r"\+91[6-9]\d{9}", phone) and phone[-10:] not in originals["phones"]
         assert re.fullmatch(r"[A-Z]{3}[PFC][A-Z]\d{4}[A-Z]", pan)
@@ -290,6 +299,14 @@ def test_masked_values_keep_formats_and_never_equal_a_production_value(trap_sour
     }
     json_phone_types = _rows(staging, "SELECT DISTINCT jsonb_typeof(payload #> '{contacts,0,phone}') FROM events")
     assert json_phone_types == [("number",)]
+
+
+def test_spaces_around_an_email_stay_around_its_masked_form(trap_source, staging):
+    padded = "SELECT p.email, c.email FROM customers p JOIN customers c ON c.email = btrim(p.email) AND c.id <> p.id"
+    assert len(_rows(trap_source, padded)) == 2
+    (leading, bare), (trailing, bare_again) = _rows(staging, padded)
+    assert bare == bare_again and bare.lower().endswith("@example.com") and bare != bare.lower(), "cased as production"
+    assert (leading, trailing) == (f"  {bare}", f"{bare} ")
 
 
 def test_schema_objects_end_up_as_in_production(trap_source, staging):

@@ -319,12 +319,18 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 ELSE refresh_pipeline.email_candidate(key, normalised) END
 $$;
 
+-- Spaces around the address stay around the masked one: ' a@x.com' and 'a@x.com' are two values of a
+-- unique column, and an equality join of the two fails in staging as it does in production.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN v = '' THEN v
-        WHEN v = lower(v) THEN refresh_pipeline.mapped_email(key, btrim(v))
-        ELSE refresh_pipeline.apply_case(refresh_pipeline.mapped_email(key, lower(btrim(v))), v)
+        WHEN v = lower(v) AND v = btrim(v) THEN
+            CASE WHEN v = '' THEN v ELSE refresh_pipeline.mapped_email(key, v) END
+        WHEN v = btrim(v) THEN refresh_pipeline.apply_case(refresh_pipeline.mapped_email(key, lower(v)), v)
+        WHEN btrim(v) = '' THEN v
+        ELSE left(v, length(v) - length(ltrim(v)))
+            || refresh_pipeline.apply_case(refresh_pipeline.mapped_email(key, lower(btrim(v))), btrim(v))
+            || right(v, length(v) - length(rtrim(v)))
     END
 $$;
 
