@@ -160,6 +160,21 @@ def test_distinct_transforms_keep_unique_indexes_intact(create_database):
     assert distinct == (2000, 2000, 2000)
 
 
+def test_a_unique_index_broken_by_a_distinct_transform_says_which_spellings_it_joins(create_database):
+    conninfo = database_with(
+        create_database,
+        "constraints_spellings",
+        "CREATE TABLE payees (id int PRIMARY KEY, vpa text UNIQUE);"
+        "INSERT INTO payees VALUES (1, 'ravi.k@okaxis'), (2, 'Ravi.K@okaxis');",
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn, pytest.raises(RefreshError) as raised:
+        mask_table(conn, parse_policy("tables:\n  payees: {id: keep, vpa: upi}\n"), "payees", KEY)
+    message = str(raised.value)
+    assert "payees_vpa_key on (vpa)" in message and "masked: vpa (`upi`)" in message
+    assert "a UPI handle in another letter case" in message and "`hash`" in message
+    assert "Mask those columns with a transform that keeps values distinct" not in message, "upi already does"
+
+
 def test_masked_values_failing_a_check_constraint_name_it(create_database):
     conninfo = database_with(
         create_database,

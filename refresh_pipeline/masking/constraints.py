@@ -194,13 +194,19 @@ def explain_violation(
             f"{info.qualified_name}: masked rows break a constraint ({first_line_without_row_data(error)}), "
             "so nothing was changed; its masked columns need transforms whose values it accepts."
         )
-    culprits = _culprits(index, table_policy) or [f"masked: {_masked_columns(list(index.columns), table_policy)}"]
+    culprits = _culprits(index, table_policy)
+    advice = f"Mask those columns with a transform that keeps values distinct ({DISTINCT_TRANSFORMS})."
+    if not culprits:  # every masked column's transform keeps distinct values distinct
+        culprits = [f"masked: {_masked_columns(list(index.columns), table_policy)}"]
+        advice = (
+            "Those transforms keep distinct values distinct, but read some spellings as one value (a UPI handle "
+            "in another letter case): mask one of the columns with `hash`, which keeps every spelling apart."
+        )
     # The swap stops at the first broken index; naming the others at risk saves a refresh per fix.
     others = [f"{i.name} on ({', '.join(i.columns)})" for i in indexes if i is not index and _culprits(i, table_policy)]
     return (
         f"{info.qualified_name}: masking gives two rows the same values for unique index {index.name} on "
-        f"({', '.join(index.columns)}), so nothing was changed: {'; '.join(culprits)}. "
-        f"Mask those columns with a transform that keeps values distinct ({DISTINCT_TRANSFORMS})."
+        f"({', '.join(index.columns)}), so nothing was changed: {'; '.join(culprits)}. {advice}"
         + (f" Also at risk on this table: {', '.join(others)}." if others else "")
     )
 
