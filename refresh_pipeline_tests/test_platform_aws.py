@@ -2,6 +2,8 @@
 real test PostgreSQL server (aws.data_plane_dsn), so masking and checks run for real."""
 
 import json
+import re
+import threading
 
 import boto3
 import dagster as dg
@@ -253,3 +255,32 @@ def test_a_restored_instance_keeps_no_backup_of_productions_rows(aws_world, aws_
     assert restored_cluster["BackupRetentionPeriod"] == 1, "Aurora's least"
     production = _rds().describe_db_instances(DBInstanceIdentifier=SOURCE_INSTANCE)["DBInstances"][0]
     assert production["BackupRetentionPeriod"] == 14
+
+
+def test_waiting_on_aws_says_how_far_it_is_and_not_for_what_will_not_come(aws_world, aws_config):
+    """A snapshot or a restore can take an hour: each poll says where AWS is, instead of nothing until done."""
+    platform = _platform(aws_config(data_plane_dsn=None))
+    platform.poll_seconds = 0.2
+    name = platform.new_database_name()
+    _rds().create_db_instance(
+        DBInstanceIdentifier=name, Engine="postgres", DBInstanceClass="db.t4g.micro",
+        MasterUsername="app", MasterUserPassword="stand-in-password",
+    )  # fmt: skip
+    _rds().stop_db_instance(DBInstanceIdentifier=name)
+    started = threading.Timer(1.0, lambda: _rds().start_db_instance(DBInstanceIdentifier=name))
+    started.start()
+    lines: list[str] = []
+    try:
+        platform._wait("db_instance_available", log=lines.append, DBInstanceIdentifier=name)
+    finally:
+        started.join()
+
+    assert len(lines) >= 2, lines
+    assert all(re.fullmatch(rf"waiting for {name}: stopped, 0\.\d min elapsed", line) for line in lines), lines
+    status = _rds().describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["DBInstanceStatus"]
+    assert status == "available"
+
+    lines.clear()
+    with pytest.raises(RefreshError, match="will not happen"):
+        platform._wait("db_instance_available", log=lines.append, DBInstanceIdentifier=f"{name}-gone")
+    assert lines == [], "an instance that is not there is not waited for until the timeout"

@@ -42,7 +42,7 @@ def restored_instance(context: dg.AssetExecutionContext, refresh: RefreshResourc
     name = platform.new_database_name()
     context.log.info(f"restoring snapshot {record.snapshot_id} into new database {name}")
     snapshot = Snapshot(record.snapshot_id, datetime.fromisoformat(record.taken_at), record.location)
-    restored = platform.restore(snapshot, name)
+    restored = platform.restore(snapshot, name, context.log.info)
     for note in restored.notes:
         context.log.warning(note)
     if restored.cleared:

@@ -19,7 +19,7 @@ def production_snapshot(context: dg.AssetExecutionContext, refresh: RefreshResou
     platform = refresh.platform()
     platform.ensure_ready()
     context.log.info(f"taking a snapshot of {redact(refresh.config().source_dsn)} (config {refresh.config_path})")
-    snapshot = platform.snapshot()
+    snapshot = platform.snapshot(context.log.info)
     refresh.state().write(
         "snapshot",
         SnapshotRecord(snapshot.snapshot_id, snapshot.location, snapshot.created_at.isoformat()),

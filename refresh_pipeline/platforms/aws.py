@@ -1,6 +1,7 @@
 """The AWS platform: RDS (or Aurora) snapshots and restores, Secrets Manager, Route 53 promotion."""
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from refresh_pipeline.config import AwsPlatformConfig, LocalPlatformConfig, Refr
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.instance_clearing import clear_restored_instance
 from refresh_pipeline.masking.keys import MaskingKey, restored_instance_password
-from refresh_pipeline.platforms.base import ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.base import Log, ManagedDatabase, Snapshot
 from refresh_pipeline.platforms.connections import parse_conninfo
 from refresh_pipeline.platforms.local import LocalPlatform
 
@@ -34,6 +35,9 @@ _RESTORED_BACKUP_DAYS = 0
 _RESTORED_CLUSTER_BACKUP_DAYS = 1
 
 
+_STATUS_KEYS = frozenset({"Status", "DBInstanceStatus", "DBClusterStatus"})  # snapshots, instances, clusters
+
+
 def _tags(refresh_id: str) -> list[dict[str, str]]:
     return [{"Key": MANAGED_TAG, "Value": "true"}, {"Key": REFRESH_TAG, "Value": refresh_id}]
 
@@ -48,6 +52,17 @@ def _has_staging_access(tag_list: list[dict[str, str]] | None) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def _how_far(response: dict[str, Any] | None) -> str:
+    """What a describe call says of the one resource waited for: its status and, for a snapshot, percent done."""
+    for value in (response or {}).values():
+        described = value[0] if isinstance(value, list) and value else value
+        if isinstance(described, dict) and (status := _STATUS_KEYS & described.keys()):
+            percent = described.get("PercentProgress")
+            status_text = described[min(status)]
+            return f"{status_text}, {percent}% done" if percent is not None else str(status_text)
+    return "not there yet"
 
 
 class AwsPlatform:
@@ -88,17 +103,28 @@ class AwsPlatform:
     def _source_identifier(self) -> str:
         return self.aws.source_cluster or self.aws.source_instance or ""
 
-    def _wait(self, waiter_name: str, client: Any = None, **kwargs: Any) -> None:
-        """Wait with the configured timeout (RDS unless another client is given)."""
-        attempts = max(1, int(self.aws.wait_timeout_minutes * 60 / self.poll_seconds))
-        try:
-            (client or self.rds).get_waiter(waiter_name).wait(
-                **kwargs, WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts}
-            )
-        except WaiterError as exc:
-            raise RefreshError(
-                f"gave up waiting for {waiter_name} ({kwargs}) after {self.aws.wait_timeout_minutes} min: {exc}"
-            ) from None
+    def _wait(self, waiter_name: str, client: Any = None, log: Log | None = None, **kwargs: Any) -> None:
+        """Wait with the configured timeout (RDS unless another client is given). With `log`, each poll says
+        how far AWS is (a snapshot's percent done, an instance's status): a restore can take an hour."""
+        waiter = (client or self.rds).get_waiter(waiter_name)
+        started = time.monotonic()
+        while True:
+            try:
+                waiter.wait(**kwargs, WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 1})
+                return
+            except WaiterError as exc:
+                if "Max attempts exceeded" not in str(exc):  # a failed or deleted resource: no use waiting
+                    raise RefreshError(f"{waiter_name} ({kwargs}) will not happen: {exc}") from None
+                elapsed = time.monotonic() - started
+                if elapsed + self.poll_seconds > self.aws.wait_timeout_minutes * 60:
+                    raise RefreshError(
+                        f"gave up waiting for {waiter_name} ({kwargs}) after {self.aws.wait_timeout_minutes} min: "
+                        f"{_how_far(exc.last_response)}"
+                    ) from None
+                if log is not None:
+                    log(f"waiting for {' '.join(map(str, kwargs.values()))}: {_how_far(exc.last_response)}, "
+                        f"{elapsed / 60:,.1f} min elapsed")  # fmt: skip
+            time.sleep(self.poll_seconds)
 
     def ensure_ready(self) -> None:
         if self.data_plane is not None:
@@ -170,7 +196,7 @@ class AwsPlatform:
         recent = [s for s in self.list_snapshots() if s.created_at >= cutoff]
         return recent[-1] if recent else None
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, log: Log | None = None) -> Snapshot:
         """A manual snapshot of production (RDS reads the storage; nothing in production changes)."""
         reused = self._reusable_snapshot()
         if reused is not None and self.data_plane is None:
@@ -182,17 +208,17 @@ class AwsPlatform:
                 DBClusterIdentifier=self._source_identifier(),
                 Tags=_tags(snapshot_id),
             )
-            self._wait("db_cluster_snapshot_available", DBClusterSnapshotIdentifier=snapshot_id)
+            self._wait("db_cluster_snapshot_available", log=log, DBClusterSnapshotIdentifier=snapshot_id)
         else:
             self.rds.create_db_snapshot(
                 DBSnapshotIdentifier=snapshot_id,
                 DBInstanceIdentifier=self._source_identifier(),
                 Tags=_tags(snapshot_id),
             )
-            self._wait("db_snapshot_available", DBSnapshotIdentifier=snapshot_id)
+            self._wait("db_snapshot_available", log=log, DBSnapshotIdentifier=snapshot_id)
         location = snapshot_id
         if self.data_plane is not None:
-            location = self.data_plane.snapshot().location
+            location = self.data_plane.snapshot(log).location
         return Snapshot(snapshot_id=snapshot_id, created_at=_now(), location=location)
 
     def delete_snapshot(self, snapshot: Snapshot) -> None:
@@ -236,19 +262,19 @@ class AwsPlatform:
             raise RefreshError(f"reaching {name!r} before it is promoted needs the masking key.")
         return restored_instance_password(self._key(), name)
 
-    def _set_master_password(self, name: str, password: str, **settings: Any) -> None:
+    def _set_master_password(self, name: str, password: str, log: Log | None = None, **settings: Any) -> None:
         """`settings`: more of the instance's (cluster's) to change with it."""
         if self._cluster_mode:
             self.rds.modify_db_cluster(
                 DBClusterIdentifier=name, MasterUserPassword=password, ApplyImmediately=True, **settings
             )
             for member in self._find(name).get("DBClusterMembers", []):
-                self._wait("db_instance_available", DBInstanceIdentifier=member["DBInstanceIdentifier"])
+                self._wait("db_instance_available", log=log, DBInstanceIdentifier=member["DBInstanceIdentifier"])
         else:
             self.rds.modify_db_instance(
                 DBInstanceIdentifier=name, MasterUserPassword=password, ApplyImmediately=True, **settings
             )
-            self._wait("db_instance_available", DBInstanceIdentifier=name)
+            self._wait("db_instance_available", log=log, DBInstanceIdentifier=name)
 
     def _restore_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"PubliclyAccessible": False, "DBInstanceClass": self.aws.instance_class}
@@ -262,7 +288,7 @@ class AwsPlatform:
             options["StorageType"] = self.aws.storage_type
         return options
 
-    def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
+    def restore(self, snapshot: Snapshot, name: str, log: Log | None = None) -> ManagedDatabase:
         """A new, tagged, private instance from the snapshot. Before anyone connects, its inherited
         production master password is replaced by one derived from the masking key for this instance:
         while it holds production's rows, only the pipeline can log in as its master user (the staging
@@ -272,11 +298,11 @@ class AwsPlatform:
         password = self._restored_password(name)  # no key, no restore: nothing could reach the instance
         try:
             if self._cluster_mode:
-                self._restore_cluster(snapshot, name, password)
+                self._restore_cluster(snapshot, name, password, log)
             else:
-                self._restore_instance(snapshot, name, password)
+                self._restore_instance(snapshot, name, password, log)
             if self.data_plane is not None:  # development: one database on a server of the developer's
-                notes, cleared = self.data_plane.restore(snapshot, name).notes, None
+                notes, cleared = self.data_plane.restore(snapshot, name, log).notes, None
             else:
                 cleared = clear_restored_instance(partial(self._conninfo, name), self.aws.database_name)
                 notes = tuple(cleared.notes())
@@ -288,17 +314,17 @@ class AwsPlatform:
             cleared=cleared.as_metadata() if cleared else {},
         )  # fmt: skip
 
-    def _restore_instance(self, snapshot: Snapshot, name: str, password: str) -> None:
+    def _restore_instance(self, snapshot: Snapshot, name: str, password: str, log: Log | None) -> None:
         self.rds.restore_db_instance_from_db_snapshot(
             DBInstanceIdentifier=name,
             DBSnapshotIdentifier=snapshot.snapshot_id,
             Tags=_tags(snapshot.snapshot_id),
             **self._restore_options(),
         )
-        self._wait("db_instance_available", DBInstanceIdentifier=name)
-        self._set_master_password(name, password, BackupRetentionPeriod=_RESTORED_BACKUP_DAYS)
+        self._wait("db_instance_available", log=log, DBInstanceIdentifier=name)
+        self._set_master_password(name, password, log, BackupRetentionPeriod=_RESTORED_BACKUP_DAYS)
 
-    def _restore_cluster(self, snapshot: Snapshot, name: str, password: str) -> None:
+    def _restore_cluster(self, snapshot: Snapshot, name: str, password: str, log: Log | None) -> None:
         source = self.rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=snapshot.snapshot_id)
         engine = source["DBClusterSnapshots"][0]["Engine"]
         options = {
@@ -316,7 +342,7 @@ class AwsPlatform:
             DBInstanceIdentifier=f"{name}-1", DBClusterIdentifier=name, Engine=engine,
             DBInstanceClass=self.aws.instance_class, PubliclyAccessible=False, Tags=_tags(snapshot.snapshot_id),
         )  # fmt: skip
-        self._wait("db_instance_available", DBInstanceIdentifier=f"{name}-1")
+        self._wait("db_instance_available", log=log, DBInstanceIdentifier=f"{name}-1")
 
     # -- managed instances ----------------------------------------------------------------------
     def _describe(self) -> list[dict[str, Any]]:

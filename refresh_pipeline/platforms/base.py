@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+Log = Callable[[str], None]
 
 # Written on every database/instance the pipeline creates; retire() refuses anything without it.
 MANAGED_MARKER = "refresh_pipeline:managed"
@@ -38,12 +41,13 @@ class Platform(Protocol):
         """Make the platform usable (the local platform starts its embedded server)."""
         ...
 
-    def snapshot(self) -> Snapshot:
-        """Take a consistent copy of production through a read-only session."""
+    def snapshot(self, log: Log | None = None) -> Snapshot:
+        """Take a consistent copy of production through a read-only session; progress goes to `log`."""
         ...
 
-    def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
-        """Create a new database `name` holding the snapshot; nothing is left behind on failure."""
+    def restore(self, snapshot: Snapshot, name: str, log: Log | None = None) -> ManagedDatabase:
+        """Create a new database `name` holding the snapshot; nothing is left behind on failure. Progress goes
+        to `log`."""
         ...
 
     def new_database_name(self) -> str:

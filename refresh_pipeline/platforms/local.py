@@ -15,7 +15,8 @@ from psycopg import sql
 
 from refresh_pipeline.config import RefreshConfig
 from refresh_pipeline.errors import RefreshError
-from refresh_pipeline.platforms.base import MANAGED_MARKER, ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.base import MANAGED_MARKER, Log, ManagedDatabase, Snapshot
+from refresh_pipeline.platforms.client_progress import DumpProgress
 from refresh_pipeline.platforms.client_tools import run_client_tool
 from refresh_pipeline.platforms.connections import (
     connect,
@@ -83,7 +84,7 @@ class LocalPlatform:
         return same_host and source.get("dbname") == name
 
     # -- snapshot -----------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, log: Log | None = None) -> Snapshot:
         self.ensure_ready()
         created = _utc_now()
         snapshot_id = f"snap-{created.strftime(_SNAPSHOT_TIME_FORMAT)}"
@@ -99,7 +100,9 @@ class LocalPlatform:
         # pg_dump reads in one REPEATABLE READ, READ ONLY transaction; the session default makes any
         # write attempt fail too, so production cannot be modified through this path.
         env = libpq_env(self.config.source_dsn, read_only=True)
+        what = f"snapshot of {redact(self.config.source_dsn)}"
         try:
+            progress = self._dump_progress(log) if log else None
             run_client_tool(
                 [
                     pg_dump,
@@ -114,8 +117,11 @@ class LocalPlatform:
                     str(partial),
                 ],
                 env,
-                f"snapshot of {redact(self.config.source_dsn)}",
+                what,
+                progress.line if progress else None,
             )
+            if progress:
+                progress.finished()
             with connect(self.config.source_dsn, read_only=True) as production:
                 save_locale(read_locale(production), partial)
                 save_settings(read_settings(production), partial)
@@ -125,6 +131,10 @@ class LocalPlatform:
             raise
         partial.rename(target)
         return Snapshot(snapshot_id=target.name, created_at=created, location=str(target))
+
+    def _dump_progress(self, log: Log) -> DumpProgress:
+        with connect(self.config.source_dsn, read_only=True) as production:
+            return DumpProgress(production, "snapshot", self.config.parallelism, log)
 
     def list_snapshots(self) -> list[Snapshot]:
         if not self.snapshot_dir.is_dir():
@@ -153,7 +163,7 @@ class LocalPlatform:
             name = f"{base}_{suffix}"
         return name
 
-    def restore(self, snapshot: Snapshot, name: str) -> ManagedDatabase:
+    def restore(self, snapshot: Snapshot, name: str, log: Log | None = None) -> ManagedDatabase:
         self.ensure_ready()
         if not name.startswith(self.config.database_prefix):
             raise RefreshError(f"restore target {name!r} must start with the prefix {self.config.database_prefix!r}.")
@@ -176,6 +186,7 @@ class LocalPlatform:
                 libpq_env(self.conninfo(name)),
                 f"restore of {snapshot.snapshot_id} into {name}",
                 load_extension_versions(Path(snapshot.location)),
+                log,
             )
         except RefreshError:
             self._drop(name)

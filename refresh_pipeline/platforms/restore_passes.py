@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 from refresh_pipeline.masking.materialized_views import views_reading_foreign_tables
+from refresh_pipeline.platforms.base import Log
+from refresh_pipeline.platforms.client_progress import RestoreProgress
 from refresh_pipeline.platforms.client_tools import run_client_tool
 from refresh_pipeline.platforms.connections import connect, database_name
 from refresh_pipeline.platforms.extensions import (
@@ -74,10 +76,11 @@ def restore_snapshot(
     env: dict[str, str],
     what: str,
     extensions: list[ExtensionVersion] | None = None,
+    log: Log | None = None,
 ) -> list[str]:
     """Restore `snapshot` into the (empty) database of `conninfo`, its `extensions` (production's, from the
     snapshot) at production's versions where the server offers them; returns notes on what was left out or
-    differs."""
+    differs. Progress over all passes goes to `log`."""
     # --no-tablespaces: production's tablespaces are its own disks, which the staging server does not have.
     restore = [pg_restore, f"--jobs={jobs}", "--no-owner", "--no-acl", "--no-tablespaces", "--exit-on-error"]
     restore += ["-d", database_name(conninfo)]
@@ -94,8 +97,12 @@ def restore_snapshot(
     scheduler = _scheduler_entries(lines)
     event_triggers = [line for line in lines if _EVENT_TRIGGER.match(line)]
     notes = [*versions.notes, *([SCHEDULER_LEFT_OUT] if scheduler else [])]
+    progress = RestoreProgress(lines, snapshot, what, jobs, log) if log else None
+    on_progress = progress.line if progress else None
     if not versions.pinned and not row_security and not view_data and not scheduler and not event_triggers:
-        run_client_tool([*restore, snapshot], env, what)
+        run_client_tool([*restore, snapshot], env, what, on_progress)
+        if progress:
+            progress.finished()
         return notes
     with tempfile.TemporaryDirectory() as folder:
 
@@ -103,7 +110,7 @@ def restore_snapshot(
             if selected:
                 listing = Path(folder, f"{part}.list")
                 listing.write_text("\n".join(selected) + "\n")
-                run_client_tool([*restore, f"--use-list={listing}", snapshot], env, what)
+                run_client_tool([*restore, f"--use-list={listing}", snapshot], env, what, on_progress)
 
         if versions.pinned:
             restore_entries("schemas", schemas)
@@ -116,4 +123,6 @@ def restore_snapshot(
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
         restore_entries("row security", row_security)
         restore_entries("event triggers", event_triggers)
+    if progress:
+        progress.finished()
     return notes
