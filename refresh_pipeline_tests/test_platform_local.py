@@ -198,6 +198,40 @@ def test_a_restore_creates_production_extensions_at_production_versions(create_d
     assert note in restored.notes and note in warnings
 
 
+def test_a_not_valid_check_on_an_inheritance_parent_restores_with_its_childrens_older_rows(
+    create_database, write_config
+):
+    """Production added a CHECK NOT VALID on a parent of plain inheritance; a child's older rows break it.
+    pg_restore's jobs added it (to the children too) as soon as the parent's rows were in, and the child's
+    rows loaded after that failed it: the restore failed."""
+    production = create_database("inherited_not_valid")
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE people (id int, email text); CREATE TABLE drivers (licence text) INHERITS (people);"
+            "INSERT INTO people SELECT g, 'p' || g || '@x.in' FROM generate_series(1, 3000) g;"
+            "INSERT INTO drivers SELECT g, 'unknown', 'L' || g FROM generate_series(1, 20) g;"
+            "ALTER TABLE people ADD CONSTRAINT email_shape CHECK (email LIKE '%@%') NOT VALID"
+        )
+        for table in ("stops", "routes", "trips", "fares"):  # rows the jobs load between the parent's and the child's
+            conn.execute(
+                sql.SQL("CREATE TABLE {} AS SELECT generate_series(1, 1000) AS id").format(sql.Identifier(table))
+            )
+    platform = LocalPlatform(load_config(write_config(production, parallelism=2)))
+    snapshot = platform.snapshot()
+
+    for _ in range(3):  # the jobs' order varies: each restore must hold
+        restored = platform.restore(snapshot, platform.new_database_name())
+        with psycopg.connect(platform.conninfo(restored.name)) as conn:
+            constraints = conn.execute(
+                "SELECT conrelid::regclass::text, convalidated, conislocal, coninhcount FROM pg_constraint"
+                " WHERE conname = 'email_shape' ORDER BY 1"
+            ).fetchall()
+            rows = conn.execute("SELECT count(*) FROM people").fetchone()[0]
+        platform.retire(restored.name)
+        assert constraints == [("drivers", False, False, 1), ("people", False, True, 0)], "as in production"
+        assert rows == 3020
+
+
 def test_an_extension_whose_schema_the_dump_does_not_create_is_created_where_it_puts_itself(create_database):
     """postgis_topology makes its schema `topology` (an extension member, so not in the dump): it is created
     without naming a schema, which does not exist yet (hstore stands for it here)."""

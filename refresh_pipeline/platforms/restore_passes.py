@@ -2,15 +2,19 @@
 
 0. the schemas, when an extension is to be created at production's version (extensions.py) in one of them
    before the rest;
-1. everything but the materialized views' data and the tables' row-level security, in one parallel pass
-   (index builds overlap other tables' rows arriving, as in a plain restore);
-2. the materialized views' data, except for views reading a foreign table: refreshing one would read
+1. everything but the CHECK constraints pg_dump writes apart from their tables, the materialized views' data
+   and the tables' row-level security, in one parallel pass (index builds overlap other tables' rows arriving,
+   as in a plain restore);
+2. those CHECK constraints (production added them NOT VALID, mostly): one on a parent of plain inheritance
+   became ready with the parent's rows, and adding it adds it to the children too, so a child's rows that
+   another job loaded after it failed it (a race of parallel pg_restore);
+3. the materialized views' data, except for views reading a foreign table: refreshing one would read
    production's live tables through production's foreign server and user mapping, before the restore step
    cuts them (links_to_production.py). Such a view stays unpopulated, as the masked database keeps it;
-3. the row-level security switches: policies a table forces on its owner (the connecting role, with
+4. the row-level security switches: policies a table forces on its owner (the connecting role, with
    --no-owner) would refuse a role that is not a superuser the foreign keys' validation or a view's refresh,
    depending on the order parallel jobs take (the restore step stops forcing them for the refresh);
-4. the event triggers, last: a parallel restore could create one before its other DDL, which would fire it
+5. the event triggers, last: a parallel restore could create one before its other DDL, which would fire it
    (event_triggers.py; the restore step switches them off for the refresh).
 
 pg_cron, when production keeps it in this database (its `cron.database_name`), is left out with its jobs and
@@ -39,6 +43,7 @@ from refresh_pipeline.platforms.restore_privileges import refuse_without_superus
 # pg_restore --list lines: "<dump id>; <catalog oid> <oid> <description> <schema> <name> <owner>"
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<description>ROW SECURITY|MATERIALIZED VIEW DATA) (?P<names>.*)$")
 _SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - ")
+_CHECK_CONSTRAINT = re.compile(r"^\d+; \d+ \d+ CHECK CONSTRAINT ")
 _EVENT_TRIGGER = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER|COMMENT - EVENT TRIGGER) ")
 _EVENT_TRIGGER_NAME = re.compile(r"^\d+; \d+ \d+ EVENT TRIGGER - (?P<name>.+) \S+$")  # the owner last
 
@@ -96,10 +101,11 @@ def restore_snapshot(
     view_data = _entries(lines, "MATERIALIZED VIEW DATA")
     scheduler = _scheduler_entries(lines)
     event_triggers = [line for line in lines if _EVENT_TRIGGER.match(line)]
+    checks = [line for line in lines if _CHECK_CONSTRAINT.match(line)]
     notes = [*versions.notes, *([SCHEDULER_LEFT_OUT] if scheduler else [])]
     progress = RestoreProgress(lines, snapshot, what, jobs, log) if log else None
     on_progress = progress.line if progress else None
-    if not versions.pinned and not row_security and not view_data and not scheduler and not event_triggers:
+    if not any((versions.pinned, row_security, view_data, scheduler, event_triggers, checks)):
         run_client_tool([*restore, snapshot], env, what, on_progress)
         if progress:
             progress.finished()
@@ -116,8 +122,9 @@ def restore_snapshot(
             restore_entries("schemas", schemas)
             with connect(conninfo, autocommit=True) as conn:
                 create_pinned_extensions(conn, versions.pinned)
-        apart = {*schemas, *row_security, *view_data, *scheduler, *event_triggers}
+        apart = {*schemas, *row_security, *view_data, *scheduler, *event_triggers, *checks}
         restore_entries("schema and rows", [line for line in lines if line not in apart])
+        restore_entries("check constraints", checks)
         with connect(conninfo) as conn:
             reading_production = {(schema, name) for schema, name, _ in views_reading_foreign_tables(conn)}
         restore_entries("views", [line for line in view_data if not _names_view(line, reading_production)])
