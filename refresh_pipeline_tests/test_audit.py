@@ -77,11 +77,12 @@ def test_originals_left_anywhere_are_found_with_row_locations_never_values(db):
     assert "98765" not in audit.summary() and "gmail" not in audit.summary()
 
 
-def test_a_phone_is_found_in_any_spelling(db):
+@pytest.mark.parametrize(
+    "body", ["ring 098765-43210", "wa.me/919876543210", "call 91 98765 43210", "sms 91-9876543210 today"]
+)
+def test_a_phone_is_found_in_any_spelling(db, body):
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE tickets SET body = 'ring 098765-43210', landline = NULL, meta = '{}', tags = '{}' WHERE id = 1"
-        )
+        conn.execute("UPDATE tickets SET body = %s, landline = NULL, meta = '{}', tags = '{}' WHERE id = 1", (body,))
     audit = _audit(db)
     assert [(f.column, f.known_values) for f in audit.findings] == [("body", 1)]
 

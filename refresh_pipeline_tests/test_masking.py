@@ -644,6 +644,23 @@ def test_whole_documents_are_scrubbed_and_stay_valid(create_database):
     assert tags.endswith("@example.com") and nulls
 
 
+def test_free_text_phones_with_the_country_code_and_no_plus_are_masked_like_the_number(create_database):
+    """919876543210 (a WhatsApp link, an SMS gateway's log) is +91 98765 43210: masked to the same number."""
+    conninfo = create_database("scrub_country_code")
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        masked, link, spaced = conn.execute(
+            "SELECT refresh_pipeline.mask_phone(%(k)s, '+919876543210'),"
+            " refresh_pipeline.scrub(%(k)s, 'chat on wa.me/919876543210'),"
+            " refresh_pipeline.scrub(%(k)s, 'call 91 98765 43210 or 91-9876543210')",
+            {"k": pads},
+        ).fetchone()
+    national = masked[-10:]
+    assert link == f"chat on wa.me/91{national}"
+    assert spaced == f"call 91 {national[:5]} {national[5:]} or 91-{national}"
+
+
 def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):
     """A local part whose letters equal another handle's local part in production moves on; every other keeps
     its first candidate with no lookup; the same local part masks alike with any bank, in a column, a JSON
