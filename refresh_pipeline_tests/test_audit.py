@@ -78,7 +78,14 @@ def test_originals_left_anywhere_are_found_with_row_locations_never_values(db):
 
 
 @pytest.mark.parametrize(
-    "body", ["ring 098765-43210", "wa.me/919876543210", "call 91 98765 43210", "sms 91-9876543210 today"]
+    "body",
+    [
+        "ring 098765-43210",
+        "wa.me/919876543210",
+        "call 91 98765 43210",
+        "sms 91-9876543210 today",
+        "GET /otp?phone=%2B919876543210",
+    ],
 )
 def test_a_phone_is_found_in_any_spelling(db, body):
     with psycopg.connect(db, autocommit=True) as conn:
@@ -105,6 +112,9 @@ def test_masked_table_passes_and_fingerprints_can_be_dropped(db):
         ("mobile 9812345678", "phone"),
         ("pay to someone@okaxis", "upi"),
         ("write to someone@corp.in", "email"),
+        ("GET /signup?email=someone%40corp.in&src=app", "email"),
+        ("upi://pay?pa=someone%40okaxis&am=120", "upi"),
+        ("wa.me/919812345678", "phone"),
     ],
 )
 def test_pattern_audit_finds_unclassified_pii_in_kept_columns(create_database, text, detector):

@@ -164,7 +164,8 @@ INSERT INTO samples VALUES
  (6, ' ', '', NULL, '-', ARRAY['']),
  (7, 'x@y@ybl', 'a@b.in a@b.in', '', '1.2.3.4', ARRAY['RAVI@OKSBI']),
  (8, NULL, NULL, '(022) 2345 6789', NULL, NULL),
- (9, '', 'Ravi@Gmail.Com wrote', '9876543210', '255.255.255.255/8', ARRAY['ravi@gmail.com']);
+ (9, '', 'Ravi@Gmail.Com wrote', '9876543210', '255.255.255.255/8', ARRAY['ravi@gmail.com']),
+ (10, NULL, '/pay?pa=a%40ybl&to=ravi%40gmail.com&ph=%2B919876543210', NULL, NULL, NULL);
 """
 GROWING_POLICY = parse_policy(
     "tables:\n  samples: {id: keep, upi: upi, note: scrub, phone: phone, ip: ip, handles: {array: upi}}\n"
@@ -199,6 +200,7 @@ def test_the_length_measured_without_the_key_is_the_masked_values_length(create_
         masked = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(lengths)).fetchall()
         notes = [row[0] for row in conn.execute("SELECT note FROM samples ORDER BY id")]
     assert sum("@example.com" in (note or "").lower() for note in notes) == 4, notes
+    assert notes[-1].startswith("/pay?pa=") and "%40example.com&ph=%2B91" in notes[-1], "encoded as it was"
     for before, after in zip(predicted, masked, strict=True):
         ip_row = before[4] != after[4]
         assert before[:4] + before[5:] == after[:4] + after[5:], (before, after)

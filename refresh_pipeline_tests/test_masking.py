@@ -661,6 +661,24 @@ def test_free_text_phones_with_the_country_code_and_no_plus_are_masked_like_the_
     assert spaced == f"call 91 {national[:5]} {national[5:]} or 91-{national}"
 
 
+def test_emails_phones_and_upi_handles_in_urls_are_masked_and_stay_encoded(create_database):
+    """A logged request URL or a payment link holds '@' as '%40' and '+' as '%2B'."""
+    conninfo = create_database("scrub_urls")
+    pads = KEY.sql_pads(MASKING_PURPOSE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        email, phone, upi, url, link = conn.execute(
+            "SELECT refresh_pipeline.mask_email(%(k)s, 'ravi@gmail.com'), refresh_pipeline.mask_phone(%(k)s,"
+            " '+919876543210'), refresh_pipeline.mask_upi(%(k)s, 'ravi.k@okaxis'),"
+            " refresh_pipeline.scrub(%(k)s, '/signup?email=ravi%%40gmail.com&phone=%%2B919876543210&src=app'),"
+            " refresh_pipeline.scrub(%(k)s, 'upi://pay?pa=ravi.k%%40okaxis&am=120')",
+            {"k": pads},
+        ).fetchone()
+    local, domain = email.split("@")
+    assert url == f"/signup?email={local}%40{domain}&phone=%2B91{phone[-10:]}&src=app", "masked as unencoded"
+    assert link == f"upi://pay?pa={upi.replace('@', '%40')}&am=120"
+
+
 def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):
     """A local part whose letters equal another handle's local part in production moves on; every other keeps
     its first candidate with no lookup; the same local part masks alike with any bank, in a column, a JSON

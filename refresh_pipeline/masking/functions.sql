@@ -523,25 +523,40 @@ $$;
 -- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), which
 -- `validate` also reads production with.
 
--- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
+-- Cheap test before the full pattern: every email and UPI handle has an '@' (in a URL '%40'), every phone 5
+-- digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
+AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' OR strpos(v, '%40') > 0 $$;
+
+-- A token of pii_pattern() with its '@' as such: in a URL it is '%40'.
+CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT replace(token, '%40', '@') $$;
 
 -- A token of pii_pattern() holds at most one '@': an email has a '.' after it, a UPI handle none.
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_kind(token text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN strpos(token, '@') = 0 THEN 'phone'
-                WHEN strpos(substr(token, strpos(token, '@')), '.') > 0 THEN 'email' ELSE 'upi' END
+    SELECT CASE WHEN strpos(t, '@') = 0 THEN 'phone'
+                WHEN strpos(substr(t, strpos(t, '@')), '.') > 0 THEN 'email' ELSE 'upi' END
+    FROM (SELECT refresh_pipeline.url_decoded_at(token) AS t) AS decoded
 $$;
 
-CREATE OR REPLACE FUNCTION refresh_pipeline.mask_token(key bytea, token text) RETURNS text
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_decoded_token(key bytea, token text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE refresh_pipeline.pii_kind(token)
         WHEN 'email' THEN refresh_pipeline.mask_email(key, token)
         WHEN 'upi' THEN refresh_pipeline.mask_upi(key, token)
         ELSE refresh_pipeline.mask_phone(key, token)
     END
+$$;
+
+-- An email or UPI handle in a URL is masked as itself and encoded again: `ravi%40gmail.com` masks to the
+-- same letters as `ravi@gmail.com`, followed by `%40example.com`.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_token(key bytea, token text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(token, '%40') = 0 THEN refresh_pipeline.mask_decoded_token(key, token)
+                ELSE replace(refresh_pipeline.mask_decoded_token(key, refresh_pipeline.url_decoded_at(token)),
+                             '@', '%40') END
 $$;
 
 -- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form.
@@ -727,7 +742,7 @@ AS $$ SELECT refresh_pipeline.mask_json_value_mapped(key, value, transform, para
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_tokens(v text) RETURNS TABLE(kind text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WITH found AS (
-        SELECT m[1] AS t, refresh_pipeline.pii_kind(m[1]) AS k
+        SELECT refresh_pipeline.url_decoded_at(m[1]) AS t, refresh_pipeline.pii_kind(m[1]) AS k
         FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
                             refresh_pipeline.pii_pattern(), 'g') AS m
     )

@@ -26,6 +26,7 @@ FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`
 # production by `validate` (masked_lengths_too_long). A UPI handle's local part becomes this many letters
 # (unless it is a phone: phones keep their spelling), an email EMAIL_LENGTH characters; a masked IPv4
 # address has at most IPV4_LENGTH characters, an IPv6 one always IPV6_LENGTH, before a kept /prefix.
+URL_AT = "%40"  # '@' in a URL's query string (patterns.py)
 GROWING_TRANSFORMS = frozenset({"upi", "scrub", "phone", "ip"})
 UPI_LOCAL_LENGTH = 10
 IPV4_LENGTH = 14
@@ -96,8 +97,9 @@ def _upi_length(v: sql.Composable) -> sql.Composed:
 
 def _scrub_length(v: sql.Composable) -> sql.Composed:
     """Each token of the pattern replaced: an email by EMAIL_LENGTH characters, a UPI handle's local part by
-    its letters, a phone by a phone spelled alike."""
-    token = sql.SQL("m[1]")
+    its letters, a phone by a phone spelled alike. One in a URL ('%40' for its '@') grows as much as it would
+    with its '@'."""
+    token = sql.SQL("replace(m[1], {}, '@')").format(sql.Literal(URL_AT))
     delta = sql.SQL(
         "CASE WHEN strpos({t}, '@') = 0 THEN 0"
         " WHEN strpos(substr({t}, strpos({t}, '@')), '.') > 0 THEN {email} - length({t})"
@@ -139,8 +141,9 @@ def masked_length_bound(transform: str, v: sql.Composable) -> sql.Composed:
         return sql.SQL("{}").format(sql.Literal(IPV6_LENGTH + len("/128")))
     if transform == "upi":
         return sql.SQL("length({}) + {}").format(v, sql.Literal(UPI_LOCAL_LENGTH))
-    return sql.SQL("length({v}) + {growth} * (length({v}) - length(replace({v}, '@', '')))").format(
-        v=v, growth=sql.Literal(EMAIL_LENGTH - len("a@b.c"))
+    ats = sql.SQL("replace({}, {}, '@')").format(v, sql.Literal(URL_AT))  # a URL's '@' grows as much
+    return sql.SQL("length({v}) + {growth} * (length({ats}) - length(replace({ats}, '@', '')))").format(
+        v=v, ats=ats, growth=sql.Literal(EMAIL_LENGTH - len("a@b.c"))
     )
 
 

@@ -9,11 +9,12 @@ from psycopg import sql
 # Emails, UPI handles and Indian phone numbers in any common spelling, as one pattern without capture groups:
 # regexp_matches() returns the whole match of such a pattern as m[1] (a group around it gives the same, a
 # few % slower). A phone's country code may come without its '+' (919876543210: WhatsApp links, SMS
-# gateways), as the number audit and UPI handles' local parts read it too.
+# gateways), as the number audit and UPI handles' local parts read it too. In a URL's query string '@' is
+# '%40' and '+' '%2B' (`?email=ravi%40gmail.com&phone=%2B919876543210`, `upi://pay?pa=ravi%40okaxis`).
 PII_PATTERN = (
-    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
-    r"|[A-Za-z0-9._-]+@[A-Za-z]{2,}(?![A-Za-z0-9])"
-    r"|(?<![0-9A-Za-z+])(?:\+?91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
+    r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+    r"|[A-Za-z0-9._-]+(?:@|%40)[A-Za-z]{2,}(?![A-Za-z0-9])"
+    r"|(?<![0-9A-Za-z+])(?:(?:\+|%2[Bb])?91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
 )
 
 # A PAN as a whole value (the audit's detector, functions.sql id_findings: the 4th letter is the holder type).

@@ -42,14 +42,14 @@ _SCALAR_SOURCE = "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT
 _ARRAY_SOURCE = (
     "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t, unnest(t.{column}) AS e(element)"
 )
-# A token of the PII pattern holds at most one '@': an email has a '.' after it, a UPI handle none (as
-# functions.sql's pii_kind, which production does not have).
+# A token of the PII pattern holds at most one '@' (in a URL '%40'): an email has a '.' after it, a UPI
+# handle none (as functions.sql's pii_kind, which production does not have).
 _COUNTS = """
 WITH sample AS ({sample}),
 whole AS (
-    SELECT CASE WHEN strpos(v, '@') = 0 THEN 'phone'
-                WHEN strpos(substr(v, strpos(v, '@')), '.') > 0 THEN 'email' ELSE 'upi' END AS kind
-    FROM sample WHERE v ~ %(whole)s
+    SELECT CASE WHEN strpos(t, '@') = 0 THEN 'phone'
+                WHEN strpos(substr(t, strpos(t, '@')), '.') > 0 THEN 'email' ELSE 'upi' END AS kind
+    FROM (SELECT replace(v, '%%40', '@') AS t FROM sample WHERE v ~ %(whole)s) AS decoded
 )
 SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
