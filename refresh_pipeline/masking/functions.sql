@@ -523,22 +523,22 @@ $$;
 -- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), which
 -- `validate` also reads production with.
 
--- Cheap test before the full pattern: every email and UPI handle has an '@' (in a URL '%40'), every phone 5
--- digits in a row.
+-- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' OR strpos(v, '%40') > 0 $$;
+AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
 
 -- A token of pii_pattern() with its '@' as such: in a URL it is '%40'.
 CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT replace(token, '%40', '@') $$;
 
--- A token of pii_pattern() holds at most one '@': an email has a '.' after it, a UPI handle none.
+-- A token of pii_pattern() holds at most one '@' (in a URL '%40'): an email has a '.' after it, a UPI handle
+-- none. One expression, so that it inlines.
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_kind(token text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN strpos(t, '@') = 0 THEN 'phone'
-                WHEN strpos(substr(t, strpos(t, '@')), '.') > 0 THEN 'email' ELSE 'upi' END
-    FROM (SELECT refresh_pipeline.url_decoded_at(token) AS t) AS decoded
+    SELECT CASE WHEN strpos(token, '@') = 0 AND strpos(token, '%40') = 0 THEN 'phone'
+                WHEN strpos(substr(token, greatest(strpos(token, '@'), strpos(token, '%40'))), '.') > 0 THEN 'email'
+                ELSE 'upi' END
 $$;
 
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_decoded_token(key bytea, token text) RETURNS text
@@ -559,25 +559,28 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                              '@', '%40') END
 $$;
 
--- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form.
+-- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form (in a text
+-- holding a '%', also those a URL encodes: patterns.py).
 -- PL/pgSQL on purpose: it keeps its plans across calls, where a SQL function holding a subquery would be
 -- planned again for every value.
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
+    encoded boolean := strpos(v, '%') > 0;
+    pattern text;
     pieces text[];
     tokens text[];
     result text;
 BEGIN
-    IF NOT refresh_pipeline.may_hold_pii(v) THEN
+    IF NOT (encoded OR refresh_pipeline.may_hold_pii(v)) THEN
         RETURN v;
     END IF;
-    pieces := regexp_split_to_array(v, refresh_pipeline.pii_pattern());
+    pattern := CASE WHEN encoded THEN refresh_pipeline.any_pii_pattern() ELSE refresh_pipeline.pii_pattern() END;
+    pieces := regexp_split_to_array(v, pattern);
     IF cardinality(pieces) = 1 THEN
         RETURN v;
     END IF;
-    SELECT array_agg(m[1] ORDER BY i) INTO tokens
-    FROM regexp_matches(v, refresh_pipeline.pii_pattern(), 'g') WITH ORDINALITY AS found(m, i);
+    SELECT array_agg(m[1] ORDER BY i) INTO tokens FROM regexp_matches(v, pattern, 'g') WITH ORDINALITY AS found(m, i);
     result := pieces[1];
     FOR i IN 1..cardinality(tokens) LOOP
         result := result || refresh_pipeline.mask_token(key, tokens[i]) || pieces[i + 1];
@@ -741,10 +744,12 @@ AS $$ SELECT refresh_pipeline.mask_json_value_mapped(key, value, transform, para
 -- is called row by row).
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_tokens(v text) RETURNS TABLE(kind text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH found AS (
+    WITH found AS (  -- in a text holding a '%' also what a URL encodes (patterns.py), its '%40' read as '@'
         SELECT refresh_pipeline.url_decoded_at(m[1]) AS t, refresh_pipeline.pii_kind(m[1]) AS k
-        FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
-                            refresh_pipeline.pii_pattern(), 'g') AS m
+        FROM regexp_matches(
+            CASE WHEN strpos(v, '%') > 0 OR refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
+            CASE WHEN strpos(v, '%') > 0 THEN refresh_pipeline.any_pii_pattern() ELSE refresh_pipeline.pii_pattern() END,
+            'g') AS m
     )
     -- Phone tokens hold only digits, '+', ' ' and '-'.
     SELECT k, CASE k WHEN 'phone' THEN right(translate(t, '+- ', ''), 10) ELSE lower(t) END FROM found

@@ -21,7 +21,7 @@ from refresh_pipeline.masking.catalog import (
     column_text,
     column_words,
 )
-from refresh_pipeline.masking.patterns import PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL, PII_PATTERN
+from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL
 
 SAMPLE_SIZE = 1000
 # A column is taken for one kind when this share of its sampled values are that kind whole.
@@ -161,8 +161,8 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
     query = sql.SQL(_NUMBER_COUNTS if is_number else _COUNTS).format(sample=sample)
     params = {
         "size": SAMPLE_SIZE,
-        "whole": f"^(?:{PII_PATTERN})$",
-        "pattern": PII_PATTERN,
+        "whole": f"^(?:{ANY_PII_PATTERN})$",
+        "pattern": ANY_PII_PATTERN,
         "phone": PHONE_SHAPED_UPI_LOCAL,
         "pan": PAN_WHOLE,
     }
