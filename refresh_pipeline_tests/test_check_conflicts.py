@@ -66,9 +66,26 @@ def test_each_check_a_fixed_shape_mask_fails_is_named_with_its_column(production
         "public.staff.work_email: `email` masks every value to <16 letters>@example.com, which fails check "
         "constraint staff_work_email_check CHECK ((work_email ~~ '%@busco.in'::text))"
     )
+    assert (
+        "`{transform: email, keep_domain: true}` masks the address at its own domain"
+        in by_column["public.staff.work_email"]
+    )
     assert "fails its domain company_email" in by_column["public.staff.login"]
     assert "to 16 hex digits" in by_column["public.staff.code"] and "to 'REDACTED'" in by_column["public.staff.nick"]
     assert "to NULL" in by_column["public.staff.badge"]
+
+
+def test_emails_masked_at_their_own_domain_pass_a_company_domain_check(production):
+    own_domain = POLICY.replace("work_email: email", "work_email: {transform: email, keep_domain: true}").replace(
+        "login: email", "login: {transform: email, keep_domain: true}"
+    )
+    with psycopg.connect(production, options="-c default_transaction_read_only=on") as conn:
+        problems = find_check_conflicts(conn, parse_policy(own_domain), read_tables(conn))
+    assert sorted(problem.split(":")[0] for problem in problems) == [
+        "public.staff.badge",
+        "public.staff.code",
+        "public.staff.nick",
+    ]
 
 
 def test_validate_and_check_policy_refuse_such_a_policy(production, write_config, tmp_path, capsys):

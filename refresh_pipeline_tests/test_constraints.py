@@ -2,9 +2,13 @@
 about before masking, and a broken unique, check or exclusion constraint fails the table at once, naming
 the constraint and the transforms to blame, with nothing changed and no value quoted."""
 
+import re
+
 import psycopg
 import pytest
 
+from refresh_pipeline.audit.fingerprints import record_original_fingerprints
+from refresh_pipeline.audit.scan import scan_table
 from refresh_pipeline.cli import main
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
@@ -190,6 +194,34 @@ def test_masked_values_failing_a_check_constraint_name_it(create_database):
     assert message.startswith("public.staff: masked values fail check constraint corporate CHECK")
     assert "masked columns it checks: email (`email`)" in message and "staff1@" not in message
     assert unchanged == 300
+
+
+def test_emails_masked_at_their_own_domain_pass_a_company_check_and_the_audit(create_database):
+    """`{transform: email, keep_domain: true}`: a work address keeps its company, as a CHECK (or the application
+    telling corporate riders by their domain) needs; the local part is masked, distinct and audited."""
+    conninfo = database_with(
+        create_database,
+        "constraints_keep_domain",
+        "CREATE TABLE staff (id int PRIMARY KEY, email text UNIQUE CONSTRAINT corporate CHECK (email ILIKE '%@%.in%'),"
+        " alias text);"
+        "INSERT INTO staff SELECT g, CASE g % 3 WHEN 0 THEN 'Staff' || g || '@Corp.in' WHEN 1 THEN 'staff' || g"
+        " || '@corp.in' ELSE ' staff' || g || '@depot.busco.in ' END, 'staff' || g || '@corp.in'"
+        " FROM generate_series(1, 300) g;",
+    )
+    policy = parse_policy("tables:\n  staff: {id: keep, email: {transform: email, keep_domain: true}, alias: keep}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = read_tables(conn)
+        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        mask_table(conn, policy, "staff", KEY)
+        rows = dict(conn.execute("SELECT id, email FROM staff").fetchall())
+        with_alias = scan_table(conn, tables[("public", "staff")], KEY, kept_columns={"id", "alias"})
+        conn.execute("UPDATE staff SET alias = email")  # masked addresses copied into a kept column
+        copied = scan_table(conn, tables[("public", "staff")], KEY, kept_columns={"id", "alias"})
+    assert re.fullmatch(r"[A-P][A-Pa-p]{15}@Corp\.in", rows[3]) and re.fullmatch(r"[a-p]{16}@corp\.in", rows[1])
+    assert re.fullmatch(r" [a-p]{16}@depot\.busco\.in ", rows[2]), "spaces around stay"
+    assert len(set(rows.values())) == 300 and not any("staff" in email.lower() for email in rows.values())
+    assert [f.column for f in with_alias.findings] == ["alias"], "the kept originals are still found"
+    assert copied.passed, "an address masked at its own domain is no PII, in any column"
 
 
 def test_masked_values_failing_a_domain_check_name_the_domain_and_column(create_database):

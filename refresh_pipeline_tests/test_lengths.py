@@ -14,11 +14,13 @@ from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
 from refresh_pipeline.masking.keys import MaskingKey
 from refresh_pipeline.masking.lengths import (
+    EMAIL_AT_ITS_DOMAIN,
     FIT_ADVICE,
     FITTED_MAX_LENGTHS,
     IPV6_LENGTH,
     masked_length,
     masked_length_bound,
+    masked_lengths_too_long,
 )
 from refresh_pipeline.masking.policy import parse_policy
 from refresh_pipeline.masking.runner import mask_table
@@ -208,6 +210,33 @@ def test_the_length_measured_without_the_key_is_the_masked_values_length(create_
     assert max(row[4] for row in predicted if row[4] is not None) == IPV6_LENGTH + 3
     for bound, after in zip(bounded, masked, strict=True):
         assert all(b >= a for b, a in zip(bound[1:], after[1:], strict=True) if a is not None), (bound, after)
+
+
+def test_emails_masked_at_their_own_domain_are_measured_as_long_as_they_come_out(create_database):
+    """No static minimum (the domain decides): validate measures them, and says so in policy terms."""
+    conninfo = database_with(
+        create_database,
+        "own_domain_lengths",
+        "CREATE TABLE staff (id int PRIMARY KEY, email varchar(30));"
+        "INSERT INTO staff VALUES (1, 'a@corp.in'), (2, ' b@depot.busco.in '), (3, 'Ravi.Kumar@X.in'),"
+        " (4, 'not an email'), (5, ' '), (6, NULL);",
+    )
+    policy = parse_policy("tables:\n  staff: {id: keep, email: {transform: email, keep_domain: true}}\n")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        table = read_tables(conn)[("public", "staff")]
+        assert find_policy_problems(policy, {("public", "staff"): table}) == [], "no static minimum of 28"
+        too_long = masked_lengths_too_long(conn, table, policy.table("staff"))
+        predicted = conn.execute(
+            sql.SQL("SELECT id, {} FROM staff ORDER BY id").format(masked_length(EMAIL_AT_ITS_DOMAIN, sql.SQL("email")))
+        ).fetchall()
+        conn.execute("ALTER TABLE staff ALTER COLUMN email TYPE text")  # room for the one that does not fit
+        mask_table(conn, policy, "staff", KEY)
+        masked = conn.execute("SELECT id, length(email) FROM staff ORDER BY id").fetchall()
+    assert predicted == masked == [(1, 24), (2, 33), (3, 21), (4, 28), (5, 1), (6, None)]
+    assert too_long == [
+        "public.staff.email: 1 value(s) would be longer than its 30 characters once masked with "
+        "`{transform: email, keep_domain: true}` (up to 33)"
+    ]
 
 
 def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_database, write_config, tmp_path):

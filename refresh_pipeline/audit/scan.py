@@ -36,13 +36,16 @@ from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
 from refresh_pipeline.masking.session_key import key_relation, share_key
 
 MASKED_EMAIL_DOMAIN = "example.com"
+# What `email` with keep_domain writes (functions.sql hmac_letters: 16 of a-p), tokens being lower-case: no
+# production address is that unless it was masked so.
+MASKED_AT_ITS_DOMAIN = "^[a-p]{16}@"
 DETECTOR_VERSIONS = {
     "known_values": "hmac-sha256 fingerprints of email/phone/upi tokens and whole PII values, v1; "
     "production phones kept in bigint/numeric columns, v1; "
     "production locations (PostGIS) moved by geo, in every geometry/geography column, v1; "
     "production coordinates (latitude/longitude number pairs) moved by geo, in kept pairs (whole-number ones "
     "as degrees times 10^5, 10^6 or 10^7), v2",
-    "email": "email outside @example.com (in a URL '%40' for '@'), v2",
+    "email": "email outside @example.com, unless masked at its own domain (16 letters a-p); in a URL '%40' for '@', v2",
     "phone": "Indian mobile (+91, 91 or 0 prefix, 5-5 or 10 digits; in a URL %2B91 and 10 digits), v2",
     "upi": "UPI handle <local>@<bank> (in a URL '%40' for '@'), v2",
     "pan": "PAN AAAPA9999A, v1",
@@ -142,7 +145,7 @@ known AS ({known}),
 patterns AS (
     SELECT location, n, kind AS detector FROM tokens
     WHERE NOT token = ANY(%(allowlist)s)
-      AND NOT (kind = 'email' AND token LIKE %(masked_email_pattern)s)
+      AND NOT (kind = 'email' AND (token LIKE %(masked_email_pattern)s OR token ~ %(masked_at_its_domain)s))
       AND ({patterns_enabled} OR kind = 'email')
     UNION ALL
     {id_patterns}
@@ -333,6 +336,7 @@ def scan_table(
     params = {
         "allowlist": normalised_allowlist(conn, allowlist),
         "masked_email_pattern": f"%@{MASKED_EMAIL_DOMAIN}",
+        "masked_at_its_domain": MASKED_AT_ITS_DOMAIN,
         "min_length": MIN_WHOLE_VALUE_LENGTH,
         "max_locations": MAX_LOCATIONS,
     }

@@ -1,6 +1,7 @@
 """CHECK constraints a mask cannot pass, found before anything is masked.
 
-A mask that gives every value one shape (`email`: <16 letters>@example.com; `hash`; `redact`; `null`) is
+A mask that gives every value one shape (`email`: <16 letters>@example.com, unless it keeps each address's
+domain; `hash`; `redact`; `null`) is
 tried against each CHECK on its column and against the column's domain, in a statement that reads no row and
 writes nothing (it runs on production's read-only session too). A CHECK that refuses the shape would stop the
 refresh at that table (`CHECK (work_email LIKE '%@busco.in')` under `email`), so it is a problem to fix in the
@@ -40,7 +41,7 @@ class _Shape:
 def _shape(rule: TransformRule) -> _Shape | None:
     """The shape of every value of a fixed-shape mask; None when values vary (names, phones, dates ...)."""
     params = rule.param_dict
-    if rule.transform == "email":
+    if rule.transform == "email" and not params.get("keep_domain"):
         return _Shape("abcdefghijklmnop@example.com", "<16 letters>@example.com")
     if rule.transform == "hash":
         length = int(params.get("length", 64))
@@ -121,10 +122,15 @@ def find_check_conflicts(
             if _domain_fails(conn, column, shape):
                 refused.append(f"its domain {column.type_name}")
             if refused:
-                rule = describe_rule(table_policy.columns[name])
+                rule = table_policy.columns[name]
+                choose = (
+                    "`{transform: email, keep_domain: true}` masks the address at its own domain"
+                    if isinstance(rule, TransformRule) and rule.transform == "email"
+                    else "Choose a transform whose values pass it"
+                )
                 problems.append(
-                    f"{table.qualified_name}.{name}: `{rule}` masks every value to {shape.said}, which fails "
-                    f"{' and '.join(refused)}: the refresh would stop at this table. Choose a transform whose "
-                    "values pass it (or keep the column, if it holds no personal data)."
+                    f"{table.qualified_name}.{name}: `{describe_rule(rule)}` masks every value to {shape.said}, "
+                    f"which fails {' and '.join(refused)}: the refresh would stop at this table. {choose} (or keep "
+                    "the column, if it holds no personal data)."
                 )
     return problems

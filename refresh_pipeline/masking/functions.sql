@@ -334,6 +334,16 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     END
 $$;
 
+-- `email` with keep_domain: the masked local part at the original's own domain (a work address's company,
+-- which a CHECK or the application may read: `@busco.in`); a value without '@' masks as without it.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email_at_its_domain(key bytea, v text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(v, '@') = 0 THEN m
+                ELSE left(m, strpos(m, '@')) || substring(btrim(v) FROM '@([^@]*)$')
+                     || substr(m, strpos(m, '@') + length('@example.com')) END
+    FROM (SELECT refresh_pipeline.mask_email(key, v) AS m) AS masked
+$$;
+
 -- A UPI handle's local part (lower-case, not phone-shaped) as 10 keyed letters: its first candidate in the
 -- value map.
 CREATE OR REPLACE FUNCTION refresh_pipeline.upi_candidate(key bytea, normalised text) RETURNS text
@@ -636,7 +646,9 @@ RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 WHEN transform IN ('email', 'upi', 'name', 'first_name', 'last_name', 'address', 'ip')
                  AND refresh_pipeline.is_placeholder(v) THEN v
                 ELSE CASE transform
-        WHEN 'email' THEN refresh_pipeline.mask_email(key, v)
+        WHEN 'email' THEN CASE WHEN coalesce((params ->> 'keep_domain')::boolean, false)
+                               THEN refresh_pipeline.mask_email_at_its_domain(key, v)
+                               ELSE refresh_pipeline.mask_email(key, v) END
         -- An email or UPI handle typed into a phone field is masked as free text is, not digit by digit
         -- (which left 'rider6@gmail.com' as 'rider0@gmail.com').
         WHEN 'phone' THEN CASE WHEN strpos(v, '@') > 0 THEN refresh_pipeline.scrub(key, v)

@@ -27,6 +27,7 @@ FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`
 # (unless it is a phone: phones keep their spelling), an email EMAIL_LENGTH characters; a masked IPv4
 # address has at most IPV4_LENGTH characters, an IPv6 one always IPV6_LENGTH, before a kept /prefix.
 URL_AT = "%40"  # '@' in a URL's query string (patterns.py)
+EMAIL_AT_ITS_DOMAIN = "{transform: email, keep_domain: true}"  # measured as the GROWING_TRANSFORMS are
 GROWING_TRANSFORMS = frozenset({"upi", "scrub", "phone", "ip"})
 UPI_LOCAL_LENGTH = 10
 IPV4_LENGTH = 14
@@ -37,7 +38,9 @@ def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
     """A transform whose values never fit the column (or an array's elements): refused before any work."""
     if column.max_length is None:
         return None
-    minimum = {"email": EMAIL_LENGTH, "hash": rule.param_dict.get("length", 64)}.get(rule.transform)
+    # `email` at its own domain is as long as that domain makes it: measured by validate (masked_length).
+    email = None if rule.param_dict.get("keep_domain") else EMAIL_LENGTH
+    minimum = {"email": email, "hash": rule.param_dict.get("length", 64)}.get(rule.transform)
     if minimum and column.max_length < minimum:
         return f"`{rule.transform}` produces up to {minimum} characters; the column holds {column.max_length}"
     if rule.transform == "redact":
@@ -112,9 +115,15 @@ def _scrub_length(v: sql.Composable) -> sql.Composed:
 
 
 def masked_length(transform: str, v: sql.Composable) -> sql.Composed:
-    """The length of `v` once masked with one of GROWING_TRANSFORMS, without the key: exact but for `ip`
-    (IPV4_LENGTH at most). NULL stays NULL, and placeholders (spaces and punctuation) stay as they are."""
-    if transform == "upi":
+    """The length of `v` once masked with one of GROWING_TRANSFORMS (or EMAIL_AT_ITS_DOMAIN), without the key:
+    exact but for `ip` (IPV4_LENGTH at most). NULL stays NULL, and placeholders (spaces and punctuation) stay
+    as they are."""
+    if transform == EMAIL_AT_ITS_DOMAIN:  # 16 letters, then the domain after the last '@', spaces around kept
+        grown = sql.SQL(
+            "CASE WHEN strpos({v}, '@') = 0 THEN {email} ELSE {local} + length(substring(btrim({v}) FROM '@([^@]*)$'))"
+            " + length({v}) - length(btrim({v})) END"
+        ).format(v=v, email=sql.Literal(EMAIL_LENGTH), local=sql.Literal(len("abcdefghijklmnop@")))
+    elif transform == "upi":
         grown = _upi_length(v)
     elif transform == "scrub":
         grown = _scrub_length(v)
@@ -141,6 +150,8 @@ def masked_length_bound(transform: str, v: sql.Composable) -> sql.Composed:
         return sql.SQL("{}").format(sql.Literal(IPV6_LENGTH + len("/128")))
     if transform == "upi":
         return sql.SQL("length({}) + {}").format(v, sql.Literal(UPI_LOCAL_LENGTH))
+    if transform == EMAIL_AT_ITS_DOMAIN:  # a local part of one letter becomes 16
+        return sql.SQL("length({}) + {}").format(v, sql.Literal(EMAIL_LENGTH))
     ats = sql.SQL("replace({}, {}, '@')").format(v, sql.Literal(URL_AT))  # a URL's '@' grows as much
     return sql.SQL("length({v}) + {growth} * (length({ats}) - length(replace({ats}, '@', '')))").format(
         v=v, ats=ats, growth=sql.Literal(EMAIL_LENGTH - len("a@b.c"))
@@ -161,9 +172,11 @@ def masked_lengths_too_long(
     for column in table.columns:
         rule = table_policy.columns.get(column.name)
         element = rule.element if isinstance(rule, ArrayRule) else rule
-        growing = isinstance(element, TransformRule) and element.transform in GROWING_TRANSFORMS
-        if column.max_length is not None and growing:
-            measured.append((column, element.transform))
+        if column.max_length is not None and isinstance(element, TransformRule):
+            if element.transform in GROWING_TRANSFORMS:
+                measured.append((column, element.transform))
+            elif element.transform == "email" and element.param_dict.get("keep_domain"):
+                measured.append((column, EMAIL_AT_ITS_DOMAIN))
     if not measured:
         return []
     started = time.monotonic()

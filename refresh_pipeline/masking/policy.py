@@ -23,6 +23,7 @@ DEFAULT_RADIUS_M = 500  # how far `geo` moves a location by default, at most
 REDACTED = "REDACTED"  # what `redact` writes without a `value` (functions.sql has the same default)
 SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
+    "email": frozenset({"keep_domain"}),
     "redact": frozenset({"value"}),
     "hash": frozenset({"length"}),
     "date": frozenset({"keep", "band_years"}),
@@ -41,6 +42,8 @@ def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
         return "hash length must be a whole number from 8 to 64"
     if name == "redact" and not isinstance(params.get("value", ""), str):
         return "redact value must be a string"
+    if name == "email" and not isinstance(params.get("keep_domain", False), bool):
+        return "email keep_domain must be true or false"
     if name == "date":
         if params.get("keep", "year") not in ("year", "month"):
             return "date keep must be `year` or `month`"
