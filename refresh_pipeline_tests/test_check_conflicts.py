@@ -7,9 +7,10 @@ import pytest
 from refresh_pipeline.cli import main
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import read_tables
-from refresh_pipeline.masking.check_conflicts import find_check_conflicts
+from refresh_pipeline.masking.check_conflicts import find_check_conflicts, refuse_masked_emails
+from refresh_pipeline.masking.coverage import find_uncovered, policy_snippet, sample_uncovered
 from refresh_pipeline.masking.keys import MaskingKey
-from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.policy import TransformRule, parse_policy
 from refresh_pipeline.masking.runner import install_functions, mask_table
 
 SCHEMA = """
@@ -86,6 +87,27 @@ def test_emails_masked_at_their_own_domain_pass_a_company_domain_check(productio
         "public.staff.code",
         "public.staff.nick",
     ]
+
+
+def test_the_snippet_masks_emails_a_check_holds_to_a_company_at_their_own_domain(production):
+    """The pasted snippet passes the CHECK that `email` would fail; a column without such a CHECK keeps `email`."""
+    with psycopg.connect(production, options="-c default_transaction_read_only=on") as conn:
+        tables = read_tables(conn)
+        uncovered = find_uncovered(parse_policy("tables: {}"), tables)
+        snippet = policy_snippet(uncovered, sample_uncovered(conn, tables, uncovered))
+        pasted = parse_policy("tables:\n" + snippet)
+        conflicts = find_check_conflicts(conn, pasted, tables)
+        staff = tables[("public", "staff")]
+        through_domain = refuse_masked_emails(conn, staff, [staff.column("login"), staff.column("any_email")])
+    assert through_domain == ["login"], "its domain's CHECK refuses them too"
+    own_domain = {
+        name: rule.transform
+        for name, rule in pasted.table("staff").columns.items()
+        if isinstance(rule, TransformRule) and rule.param_dict.get("keep_domain")
+    }
+    assert own_domain == {"work_email": "email"}, snippet
+    assert "a CHECK refuses @example.com" in snippet
+    assert not [c for c in conflicts if "email" in c.split(":")[0]], conflicts
 
 
 def test_validate_and_check_policy_refuse_such_a_policy(production, write_config, tmp_path, capsys):

@@ -92,6 +92,23 @@ def _domain_fails(conn: psycopg.Connection, column: ColumnInfo, shape: _Shape) -
     return not _passes(conn, query)
 
 
+def refuse_masked_emails(conn: psycopg.Connection, table: TableInfo, columns: list[ColumnInfo]) -> list[str]:
+    """Which of the table's (text) columns a CHECK of the table or of their domain refuses `email`'s
+    @example.com in, reading no row."""
+    shape = _shape(TransformRule("email"))
+    assert shape is not None
+    checks = conn.execute(_CHECKS, (table.ident.as_string(conn),)).fetchall() if columns else []
+    return [
+        column.name
+        for column in columns
+        if _domain_fails(conn, column, shape)
+        or any(
+            column.name in reads and _table_check_fails(conn, table, column, shape, expression, reads)
+            for _name, _definition, expression, reads in checks
+        )
+    ]
+
+
 def find_check_conflicts(
     conn: psycopg.Connection, policy: MaskingPolicy, tables: dict[tuple[str, str], TableInfo]
 ) -> list[str]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
+from refresh_pipeline.masking.check_conflicts import refuse_masked_emails
 from refresh_pipeline.masking.policy import MaskingPolicy, policy_table_name
 from refresh_pipeline.masking.suggestions import suggested_rule
 from refresh_pipeline.masking.value_hints import ValueHint, sample_hints
@@ -53,8 +54,18 @@ def sample_uncovered(
     uncovered: list[UncoveredColumn],
     log: Callable[[str], None] = lambda _message: None,
 ) -> Hints:
-    """What samples of the uncovered columns' values say, for the snippet (value_hints.py)."""
-    return sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log)
+    """What samples of the uncovered columns' values say, for the snippet (value_hints.py), and which of the
+    columns it would mask with `email` refuse @example.com by a CHECK (then masked at their own domain)."""
+    hints = dict(sample_hints(conn, [(tables[(c.schema, c.table)], c.column) for c in uncovered], log))
+    emailed: dict[tuple[str, str], list[ColumnInfo]] = {}
+    for column in uncovered:
+        if suggested_rule(column.column, column.table, hints.get(column.key))[0] == "email":
+            emailed.setdefault((column.schema, column.table), []).append(column.column)
+    for (schema, table), columns in emailed.items():
+        for name in refuse_masked_emails(conn, tables[(schema, table)], columns):
+            hint = hints.get((schema, table, name)) or ValueHint(None, "")
+            hints[(schema, table, name)] = replace(hint, refuses_masked_emails=True)
+    return hints
 
 
 def policy_snippet(uncovered: list[UncoveredColumn], hints: Hints | None = None) -> str:

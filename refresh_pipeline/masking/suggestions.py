@@ -99,6 +99,14 @@ def suggested_rule(column: ColumnInfo, table: str = "", hint: ValueHint | None =
     if column.partition_key:
         why = "a partition key: masked values would belong in other partitions, so only `keep` applies"
         return "keep", "; ".join(filter(None, [why, hint.note if hint else ""]))
+    rule, why = _suggested(column, table, hint)
+    if rule == "email" and hint is not None and hint.refuses_masked_emails:
+        own = "a CHECK refuses @example.com, so each address is masked at its own domain (right for work addresses)"
+        return "{transform: email, keep_domain: true}", "; ".join(filter(None, [own, why]))
+    return rule, why
+
+
+def _suggested(column: ColumnInfo, table: str, hint: ValueHint | None) -> tuple[str, str]:
     if hint is not None and hint.transform is not None:
         return _from_values(column, hint.transform, hint.note)
     rule, why = _from_type_and_name(column, table)

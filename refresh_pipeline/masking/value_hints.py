@@ -95,6 +95,8 @@ class ValueHint:
     note: str
     # A JSON column's: the paths (steps, `*` for array elements) of its sampled documents' strings and numbers.
     json_paths: tuple[tuple[str, ...], ...] = ()
+    # A CHECK of the column (or its domain) refuses `email`'s @example.com (check_conflicts.py).
+    refuses_masked_emails: bool = False
 
 
 def worth_sampling(column: ColumnInfo) -> bool:
