@@ -374,3 +374,52 @@ def test_not_valid_checks_of_a_partitioned_table_and_of_its_partitions_go_back_a
         bad = conn.execute("SELECT count(*) FROM riders WHERE legacy = 'bad'").fetchone()[0]
     assert after == before and len(before) == 4, "the parent's, inherited by both partitions, and one's own"
     assert bad == 10
+
+
+def test_a_not_valid_check_a_child_inherits_is_set_aside_on_its_parent(create_database):
+    """Plain inheritance: the child's copy of its parent's NOT VALID CHECK cannot be dropped alone, and masked
+    older rows still break it. The parent's is set aside instead, with the parent and every child locked
+    first, so the parent's and the children's steps can run at the same time."""
+    conninfo = database_with(
+        create_database,
+        "swap_not_valid_inherited",
+        "CREATE TABLE people (id int PRIMARY KEY, phone text);"
+        "CREATE TABLE drivers (licence text) INHERITS (people); CREATE TABLE conductors () INHERITS (people);"
+        "INSERT INTO people SELECT g, '+9198765' || lpad(g::text, 5, '0') FROM generate_series(1, 2000) g;"
+        "INSERT INTO drivers SELECT g, CASE WHEN g % 10 = 0 THEN '123' ELSE '+9187654' || lpad(g::text, 5, '0')"
+        " END, 'L' || g FROM generate_series(1, 2000) g;"
+        "INSERT INTO conductors SELECT g, '456' FROM generate_series(1, 50) g;"
+        "ALTER TABLE people ADD CONSTRAINT phone_shape CHECK (phone ~ '^\\+91') NOT VALID;"
+        "COMMENT ON CONSTRAINT phone_shape ON people IS 'new rows only';",
+    )
+    checks = (
+        "SELECT conrelid::regclass::text, conname, convalidated, conislocal, coninhcount,"
+        " obj_description(oid, 'pg_constraint') FROM pg_constraint WHERE contype = 'c' ORDER BY 1, 2"
+    )
+    policy = parse_policy(
+        "tables:\n  people: {id: keep, phone: phone}\n  drivers: {id: keep, phone: phone, licence: keep}\n"
+        "  conductors: {id: keep, phone: phone}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = conn.execute(checks).fetchall()
+    errors: list[BaseException] = []
+
+    def mask(table: str) -> None:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as session:
+                mask_table(session, policy, table, KEY)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=mask, args=(table,)) for table in ("drivers", "people", "conductors")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        after = conn.execute(checks).fetchall()
+        masked = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
+        short = conn.execute("SELECT count(*) FROM people WHERE phone !~ '^\\+91'").fetchone()[0]
+    assert errors == [], errors
+    assert masked == 3 and after == before, "the parent's own, each child's inherited copy, the comment"
+    assert short == 250, "the older rows went back in, masked"

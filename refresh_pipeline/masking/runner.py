@@ -30,7 +30,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
 from refresh_pipeline.masking.staging import STAGING_PREFIX, StagedRanges, create_range_staging, drop_range_staging
-from refresh_pipeline.masking.swap import compact, replace_rows
+from refresh_pipeline.masking.swap import compact, replace_rows, tables_to_lock_first
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
@@ -307,6 +307,8 @@ def _swap_in(
     swap_started = time.monotonic()
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
+        for ancestor in tables_to_lock_first(conn, info):  # and their descendants, this table among them
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(ancestor)))
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
         if (other_run := _masked_meanwhile(conn, info, digest)) is not None:
             return other_run

@@ -87,14 +87,24 @@ _NOT_VALID = " NOT VALID"
 
 # CHECK constraints production added NOT VALID: its older rows may break them (that is why), and an INSERT
 # checks every row it writes, the masked rows of those too. The table's own and its partitions' own (an
-# inherited one goes with its parent's).
+# inherited one goes with its parent's), and those a child of plain inheritance has from an ancestor: set
+# aside on that ancestor, as a child's copy cannot be dropped alone (the ancestor's own rows are masked by
+# its own step, and this one's copy comes back with it).
 _UNVALIDATED_CHECKS = """
+WITH RECURSIVE ancestors(relid) AS (
+    SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = %(table)s::regclass
+    UNION
+    SELECT i.inhparent FROM pg_inherits i JOIN ancestors a ON i.inhrelid = a.relid
+)
 SELECT con.conrelid::regclass::text, con.conname, pg_get_constraintdef(con.oid),
        obj_description(con.oid, 'pg_constraint')
 FROM pg_constraint con
 WHERE con.contype = 'c' AND NOT con.convalidated AND con.coninhcount = 0
   AND (con.conrelid = %(table)s::regclass
-       OR con.conrelid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass)))
+       OR con.conrelid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass))
+       OR con.conrelid IN (SELECT relid FROM ancestors) AND EXISTS (
+           SELECT 1 FROM pg_constraint mine WHERE mine.conrelid = %(table)s::regclass AND mine.contype = 'c'
+              AND mine.conname = con.conname AND mine.coninhcount > 0))
 ORDER BY 1, 2
 """
 
@@ -139,12 +149,21 @@ class Replaced:
     compact: bool  # dead rows left behind: VACUUM FULL once the transaction is committed
 
 
+def tables_to_lock_first(conn: psycopg.Connection, info: TableInfo) -> list[str]:
+    """The ancestors (plain inheritance) whose NOT VALID CHECKs replace_rows sets aside for this table: the
+    caller locks them, and with them their descendants, before the table, in the order their own steps do."""
+    rows = conn.execute(_UNVALIDATED_CHECKS, {"table": info.ident.as_string(conn)}).fetchall()
+    own = conn.execute("SELECT %s::regclass::text", (info.ident.as_string(conn),)).fetchone()[0]
+    return sorted({table for table, *_rest in rows if table != own})
+
+
 def replace_rows(
     conn: psycopg.Connection, info: TableInfo, target: sql.Composable, insert: sql.Composable, log: Log
 ) -> Replaced:
     """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which
-    must already hold ACCESS EXCLUSIVE on the table. CHECK constraints production added NOT VALID are set
-    aside meanwhile and come back NOT VALID: the rows production kept despite them go back in too."""
+    must already hold ACCESS EXCLUSIVE on the table and on tables_to_lock_first. CHECK constraints production
+    added NOT VALID are set aside meanwhile and come back NOT VALID: the rows production kept despite them go
+    back in too."""
     table = info.ident
     params = {"table": table.as_string(conn)}
     unvalidated = [_Constraint(*row) for row in conn.execute(_UNVALIDATED_CHECKS, params).fetchall()]
