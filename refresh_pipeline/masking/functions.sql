@@ -763,7 +763,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
             CASE WHEN strpos(v, '%') > 0 THEN refresh_pipeline.any_pii_pattern() ELSE refresh_pipeline.pii_pattern() END,
             'g') AS m
     )
-    -- Phone tokens hold only digits, '+', ' ' and '-'.
+    -- A phone token ends in its 10 national digits (before them '+', ' ', '-', a URL's '%2B', a country code).
     SELECT k, CASE k WHEN 'phone' THEN right(translate(t, '+- ', ''), 10) ELSE lower(t) END FROM found
     UNION ALL
     SELECT 'phone', right(translate(split_part(t, '@', 1), '+- ', ''), 10)

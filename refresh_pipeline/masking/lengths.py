@@ -26,12 +26,12 @@ FIT_ADVICE = "Use a transform whose values fit (`hash` with a `length`, `redact`
 # production by `validate` (masked_lengths_too_long). A UPI handle's local part becomes this many letters
 # (unless it is a phone: phones keep their spelling), an email EMAIL_LENGTH characters; a masked IPv4
 # address has at most IPV4_LENGTH characters, an IPv6 one always IPV6_LENGTH, before a kept /prefix.
-URL_AT = "%40"  # '@' in a URL's query string (patterns.py)
-EMAIL_AT_ITS_DOMAIN = "{transform: email, keep_domain: true}"  # measured as the GROWING_TRANSFORMS are
 GROWING_TRANSFORMS = frozenset({"upi", "scrub", "phone", "ip"})
 UPI_LOCAL_LENGTH = 10
 IPV4_LENGTH = 14
 IPV6_LENGTH = 39
+EMAIL_AT_ITS_DOMAIN = "{transform: email, keep_domain: true}"  # measured as the GROWING_TRANSFORMS are
+URL_AT = "%40"  # '@' in a URL's query string (patterns.py)
 
 
 def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
