@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from refresh_pipeline.masking.keys import MaskingKey
-from refresh_pipeline.masking.policy import parse_policy
+from refresh_pipeline.masking.policy import MaskingPolicy, parse_policy
 from refresh_pipeline.masking.runner import mask_table
 from refresh_pipeline_tests.helpers import compact_pages, database_with, heap_pages
 
@@ -183,6 +183,25 @@ def test_tables_that_cannot_be_rebuilt_exactly_keep_delete_and_insert(create_dat
     assert unmasked == 0 and after == before
 
 
+def _mask_at_once(conninfo: str, policy: MaskingPolicy, tables: list[str]) -> list[BaseException]:
+    """Mask the tables at the same time, one session (thread) each, as parallel steps do; what each raised."""
+    errors: list[BaseException] = []
+
+    def mask(table: str) -> None:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as session:
+                mask_table(session, policy, table, KEY)
+        except BaseException as error:  # returned to the caller, which asserts there is none
+            errors.append(error)
+
+    threads = [threading.Thread(target=mask, args=(table,)) for table in tables]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
     conninfo = database_with(
         create_database,
@@ -198,20 +217,7 @@ def test_tables_pointing_at_each_other_mask_at_the_same_time(create_database):
                           "  right_side: {id: keep, other: keep, email: email}\n")  # fmt: skip
     with psycopg.connect(conninfo, autocommit=True) as conn:
         before = _catalog(conn)
-    errors: list[BaseException] = []
-
-    def mask(table: str) -> None:
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as session:
-                mask_table(session, policy, table, KEY)
-        except BaseException as error:  # reported by the assertion below
-            errors.append(error)
-
-    threads = [threading.Thread(target=mask, args=(table,)) for table in ("left_side", "right_side")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _mask_at_once(conninfo, policy, ["left_side", "right_side"])
     with psycopg.connect(conninfo, autocommit=True) as conn:
         after = _catalog(conn)
         masked = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
@@ -402,20 +408,7 @@ def test_a_not_valid_check_a_child_inherits_is_set_aside_on_its_parent(create_da
     )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         before = conn.execute(checks).fetchall()
-    errors: list[BaseException] = []
-
-    def mask(table: str) -> None:
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as session:
-                mask_table(session, policy, table, KEY)
-        except BaseException as error:  # reported by the assertion below
-            errors.append(error)
-
-    threads = [threading.Thread(target=mask, args=(table,)) for table in ("drivers", "people", "conductors")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _mask_at_once(conninfo, policy, ["drivers", "people", "conductors"])
     with psycopg.connect(conninfo, autocommit=True) as conn:
         after = conn.execute(checks).fetchall()
         masked = conn.execute("SELECT count(*) FROM refresh_pipeline.masked_tables").fetchone()[0]
