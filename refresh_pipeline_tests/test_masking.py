@@ -661,6 +661,23 @@ def test_free_text_phones_with_the_country_code_and_no_plus_are_masked_like_the_
     assert spaced == f"call 91 {national[:5]} {national[5:]} or 91-{national}"
 
 
+def test_a_text_of_many_tokens_is_scrubbed_as_its_lines_are_one_by_one(create_database):
+    """An uploaded CSV of riders: past 32 tokens the pieces are joined once (appending to the text went
+    quadratic), in the same order, with nothing lost."""
+    conninfo = create_database("scrub_many_tokens")
+    lines = [f"emp{i},Emp {i},emp{i}@corp.in,+91 98{i:03d} {i:05d}" for i in range(1, 201)]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        whole, by_line = conn.execute(
+            "SELECT refresh_pipeline.scrub(%(k)s, array_to_string(%(lines)s::text[], E'\\n')),"
+            " (SELECT string_agg(refresh_pipeline.scrub(%(k)s, line), E'\\n' ORDER BY i)"
+            "  FROM unnest(%(lines)s::text[]) WITH ORDINALITY AS l(line, i))",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "lines": lines},
+        ).fetchone()
+    assert whole == by_line and whole.count("\n") == 199
+    assert whole.count("@example.com") == 200 and "emp7@corp.in" not in whole and "emp7,Emp 7," in whole
+
+
 def test_emails_phones_and_upi_handles_in_urls_are_masked_and_stay_encoded(create_database):
     """A logged request URL or a payment link holds '@' as '%40' and '+' as '%2B'."""
     conninfo = create_database("scrub_urls")

@@ -581,6 +581,7 @@ DECLARE
     pieces text[];
     tokens text[];
     result text;
+    parts text[];
 BEGIN
     IF NOT (encoded OR refresh_pipeline.may_hold_pii(v)) THEN
         RETURN v;
@@ -592,10 +593,20 @@ BEGIN
     END IF;
     SELECT array_agg(m[1] ORDER BY i) INTO tokens FROM regexp_matches(v, pattern, 'g') WITH ORDINALITY AS found(m, i);
     result := pieces[1];
+    IF cardinality(tokens) <= 32 THEN
+        FOR i IN 1..cardinality(tokens) LOOP
+            result := result || refresh_pipeline.mask_token(key, tokens[i]) || pieces[i + 1];
+        END LOOP;
+        RETURN result;
+    END IF;
+    -- Many tokens (an uploaded CSV of thousands of riders): each append to a text copies all of it, so that
+    -- went quadratic (4.4 MB, 128k tokens: 41 s); appending to an array and joining once is linear (5 s).
+    parts := ARRAY[result];
     FOR i IN 1..cardinality(tokens) LOOP
-        result := result || refresh_pipeline.mask_token(key, tokens[i]) || pieces[i + 1];
+        parts := parts || refresh_pipeline.mask_token(key, tokens[i]);
+        parts := parts || pieces[i + 1];
     END LOOP;
-    RETURN result;
+    RETURN array_to_string(parts, '');
 END $$;
 
 -- The masked elements of an array (masked element by element, in storage order) given the original's shape:
