@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint ui bench install postgres clean
+.PHONY: demo test lint ui bench bench-scrub install postgres clean
 
 $(INSTALLED): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(INSTALLED)
 BENCH_ARGS ?= --scale 1 --steps
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Not part of the test suite: scrub on one long text against the same text line by line
+bench-scrub: install
+	$(BIN)/python bench/scrub_sizes.py $(BENCH_ARGS)
 
 ui: install
 	$(BIN)/refresh-pipeline ui --config .work/demo.yaml

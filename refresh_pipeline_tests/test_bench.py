@@ -23,3 +23,9 @@ def test_the_benchmark_starts_and_refuses_bad_arguments_before_any_work(argument
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "generating demo production" not in result.stdout
+
+
+def test_the_scrub_benchmark_refuses_bad_arguments_before_starting_a_server() -> None:
+    script = BENCH.with_name("scrub_sizes.py")
+    result = subprocess.run([sys.executable, str(script), "--lines", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--lines must each be at least 1" in result.stderr
