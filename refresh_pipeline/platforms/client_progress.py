@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psycopg
 
+from refresh_pipeline.masking.catalog import USER_SCHEMA
+
 Log = Callable[[str], None]
 
 LOG_INTERVAL = 10.0  # seconds between progress lines
@@ -40,11 +42,13 @@ _OTHER_KINDS = {
     "MATERIALIZED VIEW DATA": "materialized views",
 }
 
-# Every table pg_dump dumps the rows of, with its size on disk (no privilege needed to read it).
-_TABLE_SIZES = """
-SELECT n.nspname || '.' || c.relname, pg_table_size(c.oid)
+# Every table pg_dump dumps the rows of (not an extension's), as it names it when it starts and when it
+# finishes, with its size on disk (no privilege needed to read it).
+_TABLE_SIZES = f"""
+SELECT n.nspname || '.' || c.relname, c.relname, pg_table_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+WHERE c.relkind = 'r' AND {USER_SCHEMA}
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
 """
 
 
@@ -69,8 +73,7 @@ class ItemProgress:
 
     def start(self, item: str, one_at_a_time: bool) -> None:
         if one_at_a_time:
-            for earlier in self._running:
-                self._done.add(earlier)
+            self._done.update(self._running)
             self._running.clear()
         self._running.append(item)
         self._maybe_log()
@@ -86,13 +89,17 @@ class ItemProgress:
         copy: an extension's, a scheduler's left out)."""
         self._done.update(self._running)
         self._running.clear()
-        done = [self.weights[item] for item in self._done if item in self.weights]
+        done = self._done_sizes()
         parts = [f"rows of {len(done):,} tables ({_megabytes(sum(done))} {self.size_note})"]
         parts += [f"{len(items & self._done):,} {what}" for what, items in self.others.items()]
         self.log(f"{self.label} done in {time.monotonic() - self.started_at:,.1f} s: {', '.join(parts)}")
 
     def is_done(self, item: str) -> bool:
         return item in self._done
+
+    def _done_sizes(self) -> list[float]:
+        """The size of each table whose rows are done."""
+        return [self.weights[item] for item in self._done if item in self.weights]
 
     def _maybe_log(self) -> None:
         now = time.monotonic()
@@ -103,7 +110,7 @@ class ItemProgress:
     def describe(self, now: float) -> str:
         elapsed = max(now - self.started_at, 1e-6)
         total = sum(self.weights.values())
-        tables = [self.weights[item] for item in self._done if item in self.weights]
+        tables = self._done_sizes()
         fraction = sum(tables) / total if total else 1.0
         parts = [
             f"rows of {len(tables):,} of {len(self.weights):,} tables ({fraction:.0%} of {_megabytes(total)} "
@@ -120,7 +127,11 @@ class DumpProgress:
     """pg_dump's --verbose lines: tables by their qualified name as it prints them, sized on production."""
 
     def __init__(self, production: psycopg.Connection, label: str, jobs: int, log: Log) -> None:
-        weights = {name: float(size) for name, size in production.execute(_TABLE_SIZES).fetchall()}
+        weights: dict[str, float] = {}
+        self.by_name: dict[str, list[str]] = {}  # 'bookings' -> ['public.bookings', 'archive.bookings']
+        for qualified, name, size in production.execute(_TABLE_SIZES).fetchall():
+            weights[qualified] = float(size)
+            self.by_name.setdefault(name, []).append(qualified)
         self.progress = ItemProgress(label, weights, "on production's disk", log)
         self.one_at_a_time = jobs == 1
         self.finished = self.progress.finished
@@ -134,9 +145,7 @@ class DumpProgress:
     def _table_named(self, name: str) -> str:
         """The finished line names the table without its schema (and a parallel pg_dump does not always
         print the line naming the table it starts): the first table of that name not done yet."""
-        progress = self.progress
-        named = [t for t in progress.weights if t == name or t.endswith(f".{name}")]
-        return next((t for t in named if not progress.is_done(t)), name)
+        return next((t for t in self.by_name.get(name, []) if not self.progress.is_done(t)), name)
 
 
 class RestoreProgress:
