@@ -105,14 +105,9 @@ def restore_snapshot(
     notes = [*versions.notes, *([SCHEDULER_LEFT_OUT] if scheduler else [])]
     progress = RestoreProgress(lines, snapshot, what, jobs, log) if log else None
     on_progress = progress.line if progress else None
-    if not any((versions.pinned, row_security, view_data, scheduler, event_triggers, checks)):
-        run_client_tool([*restore, snapshot], env, what, on_progress)
-        if progress:
-            progress.finished()
-        return notes
     with tempfile.TemporaryDirectory() as folder:
 
-        def restore_entries(part: str, selected: list[str]) -> None:
+        def restore_entries(part: str, selected: list[str]) -> None:  # a pass with nothing to restore is none
             if selected:
                 listing = Path(folder, f"{part}.list")
                 listing.write_text("\n".join(selected) + "\n")
