@@ -543,7 +543,7 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS t
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT replace(token, '%40', '@') $$;
 
 -- A token of pii_pattern() holds at most one '@' (in a URL '%40'): an email has a '.' after it, a UPI handle
--- none. One expression, so that it inlines.
+-- none. One expression, so that it inlines. (patterns.pii_kind spells it for sessions without this function.)
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_kind(token text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN strpos(token, '@') = 0 AND strpos(token, '%40') = 0 THEN 'phone'

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
-from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PHONE_SHAPED_UPI_LOCAL, PLACEHOLDER_CHARACTERS
+from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PHONE_SHAPED_UPI_LOCAL, PLACEHOLDER_CHARACTERS, pii_kind
 from refresh_pipeline.masking.policy import REDACTED, ArrayRule, TablePolicy, TransformRule
 from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
@@ -104,10 +104,8 @@ def _scrub_length(v: sql.Composable) -> sql.Composed:
     with its '@'."""
     token = sql.SQL("replace(m[1], {}, '@')").format(sql.Literal(URL_AT))
     delta = sql.SQL(
-        "CASE WHEN strpos({t}, '@') = 0 THEN 0"
-        " WHEN strpos(substr({t}, strpos({t}, '@')), '.') > 0 THEN {email} - length({t})"
-        " ELSE {upi} - length({t}) END"
-    ).format(t=token, email=sql.Literal(EMAIL_LENGTH), upi=_upi_length(token))
+        "CASE {kind} WHEN 'phone' THEN 0 WHEN 'email' THEN {email} - length({t}) ELSE {upi} - length({t}) END"
+    ).format(kind=pii_kind(token), t=token, email=sql.Literal(EMAIL_LENGTH), upi=_upi_length(token))
     tokens = sql.SQL("regexp_matches({}, {}, 'g') AS m").format(v, sql.Literal(ANY_PII_PATTERN))
     return sql.SQL("length({v}) + coalesce((SELECT sum({delta}) FROM {tokens}), 0)").format(
         v=v, delta=delta, tokens=tokens

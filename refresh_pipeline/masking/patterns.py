@@ -27,6 +27,17 @@ URL_PII_PATTERN = (
 # Both: for texts holding a '%', and where one pattern matters more than speed (validate reading production).
 ANY_PII_PATTERN = f"{PII_PATTERN}|{URL_PII_PATTERN}"
 
+
+def pii_kind(token: sql.Composable) -> sql.Composed:
+    """functions.sql's pii_kind, for sessions without it (production, read-only): 'phone', 'email' or 'upi' of
+    a token of the pattern whose '@' is one (a URL's '%40' replaced first). A token holds at most one '@': an
+    email has a '.' after it, a UPI handle none."""
+    return sql.SQL(
+        "CASE WHEN strpos({t}, '@') = 0 THEN 'phone' WHEN strpos(substr({t}, strpos({t}, '@')), '.') > 0 THEN 'email'"
+        " ELSE 'upi' END"
+    ).format(t=token)
+
+
 # A PAN as a whole value (the audit's detector, functions.sql id_findings: the 4th letter is the holder type).
 PAN_WHOLE = r"^[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z]$"
 

@@ -21,7 +21,7 @@ from refresh_pipeline.masking.catalog import (
     column_text,
     column_words,
 )
-from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL
+from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL, pii_kind
 
 SAMPLE_SIZE = 1000
 # A column is taken for one kind when this share of its sampled values are that kind whole.
@@ -42,14 +42,11 @@ _SCALAR_SOURCE = "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT
 _ARRAY_SOURCE = (
     "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t, unnest(t.{column}) AS e(element)"
 )
-# A token of the PII pattern holds at most one '@' (in a URL '%40'): an email has a '.' after it, a UPI
-# handle none (as functions.sql's pii_kind, which production does not have).
+# Whole values of the PII pattern by kind (patterns.pii_kind, a URL's '%40' read as '@').
 _COUNTS = """
 WITH sample AS ({sample}),
 whole AS (
-    SELECT CASE WHEN strpos(t, '@') = 0 THEN 'phone'
-                WHEN strpos(substr(t, strpos(t, '@')), '.') > 0 THEN 'email' ELSE 'upi' END AS kind
-    FROM (SELECT replace(v, '%%40', '@') AS t FROM sample WHERE v ~ %(whole)s) AS decoded
+    SELECT {kind} AS kind FROM (SELECT replace(v, '%%40', '@') AS t FROM sample WHERE v ~ %(whole)s) AS decoded
 )
 SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
@@ -160,7 +157,8 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
     source = sql.SQL(_ARRAY_SOURCE if column.is_array else _SCALAR_SOURCE).format(column=ident, table=table.ident)
     sample = sql.SQL(_SAMPLE).format(value=value, source=source)
     is_number = column.unqualified_type not in TEXT_TYPES
-    query = sql.SQL(_NUMBER_COUNTS if is_number else _COUNTS).format(sample=sample)
+    counts = _NUMBER_COUNTS if is_number else _COUNTS
+    query = sql.SQL(counts).format(sample=sample, kind=pii_kind(sql.Identifier("t")))
     params = {
         "size": SAMPLE_SIZE,
         "whole": f"^(?:{ANY_PII_PATTERN})$",
