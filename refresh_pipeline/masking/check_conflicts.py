@@ -92,21 +92,27 @@ def _domain_fails(conn: psycopg.Connection, column: ColumnInfo, shape: _Shape) -
     return not _passes(conn, query)
 
 
+def _refusals(
+    conn: psycopg.Connection, table: TableInfo, checks: list[tuple], column: ColumnInfo, shape: _Shape
+) -> list[str]:
+    """What refuses `shape` in `column`, described: each CHECK of `checks` (the table's) reading it, its domain."""
+    refused = [
+        f"check constraint {constraint} {definition}"
+        for constraint, definition, expression, reads in checks
+        if column.name in reads and _table_check_fails(conn, table, column, shape, expression, reads)
+    ]
+    if _domain_fails(conn, column, shape):
+        refused.append(f"its domain {column.type_name}")
+    return refused
+
+
 def refuse_masked_emails(conn: psycopg.Connection, table: TableInfo, columns: list[ColumnInfo]) -> list[str]:
     """Which of the table's (text) columns a CHECK of the table or of their domain refuses `email`'s
     @example.com in, reading no row."""
     shape = _shape(TransformRule("email"))
     assert shape is not None
     checks = conn.execute(_CHECKS, (table.ident.as_string(conn),)).fetchall() if columns else []
-    return [
-        column.name
-        for column in columns
-        if _domain_fails(conn, column, shape)
-        or any(
-            column.name in reads and _table_check_fails(conn, table, column, shape, expression, reads)
-            for _name, _definition, expression, reads in checks
-        )
-    ]
+    return [column.name for column in columns if _refusals(conn, table, checks, column, shape)]
 
 
 def find_check_conflicts(
@@ -131,14 +137,7 @@ def find_check_conflicts(
         checks = conn.execute(_CHECKS, (table.ident.as_string(conn),)).fetchall()
         for column, shape in shaped:
             name = column.name
-            refused = [
-                f"check constraint {constraint} {definition}"
-                for constraint, definition, expression, reads in checks
-                if name in reads and _table_check_fails(conn, table, column, shape, expression, reads)
-            ]
-            if _domain_fails(conn, column, shape):
-                refused.append(f"its domain {column.type_name}")
-            if refused:
+            if refused := _refusals(conn, table, checks, column, shape):
                 rule = table_policy.columns[name]
                 choose = (
                     "`{transform: email, keep_domain: true}` masks the address at its own domain"
