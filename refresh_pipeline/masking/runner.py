@@ -30,7 +30,7 @@ from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
 from refresh_pipeline.masking.rewrite import NOT_REFERENCED, PROGRESS_PREFIX, rewrite_blocker, rewrite_table
 from refresh_pipeline.masking.session_key import share_key
 from refresh_pipeline.masking.staging import STAGING_PREFIX, StagedRanges, create_range_staging, drop_range_staging
-from refresh_pipeline.masking.swap import compact, replace_rows, tables_to_lock_first
+from refresh_pipeline.masking.swap import compact, lock_for_swap, replace_rows
 from refresh_pipeline.masking.validation import find_policy_problems, find_unmatched_json_paths
 
 Log = Callable[[str], None]
@@ -307,13 +307,11 @@ def _swap_in(
     swap_started = time.monotonic()
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
-        for ancestor in tables_to_lock_first(conn, info):  # and their descendants, this table among them
-            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(ancestor)))
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.table_ident))
+        unvalidated = lock_for_swap(conn, info)
         if (other_run := _masked_meanwhile(conn, info, digest)) is not None:
             return other_run
         always = _disable_always_firing(conn, info)
-        replaced = replace_rows(conn, info, plan.target, plan.insert_rows(staging), log)
+        replaced = replace_rows(conn, info, plan.target, plan.insert_rows(staging), unvalidated, log)
         _enable_always_firing(conn, always)
         if not copied == replaced.removed == replaced.inserted:
             raise RefreshError(

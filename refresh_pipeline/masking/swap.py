@@ -149,27 +149,37 @@ class Replaced:
     compact: bool  # dead rows left behind: VACUUM FULL once the transaction is committed
 
 
-def tables_to_lock_first(conn: psycopg.Connection, info: TableInfo) -> list[str]:
-    """The ancestors (plain inheritance) whose NOT VALID CHECKs replace_rows sets aside for this table: the
-    caller locks them, and with them their descendants, before the table, in the order their own steps do."""
-    rows = conn.execute(_UNVALIDATED_CHECKS, {"table": info.ident.as_string(conn)}).fetchall()
+def lock_for_swap(conn: psycopg.Connection, info: TableInfo) -> list[_Constraint]:
+    """Lock the table (ACCESS EXCLUSIVE, in the caller's transaction) for replace_rows, after the ancestors
+    (plain inheritance) whose NOT VALID CHECKs it sets aside for the table, and with them their descendants, in
+    the order those ancestors' own steps lock them. Returns the CHECKs to set aside, for replace_rows."""
+    unvalidated = [_Constraint(*row) for row in conn.execute(_UNVALIDATED_CHECKS, _params(conn, info)).fetchall()]
     own = conn.execute("SELECT %s::regclass::text", (info.ident.as_string(conn),)).fetchone()[0]
-    return sorted({table for table, *_rest in rows if table != own})
+    for ancestor in sorted({check.table for check in unvalidated} - {own}):
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(ancestor)))
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(info.ident))
+    return unvalidated
+
+
+def _params(conn: psycopg.Connection, info: TableInfo) -> dict[str, str]:
+    return {"table": info.ident.as_string(conn)}
 
 
 def replace_rows(
-    conn: psycopg.Connection, info: TableInfo, target: sql.Composable, insert: sql.Composable, log: Log
+    conn: psycopg.Connection,
+    info: TableInfo,
+    target: sql.Composable,
+    insert: sql.Composable,
+    unvalidated: list[_Constraint],
+    log: Log,
 ) -> Replaced:
-    """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which
-    must already hold ACCESS EXCLUSIVE on the table and on tables_to_lock_first. CHECK constraints production
-    added NOT VALID are set aside meanwhile and come back NOT VALID: the rows production kept despite them go
-    back in too."""
-    table = info.ident
-    params = {"table": table.as_string(conn)}
-    unvalidated = [_Constraint(*row) for row in conn.execute(_UNVALIDATED_CHECKS, params).fetchall()]
+    """Replace every row of the table with what `insert` inserts. Runs in the caller's transaction, which has
+    locked the table with lock_for_swap; `unvalidated`, what that returned, are the CHECK constraints production
+    added NOT VALID: they are set aside meanwhile and come back NOT VALID, as the rows production kept despite
+    them go back in too."""
     for check in unvalidated:
         _drop_constraint(conn, check)
-    replaced = _replace(conn, info, table, target, insert, params, log)
+    replaced = _replace(conn, info, info.ident, target, insert, _params(conn, info), log)
     for check in unvalidated:
         _add_constraint(conn, check)  # NOT VALID, as in production: no row is checked
     return replaced
