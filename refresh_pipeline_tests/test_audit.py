@@ -85,6 +85,7 @@ def test_originals_left_anywhere_are_found_with_row_locations_never_values(db):
         "call 91 98765 43210",
         "sms 91-9876543210 today",
         "GET /otp?phone=%2B919876543210",
+        "GET /sms?text=Call%20me%20at%209876543210",
     ],
 )
 def test_a_phone_is_found_in_any_spelling(db, body):
@@ -115,6 +116,10 @@ def test_masked_table_passes_and_fingerprints_can_be_dropped(db):
         ("GET /signup?email=someone%40corp.in&src=app", "email"),
         ("upi://pay?pa=someone%40okaxis&am=120", "upi"),
         ("wa.me/919812345678", "phone"),
+        ("/sms?text=Call%20driver%20at%209812345678", "phone"),
+        ("ईमेल: राम@gmail.com", "email"),
+        ("“सीता@डाटामेल.भारत” पर लिखें", "email"),
+        ("write to ravi@exämple.com", "email"),
     ],
 )
 def test_pattern_audit_finds_unclassified_pii_in_kept_columns(create_database, text, detector):

@@ -152,7 +152,8 @@ def test_arrays_and_domains_of_short_text_fit_or_fail_naming_the_column(create_d
 
 
 # Values of every shape the growing transforms meet: emails and UPI handles of any length, phone-shaped UPI
-# local parts, phones typed as emails, placeholders, IPv4 and IPv6 with and without a prefix.
+# local parts, phones typed as emails, placeholders, IPv4 and IPv6 with and without a prefix, addresses in
+# letters beyond ASCII, a phone after a URL's encoded space.
 GROWING = """
 CREATE TABLE samples (id int PRIMARY KEY, upi text, note text, phone text, ip text, handles text[]);
 INSERT INTO samples VALUES
@@ -167,7 +168,8 @@ INSERT INTO samples VALUES
  (7, 'x@y@ybl', 'a@b.in a@b.in', '', '1.2.3.4', ARRAY['RAVI@OKSBI']),
  (8, NULL, NULL, '(022) 2345 6789', NULL, NULL),
  (9, '', 'Ravi@Gmail.Com wrote', '9876543210', '255.255.255.255/8', ARRAY['ravi@gmail.com']),
- (10, NULL, '/pay?pa=a%40ybl&to=ravi%40gmail.com&ph=%2B919876543210', NULL, NULL, NULL);
+ (10, NULL, '/pay?pa=a%40ybl&to=ravi%40gmail.com&ph=%2B919876543210', NULL, NULL, NULL),
+ (11, NULL, 'मेल राम.kumar@डाटामेल.भारत। sms?text=Call%20at%2098765 43210', NULL, NULL, NULL);
 """
 GROWING_POLICY = parse_policy(
     "tables:\n  samples: {id: keep, upi: upi, note: scrub, phone: phone, ip: ip, handles: {array: upi}}\n"
@@ -201,8 +203,10 @@ def test_the_length_measured_without_the_key_is_the_masked_values_length(create_
         mask_table(conn, GROWING_POLICY, "samples", KEY)
         masked = conn.execute(sql.SQL("SELECT id, {} FROM samples ORDER BY id").format(lengths)).fetchall()
         notes = [row[0] for row in conn.execute("SELECT note FROM samples ORDER BY id")]
-    assert sum("@example.com" in (note or "").lower() for note in notes) == 4, notes
-    assert notes[-1].startswith("/pay?pa=") and "%40example.com&ph=%2B91" in notes[-1], "encoded as it was"
+    assert sum("@example.com" in (note or "").lower() for note in notes) == 5, notes
+    assert notes[-2].startswith("/pay?pa=") and "%40example.com&ph=%2B91" in notes[-2], "encoded as it was"
+    assert notes[-1].startswith("मेल ") and "@example.com। sms?text=Call%20at%20" in notes[-1], "whole, not its tail"
+    assert "98765 43210" not in notes[-1]
     for before, after in zip(predicted, masked, strict=True):
         ip_row = before[4] != after[4]
         assert before[:4] + before[5:] == after[:4] + after[5:], (before, after)

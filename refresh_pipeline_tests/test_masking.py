@@ -696,6 +696,43 @@ def test_emails_phones_and_upi_handles_in_urls_are_masked_and_stay_encoded(creat
     assert link == f"upi://pay?pa={upi.replace('@', '%40')}&am=120"
 
 
+def test_a_phone_after_a_urls_encoded_separator_is_masked(create_database):
+    """`Call%20driver%20at%209876543210` (an SMS gateway's logged request): the number follows a digit."""
+    conninfo = create_database("scrub_url_separator")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        phone, url = conn.execute(
+            "SELECT refresh_pipeline.mask_phone(%(k)s, '9876543210'),"
+            " refresh_pipeline.scrub(%(k)s, '/sms?to=x&text=Call%%20driver%%20at%%209876543210%%2C%%20now')",
+            {"k": KEY.sql_pads(MASKING_PURPOSE)},
+        ).fetchone()
+    assert url == f"/sms?to=x&text=Call%20driver%20at%20{phone}%2C%20now"
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "around"),
+    [
+        ("mail राम@gmail.com now", "राम@gmail.com", ("mail ", " now")),
+        ("राम.kumar@gmail.com", "राम.kumar@gmail.com", ("", "")),
+        ("ईमेल: “सीता@डाटामेल.भारत”", "सीता@डाटामेल.भारत", ("ईमेल: “", "”")),
+        ("write to Ravi@Exämple.com।", "Ravi@Exämple.com", ("write to ", "।")),
+    ],
+    ids=["devanagari local part", "mixed local part", "devanagari domain in quotes", "accented domain, danda"],
+)
+def test_email_addresses_in_letters_beyond_ascii_are_masked_whole(create_database, text, address, around):
+    """In free text an address in Devanagari or with an accented letter is masked as the email column masks
+    it (equality joins hold), up to the punctuation of the sentence around it."""
+    conninfo = create_database("scrub_unicode_email")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        email, scrubbed = conn.execute(
+            "SELECT refresh_pipeline.mask_email(%(k)s, %(address)s), refresh_pipeline.scrub(%(k)s, %(text)s)",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "address": address, "text": text},
+        ).fetchone()
+    assert email.lower().endswith("@example.com")
+    assert scrubbed == around[0] + email + around[1]
+
+
 def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):
     """A local part whose letters equal another handle's local part in production moves on; every other keeps
     its first candidate with no lookup; the same local part masks alike with any bank, in a column, a JSON

@@ -30,7 +30,8 @@ CREATE TABLE members (
     reachable_at text,            -- 90% phones, 10% names
     delivery jsonb,               -- names, addresses and birth dates under keys scrub does not read
     tax_ref char(10),             -- PANs, named like nothing
-    signup_ref text               -- emails as a URL's query string holds them
+    signup_ref text,              -- emails as a URL's query string holds them
+    inbox text                    -- emails in Devanagari
 );
 INSERT INTO members
 SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY['m' || g || '@hotmail.com'],
@@ -44,7 +45,7 @@ SELECT g, 'member' || g || '@gmail.com', 'Member.' || g || '@yahoo.co.in', ARRAY
                                                    'dob', '1990-01-01'),
                           'items', jsonb_build_array(jsonb_build_object('sku', 'A1', 'qty', 2)),
                           'holder name', 'Member ' || g, 'contact', 'member' || g || '@gmail.com'),
-       'ABCPK' || lpad(g::text, 4, '0') || 'Z', 'member' || g || '%40gmail.com'
+       'ABCPK' || lpad(g::text, 4, '0') || 'Z', 'member' || g || '%40gmail.com', 'सदस्य' || g || '@डाटामेल.भारत'
 FROM generate_series(1, 2500) AS g;
 """
 
@@ -100,7 +101,8 @@ def test_validate_suggests_from_values_and_prints_none(production, write_config,
     ), "names under JSON keys: scrub would keep them"
     assert lines["tax_ref"] == "pan  # REVIEW: character(10); values: 1,000 of 1,000 sampled are PANs"
     assert lines["signup_ref"] == "email  # REVIEW: text; values: 1,000 of 1,000 sampled are emails", "not phones"
-    assert "sampling the values of 13 unclassified column(s)" in err
+    assert lines["inbox"] == "email  # REVIEW: text; values: 1,000 of 1,000 sampled are emails"
+    assert "sampling the values of 14 unclassified column(s)" in err
     values = ("member1@gmail.com", "Member.1@yahoo", "m1@hotmail", "98450", "9845000001", "Member 1", "Flat", "ABCPK")
     for value in values:
         assert value not in err, "counts only: no sampled value is printed"

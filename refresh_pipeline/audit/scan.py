@@ -45,8 +45,10 @@ DETECTOR_VERSIONS = {
     "production locations (PostGIS) moved by geo, in every geometry/geography column, v1; "
     "production coordinates (latitude/longitude number pairs) moved by geo, in kept pairs (whole-number ones "
     "as degrees times 10^5, 10^6 or 10^7), v2",
-    "email": "email outside @example.com, unless masked at its own domain (16 letters a-p); in a URL '%40' for '@', v2",
-    "phone": "Indian mobile (+91, 91 or 0 prefix, 5-5 or 10 digits; in a URL %2B91 and 10 digits), v2",
+    "email": "email outside @example.com, unless masked at its own domain (16 letters a-p); in a URL '%40' for '@';"
+    " letters beyond ASCII (Latin, Indic scripts, CJK...), v3",
+    "phone": "Indian mobile (+91, 91 or 0 prefix, 5-5 or 10 digits; in a URL %2B91 and 10 digits, or after an "
+    "encoded separator such as %20), v3",
     "upi": "UPI handle <local>@<bank> (in a URL '%40' for '@'), v2",
     "pan": "PAN AAAPA9999A, v1",
     "aadhaar": "Aadhaar 12 digits, Verhoeff-valid, v1",

@@ -530,13 +530,22 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- refresh_pipeline.pii_pattern(): emails, UPI handles and Indian phone numbers, used by the scrubber and by
--- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), which
--- `validate` also reads production with.
+-- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), as are
+-- its wider forms unicode_pii_pattern() and any_pii_pattern(), which `validate` also reads production with.
 
 -- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
+
+-- The pattern a text is tokenised with: the wider ones only where they can find more (patterns.py), as they
+-- cost time.
+CREATE OR REPLACE FUNCTION refresh_pipeline.pii_pattern_for(v text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(v, '%') > 0 THEN refresh_pipeline.any_pii_pattern()
+                WHEN v ~ '[^\x01-\x7F]' THEN refresh_pipeline.unicode_pii_pattern()
+                ELSE refresh_pipeline.pii_pattern() END
+$$;
 
 -- A token of pii_pattern() with its '@' as such: in a URL it is '%40'.
 CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS text
@@ -570,7 +579,8 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form (in a text
--- holding a '%', also those a URL encodes: patterns.py).
+-- holding a '%', also those a URL encodes; in one holding letters beyond ASCII, addresses written in them:
+-- pii_pattern_for).
 -- PL/pgSQL on purpose: it keeps its plans across calls, where a SQL function holding a subquery would be
 -- planned again for every value.
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
@@ -586,7 +596,7 @@ BEGIN
     IF NOT (encoded OR refresh_pipeline.may_hold_pii(v)) THEN
         RETURN v;
     END IF;
-    pattern := CASE WHEN encoded THEN refresh_pipeline.any_pii_pattern() ELSE refresh_pipeline.pii_pattern() END;
+    pattern := refresh_pipeline.pii_pattern_for(v);
     pieces := regexp_split_to_array(v, pattern);
     IF cardinality(pieces) = 1 THEN
         RETURN v;
@@ -767,11 +777,11 @@ AS $$ SELECT refresh_pipeline.mask_json_value_mapped(key, value, transform, para
 -- is called row by row).
 CREATE OR REPLACE FUNCTION refresh_pipeline.pii_tokens(v text) RETURNS TABLE(kind text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH found AS (  -- in a text holding a '%' also what a URL encodes (patterns.py), its '%40' read as '@'
+    WITH found AS (  -- what pii_pattern_for finds; a URL's '%40' read as '@'
         SELECT refresh_pipeline.url_decoded_at(m[1]) AS t, refresh_pipeline.pii_kind(m[1]) AS k
         FROM regexp_matches(
             CASE WHEN strpos(v, '%') > 0 OR refresh_pipeline.may_hold_pii(v) THEN v ELSE '' END,
-            CASE WHEN strpos(v, '%') > 0 THEN refresh_pipeline.any_pii_pattern() ELSE refresh_pipeline.pii_pattern() END,
+            refresh_pipeline.pii_pattern_for(v),
             'g') AS m
     )
     -- A phone token ends in its 10 national digits (before them '+', ' ', '-', a URL's '%2B', a country code).
