@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import random
 import re
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import pytest
 
 from refresh_pipeline.audit.scan import scan_table
 from refresh_pipeline.chunked import BlockRange
+from refresh_pipeline.demo.check_digits import luhn_check_digit, verhoeff_check_digit
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking import staging
 from refresh_pipeline.masking.catalog import read_tables
@@ -731,6 +733,70 @@ def test_email_addresses_in_letters_beyond_ascii_are_masked_whole(create_databas
         ).fetchone()
     assert email.lower().endswith("@example.com")
     assert scrubbed == around[0] + email + around[1]
+
+
+def test_identity_numbers_in_free_text_are_masked_into_forms_no_detector_takes_for_one(create_database):
+    """A PAN, an Aadhaar number (spaced and in one run) and a card number in a ticket: masked, in their spelling,
+    the Aadhaar's first eleven digits as the `aadhaar` column masks them; a number identifying no one stays."""
+    conninfo = create_database("scrub_identity_numbers")
+    text = (
+        "PAN ABCPE1234F, aadhaar 2345 6789 0124 (234567890124), card 4111-1111-1111-1111; "
+        "booking 2023 ref 1234567890123"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        scrubbed, aadhaar, pan = conn.execute(
+            "SELECT refresh_pipeline.scrub(%(k)s, %(t)s), refresh_pipeline.mask_aadhaar(%(k)s, '234567890124'),"
+            " refresh_pipeline.mask_pan(%(k)s, 'ABCPE1234F')",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "t": text},
+        ).fetchone()
+        found = [
+            conn.execute(
+                "SELECT array_agg(detector ORDER BY detector) FROM refresh_pipeline.id_findings(%s)", (v,)
+            ).fetchone()[0]
+            for v in (text, scrubbed)
+        ]
+    assert found == [["aadhaar", "aadhaar", "card", "pan"], None]
+    match = re.fullmatch(
+        r"PAN (\w{10}), aadhaar (\d{4}) (\d{4}) (\d{4}) \((\d{12})\), card (\d{4}-\d{4}-\d{4}-\d{4}); "
+        r"booking 2023 ref 1234567890123",
+        scrubbed,
+    )
+    assert match, scrubbed
+    assert match[1] == pan[:3] + "X" + pan[4:], "as `pan` masks it, the holder type X"
+    assert (match[2] + match[3] + match[4])[:11] == aadhaar[:11] and match[5] == match[2] + match[3] + match[4]
+    assert match[6] != "4111-1111-1111-1111"
+
+
+def test_no_identity_number_is_found_between_the_tokens_of_scrubbed_text(create_database):
+    """Masked phones next to digits (wa.me/91..., a PNR before a number) and masked identity numbers: the
+    audit's detector between the tokens finds what scrub left, which is nothing."""
+    conninfo = create_database("scrub_identity_numbers_many")
+    rng = random.Random(7)
+
+    def aadhaar() -> str:  # from 2 to 8: 91 and ten digits in one run are a phone to scrub (and masked as one)
+        body = str(rng.randint(2, 8)) + "".join(str(rng.randint(0, 9)) for _ in range(10))
+        number = body + verhoeff_check_digit(body)
+        return f"{number[:4]} {number[4:8]} {number[8:]}" if rng.random() < 0.5 else number
+
+    def card() -> str:
+        body = "4" + "".join(str(rng.randint(0, 9)) for _ in range(14))
+        return " ".join((body + luhn_check_digit(body))[i : i + 4] for i in range(0, 16, 4))
+
+    texts = [
+        f"wa.me/91{rng.randint(6_000_000_000, 9_999_999_999)} PNR {rng.randint(1000, 9999)} "
+        f"{rng.randint(6_000_000_000, 9_999_999_999)} aadhaar {aadhaar()} card {card()}"
+        for _ in range(500)
+    ]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        before, after = conn.execute(
+            "SELECT (SELECT count(*) FROM unnest(%(t)s::text[]) AS v, refresh_pipeline.scrubbed_id_findings(v)),"
+            " (SELECT count(*) FROM unnest(%(t)s::text[]) AS v,"
+            "  refresh_pipeline.scrubbed_id_findings(refresh_pipeline.scrub(%(k)s, v)))",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "t": texts},
+        ).fetchone()
+    assert (before, after) == (1000, 0)
 
 
 def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from psycopg import sql
 
+from refresh_pipeline.demo.check_digits import verhoeff_check_digit
 from refresh_pipeline.masking.keys import MASKING_PURPOSE, MaskingKey
 from refresh_pipeline.masking.runner import install_functions
 from refresh_pipeline_tests.conftest import TEST_KEY
@@ -113,8 +114,6 @@ N = 600
 
 
 def _aadhaar(rng: random.Random) -> str:
-    from refresh_pipeline_tests.test_audit import verhoeff_check_digit
-
     body = str(rng.randint(2, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(10))
     return body + verhoeff_check_digit(body)
 

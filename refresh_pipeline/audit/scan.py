@@ -5,6 +5,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import psycopg
@@ -50,9 +51,9 @@ DETECTOR_VERSIONS = {
     "phone": "Indian mobile (+91, 91 or 0 prefix, 5-5 or 10 digits; in a URL %2B91 and 10 digits, or after an "
     "encoded separator such as %20), v3",
     "upi": "UPI handle <local>@<bank> (in a URL '%40' for '@'), v2",
-    "pan": "PAN AAAPA9999A, v1",
-    "aadhaar": "Aadhaar 12 digits, Verhoeff-valid, v1",
-    "card": "card number 13-19 digits, Luhn-valid, v1",
+    "pan": "PAN AAAPA9999A (kept columns; scrubbed ones between their emails, UPI handles and phones), v2",
+    "aadhaar": "Aadhaar: a run of 12 digits (4-4-4), Verhoeff-valid (kept and scrubbed columns), v2",
+    "card": "card number: a run of 13-19 digits, Luhn-valid (kept and scrubbed columns), v2",
 }
 MAX_LOCATIONS = 5
 
@@ -117,9 +118,11 @@ _SAVE_TOKENS = """
     SELECT {column_name}, kind, token, n, location FROM tokens WHERE NOT token = ANY(%(allowlist)s) RETURNING 1
 """
 _NO_SAVE = "SELECT 1 WHERE false"
-# Identity numbers are looked for in kept columns only (masked ones hold masked identifiers by design).
+# Identity numbers are looked for in kept columns, and in scrubbed ones between the tokens scrub masked as
+# emails, UPI handles and phones (where scrub masks them so that they are none: functions.sql mask_ids); other
+# masked columns hold masked identifiers by design.
 _ID_PATTERNS = """
-    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.v) AS f
+    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.{findings}(s.v) AS f
     WHERE NOT f.token = ANY(%(allowlist)s)
 """
 _NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS detector WHERE false"
@@ -191,6 +194,14 @@ SELECT array_agg(l::text ORDER BY l) FROM (
     WHERE {r_text} IN (SELECT {o_text} FROM {target} AS o WHERE o.ctid = ANY(%(rows)s::tid[]))
     ORDER BY r.ctid LIMIT %(max_locations)s) AS first_rows
 """
+
+
+def _id_patterns(column: str, kept_columns: AbstractSet[str], scrubbed_columns: AbstractSet[str]) -> sql.Composable:
+    if column in kept_columns:
+        return sql.SQL(_ID_PATTERNS).format(findings=sql.Identifier("id_findings"))
+    if column in scrubbed_columns:
+        return sql.SQL(_ID_PATTERNS).format(findings=sql.Identifier("scrubbed_id_findings"))
+    return sql.SQL(_NO_ID_PATTERNS)
 
 
 def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composable:
@@ -304,6 +315,7 @@ def scan_table(
     connect: Connect | None = None,
     workers: int = 1,
     blocks_per_range: int = BLOCKS_PER_RANGE,
+    scrubbed_columns: AbstractSet[str] = frozenset(),
 ) -> TableAudit:
     """Audit every text, JSON and array column of the table, its kept bytea columns (the first AUDITED_BYTES
     of each value, escaped), its kept bigint and numeric columns and its geometry and geography columns.
@@ -313,7 +325,8 @@ def scan_table(
     location `geo` moved in any geometry or geography column (locations.py), and a production place `geo`
     moved in a kept latitude/longitude pair of number columns (coordinates.py). Patterns: in
     `kept_columns` every detector applies; in masked columns only emails outside the masked domain
-    (masked phones are phone-shaped by design). Plain columns are scanned value by
+    (masked phones are phone-shaped by design), and in `scrubbed_columns` (masked with `scrub` whole) also
+    the identity number detectors, between the emails, UPI handles and phones. Plain columns are scanned value by
     distinct value; JSON columns, and the number, spatial and coordinate columns (each kind together), block
     range by block range; all of it spread over `workers` sessions from `connect` when given.
     """
@@ -324,7 +337,16 @@ def scan_table(
         ) -> TableAudit:
             pool = (connect, workers) if pooled else (None, 1)
             return scan_table(
-                session, partition, key, kept_columns, allowlist, sample_percent, log, *pool, blocks_per_range
+                session,
+                partition,
+                key,
+                kept_columns,
+                allowlist,
+                sample_percent,
+                log,
+                *pool,
+                blocks_per_range,
+                scrubbed_columns=scrubbed_columns,
             )
 
         return _scan_partitions(conn, table, partitions, log, scan_partition, connect, workers, blocks_per_range)
@@ -400,7 +422,7 @@ def scan_table(
                 scratch=scratch, column_name=sql.Literal(column.name)
             ),
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
-            id_patterns=sql.SQL(_ID_PATTERNS if column.name in kept_columns else _NO_ID_PATTERNS),
+            id_patterns=_id_patterns(column.name, kept_columns, scrubbed_columns),
         )
         with session.transaction():
             if known:

@@ -6,7 +6,7 @@ from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
 from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
 from refresh_pipeline.masking.catalog import ColumnInfo, count_rows, read_tables, with_pii_numbers
-from refresh_pipeline.masking.policy import MaskingPolicy, TablePolicy
+from refresh_pipeline.masking.policy import ArrayRule, MaskingPolicy, TablePolicy, TransformRule
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
@@ -25,6 +25,17 @@ def kept_columns(table: TablePolicy, columns: tuple[ColumnInfo, ...]) -> set[str
     }
 
 
+def scrubbed_columns(table: TablePolicy) -> set[str]:
+    """Columns masked with `scrub` whole (a text, a document, every element of an array): scrub masks the
+    identity numbers in them, so the audit looks for those there too."""
+    return {
+        name
+        for name, rule in table.masked_columns.items()
+        if (isinstance(rule, TransformRule) and rule.transform == "scrub")
+        or (isinstance(rule, ArrayRule) and rule.element.transform == "scrub")
+    }
+
+
 def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=masked_table_key(table),
@@ -33,8 +44,9 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
         op_tags=priority_tags(table),
         description=(
             f"No production email, phone or UPI handle survives anywhere in {table.qualified_name} (keyed "
-            "fingerprints of the originals), no email outside the masked domain, the table is masked per the "
-            "policy and its row count equals the restore's."
+            "fingerprints of the originals), no email outside the masked domain, no PII shape in a kept column "
+            "and no PAN, Aadhaar or card number in a scrubbed one, the table is masked per the policy and its "
+            "row count equals the restore's."
         ),
     )
     @without_row_data_in_errors
@@ -56,6 +68,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 with_pii_numbers(info, policy),
                 refresh.key(),
                 kept_columns=kept,
+                scrubbed_columns=scrubbed_columns(table),
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
                 log=context.log.info,

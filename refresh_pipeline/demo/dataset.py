@@ -12,6 +12,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from refresh_pipeline.demo.check_digits import luhn_check_digit, verhoeff_check_digit
 from refresh_pipeline.errors import RefreshError
 
 SEED = 20261129
@@ -260,6 +261,8 @@ class _Generator:
                     f"Bus was late at the stop. Please call me on {spelled} or write to {email}.",
                     f"Refund not received for my booking. My UPI is {phone[-10:]}@ybl, mobile {spelled}.",
                     f"Driver skipped my stop today; reach me at {email}. Thanks!",
+                    f"Applying for the senior citizen pass. My Aadhaar is {_aadhaar(customer_id)}, mobile {spelled}.",
+                    f"Charged twice for one booking. Refund to card {_card(customer_id)} please, or write to {email}.",
                 ]
             )
             yield (
@@ -271,6 +274,20 @@ class _Generator:
                 int(phone[-10:]) if ticket_id % 3 else None,
                 self.epoch + timedelta(hours=ticket_id),
             )
+
+
+def _aadhaar(customer_id: int) -> str:
+    """A customer's Aadhaar number (Verhoeff-valid), spelled 4-4-4."""
+    number = f"{2 + customer_id % 8}{customer_id:010d}"
+    number += verhoeff_check_digit(number)
+    return f"{number[:4]} {number[4:8]} {number[8:]}"
+
+
+def _card(customer_id: int) -> str:
+    """A customer's card number (16 digits, Luhn-valid), spelled in fours."""
+    number = f"4{customer_id:014d}"
+    number += luhn_check_digit(number)
+    return " ".join(number[i : i + 4] for i in range(0, 16, 4))
 
 
 def _copy(conn: psycopg.Connection, table: str, rows: Iterator[tuple]) -> int:

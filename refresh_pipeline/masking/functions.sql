@@ -580,13 +580,15 @@ $$;
 
 -- Free text: every email, UPI handle and phone inside is replaced by its consistent masked form (in a text
 -- holding a '%', also those a URL encodes; in one holding letters beyond ASCII, addresses written in them:
--- pii_pattern_for).
+-- pii_pattern_for), and every PAN, Aadhaar and card number between them by a form the audit knows is none
+-- (mask_ids).
 -- PL/pgSQL on purpose: it keeps its plans across calls, where a SQL function holding a subquery would be
 -- planned again for every value.
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     encoded boolean := strpos(v, '%') > 0;
+    ids boolean := v ~ '[0-9]{4}';  -- every identity number has 4 digits in a row
     pattern text;
     pieces text[];
     tokens text[];
@@ -594,18 +596,19 @@ DECLARE
     parts text[];
 BEGIN
     IF NOT (encoded OR refresh_pipeline.may_hold_pii(v)) THEN
-        RETURN v;
+        RETURN CASE WHEN ids THEN refresh_pipeline.mask_ids(key, v) ELSE v END;
     END IF;
     pattern := refresh_pipeline.pii_pattern_for(v);
     pieces := regexp_split_to_array(v, pattern);
     IF cardinality(pieces) = 1 THEN
-        RETURN v;
+        RETURN CASE WHEN ids THEN refresh_pipeline.mask_ids(key, v) ELSE v END;
     END IF;
     SELECT array_agg(m[1] ORDER BY i) INTO tokens FROM regexp_matches(v, pattern, 'g') WITH ORDINALITY AS found(m, i);
-    result := pieces[1];
+    result := CASE WHEN ids THEN refresh_pipeline.mask_ids(key, pieces[1]) ELSE pieces[1] END;
     IF cardinality(tokens) <= 32 THEN
         FOR i IN 1..cardinality(tokens) LOOP
-            result := result || refresh_pipeline.mask_token(key, tokens[i]) || pieces[i + 1];
+            result := result || refresh_pipeline.mask_token(key, tokens[i])
+                || CASE WHEN ids THEN refresh_pipeline.mask_ids(key, pieces[i + 1]) ELSE pieces[i + 1] END;
         END LOOP;
         RETURN result;
     END IF;
@@ -614,7 +617,7 @@ BEGIN
     parts := ARRAY[result];
     FOR i IN 1..cardinality(tokens) LOOP
         parts := parts || refresh_pipeline.mask_token(key, tokens[i]);
-        parts := parts || pieces[i + 1];
+        parts := parts || CASE WHEN ids THEN refresh_pipeline.mask_ids(key, pieces[i + 1]) ELSE pieces[i + 1] END;
     END LOOP;
     RETURN array_to_string(parts, '');
 END $$;
@@ -844,24 +847,93 @@ BEGIN
     RETURN c = 0;
 END $$;
 
--- Identity numbers in a text: PAN numbers, Aadhaar numbers (Verhoeff-valid), card numbers (Luhn-valid,
--- 13-19 digits), normalised.
+-- Identity numbers in a text, tokenised once for the audit and for scrub: a PAN, or a run of 12 to 19 digits
+-- (single spaces or hyphens between them allowed), the longest one from the leftmost start.
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_pattern() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT '(?<![A-Za-z0-9])[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z](?![A-Za-z0-9])'
+        || '|(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])'
+$$;
+
+-- What a token of id_pattern() is: 'pan' (its shape says so), 'aadhaar' (12 digits as 4-4-4 or in one run,
+-- Verhoeff-valid), 'card' (13 to 19 digits, Luhn-valid), or NULL (a number identifying no one).
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_kind(token text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN token ~ '^[A-Z]' THEN 'pan'
+                WHEN token ~ '^[2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4}$' AND refresh_pipeline.verhoeff_valid(digits)
+                    THEN 'aadhaar'
+                WHEN length(digits) >= 13 AND refresh_pipeline.luhn_valid(digits) THEN 'card' END
+    FROM (SELECT regexp_replace(token, '[^0-9]', '', 'g') AS digits) AS d
+$$;
+
+-- Identity numbers in a text: PAN numbers, Aadhaar numbers, card numbers (id_kind), normalised (digits only).
 CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(detector text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH candidate AS (SELECT CASE WHEN v ~ '[0-9]{4}' THEN v ELSE '' END AS v)
-    SELECT 'pan', m[1]
-    FROM candidate, regexp_matches(candidate.v, '(?<![A-Za-z0-9])([A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z])(?![A-Za-z0-9])', 'g') AS m
-    UNION ALL
-    SELECT 'aadhaar', digits FROM (
-        SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
-        FROM candidate, regexp_matches(candidate.v, '(?<![0-9])([2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4})(?![0-9])', 'g') AS m
-    ) AS found WHERE refresh_pipeline.verhoeff_valid(digits)
-    UNION ALL
-    SELECT 'card', digits FROM (
-        SELECT regexp_replace(m[1], '[^0-9]', '', 'g') AS digits
-        FROM candidate, regexp_matches(candidate.v, '(?<![0-9])((?:[0-9][ -]?){12,18}[0-9])(?![0-9])', 'g') AS m
-    ) AS found WHERE length(digits) BETWEEN 13 AND 19 AND refresh_pipeline.luhn_valid(digits)
+    SELECT kind, CASE kind WHEN 'pan' THEN t ELSE regexp_replace(t, '[^0-9]', '', 'g') END
+    FROM (SELECT m[1] AS t, refresh_pipeline.id_kind(m[1]) AS kind
+          FROM regexp_matches(CASE WHEN v ~ '[0-9]{4}' THEN v ELSE '' END, refresh_pipeline.id_pattern(), 'g') AS m
+         ) AS found
+    WHERE kind IS NOT NULL
 $$;
+
+-- The identity numbers scrub masks in a text: those of its pieces between its emails, UPI handles and phones.
+-- The pieces of a scrubbed text are the masked pieces of the original (masked tokens are tokens alike).
+CREATE OR REPLACE FUNCTION refresh_pipeline.scrubbed_id_findings(v text) RETURNS TABLE(detector text, token text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT f.detector, f.token
+    FROM unnest(CASE WHEN v ~ '[0-9]{4}' THEN regexp_split_to_array(v, refresh_pipeline.pii_pattern_for(v)) END)
+             AS p(piece),
+         LATERAL refresh_pipeline.id_findings(p.piece) AS f
+$$;
+
+-- `body` followed by the smallest digit that makes its check (Verhoeff for 'aadhaar', else Luhn) fail.
+CREATE OR REPLACE FUNCTION refresh_pipeline.failing_check(body text, kind text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT body || min(d)
+    FROM generate_series(0, 9) AS d
+    WHERE NOT CASE kind WHEN 'aadhaar' THEN refresh_pipeline.verhoeff_valid(body || d)
+                        ELSE refresh_pipeline.luhn_valid(body || d) END
+$$;
+
+-- A token of id_pattern() masked for free text, so that it identifies no one and id_kind() no longer knows it
+-- (the audit looks for identity numbers in scrubbed text too): a PAN as `pan` masks it but for its 4th letter,
+-- X, which no holder type is; an Aadhaar number's first digit kept, ten permuted and a check digit that fails; a
+-- card number's digits but the last permuted, and a last digit that fails Luhn. Spaces and hyphens stay.
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_id(key bytea, token text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE refresh_pipeline.id_kind(token)
+        WHEN 'pan' THEN overlay(refresh_pipeline.mask_pan(key, token) PLACING 'X' FROM 4 FOR 1)
+        WHEN 'aadhaar' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
+            left(digits, 1) || refresh_pipeline.fpe_digits(key, substr(digits, 2, 10), 'aadhaar'), 'aadhaar'))
+        WHEN 'card' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
+            refresh_pipeline.fpe_digits(key, left(digits, -1), 'card'), 'card'))
+        ELSE token END
+    FROM (SELECT regexp_replace(token, '[^0-9]', '', 'g') AS digits) AS d
+$$;
+
+-- A piece of free text (between its emails, UPI handles and phones) with its identity numbers masked (mask_id).
+CREATE OR REPLACE FUNCTION refresh_pipeline.mask_ids(key bytea, v text) RETURNS text
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    pieces text[];
+    parts text[];
+    i int := 1;
+    token text[];
+BEGIN
+    IF v !~ '[0-9]{4}' THEN
+        RETURN v;
+    END IF;
+    pieces := regexp_split_to_array(v, refresh_pipeline.id_pattern());
+    IF cardinality(pieces) = 1 THEN
+        RETURN v;
+    END IF;
+    parts := ARRAY[pieces[1]];
+    FOR token IN SELECT m FROM regexp_matches(v, refresh_pipeline.id_pattern(), 'g') AS m LOOP
+        i := i + 1;
+        parts := parts || refresh_pipeline.mask_id(key, token[1]) || pieces[i];
+    END LOOP;
+    RETURN array_to_string(parts, '');
+END $$;
 
 -- Every PII-shaped token of a text, by detector: emails, UPI handles and Indian mobiles (as pii_tokens)
 -- and identity numbers (as id_findings).
