@@ -40,6 +40,8 @@ def test_a_snapshot_and_a_restore_log_how_far_they_are(demo_source, write_config
     platform.restore(snapshot, name, restored.append)
     platform.retire(name)
 
+    room, *restored = restored
+    assert room.startswith("disk: production took "), "first the room the restore has"
     for lines in (dumped, restored):
         fractions = _fractions(lines[:-1])
         assert fractions == sorted(fractions) and fractions[-1] > 50, lines

@@ -1,5 +1,6 @@
 """The local platform on a real PostgreSQL server: snapshot, restore, promote, retire, and its refusals."""
 
+import json
 import os
 import shutil
 import socket
@@ -17,7 +18,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.platforms.base import MANAGED_MARKER
+from refresh_pipeline.platforms.client_progress import readable_size
 from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
+from refresh_pipeline.platforms.disk_space import SIZE_FILE, load_production_size
 from refresh_pipeline.platforms.extensions import ExtensionVersion, create_pinned_extensions
 from refresh_pipeline.platforms.local import SNAPSHOT_COMPRESSION, LocalPlatform
 from refresh_pipeline.platforms.local_server import TUNING_FILE, LocalServer
@@ -109,6 +112,26 @@ def test_failed_restore_leaves_no_database_behind(platform):
     with pytest.raises(RefreshError, match="restore of"):
         platform.restore(snapshot, platform.new_database_name())
 
+    assert platform.list_managed() == []
+
+
+def test_a_restore_the_disk_has_no_room_for_is_refused_before_anything_is_restored(platform, pg_server):
+    """Production's size is recorded with the snapshot; a restore it would not fit on the staging server's disk
+    (here a production of twice the free space) is refused at once, and one that fits says how much room it had."""
+    snapshot = platform.snapshot()
+    recorded = load_production_size(Path(snapshot.location))
+    lines: list[str] = []
+    platform.retire(platform.restore(snapshot, platform.new_database_name(), lines.append).name)
+    free = shutil.disk_usage(pg_server.data_dir).free
+    Path(snapshot.location, SIZE_FILE).write_text(json.dumps({"bytes": 2 * free}))
+
+    with pytest.raises(RefreshError, match="not enough disk for the restore") as raised:
+        platform.restore(snapshot, platform.new_database_name())
+
+    assert recorded and recorded > 1_000_000, "the demo production's size on its disk"
+    assert f"production took {readable_size(recorded)} when {snapshot.snapshot_id} was taken" in lines[0]
+    assert lines[0].startswith("disk: ") and lines[0].endswith("free for the restore")
+    assert f"({pg_server.data_dir})" in str(raised.value) and "Nothing was restored" in str(raised.value)
     assert platform.list_managed() == []
 
 

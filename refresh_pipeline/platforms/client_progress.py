@@ -52,7 +52,9 @@ WHERE c.relkind = 'r' AND {USER_SCHEMA}
 """
 
 
-def _megabytes(size: float) -> str:
+def readable_size(size: float) -> str:
+    if size >= 1e10:
+        return f"{size / 1e9:,.0f} GB"
     return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
 
 
@@ -90,7 +92,7 @@ class ItemProgress:
         self._done.update(self._running)
         self._running.clear()
         done = self._done_sizes()
-        parts = [f"rows of {len(done):,} tables ({_megabytes(sum(done))} {self.size_note})"]
+        parts = [f"rows of {len(done):,} tables ({readable_size(sum(done))} {self.size_note})"]
         parts += [f"{len(items & self._done):,} {what}" for what, items in self.others.items()]
         self.log(f"{self.label} done in {time.monotonic() - self.started_at:,.1f} s: {', '.join(parts)}")
 
@@ -113,7 +115,7 @@ class ItemProgress:
         tables = self._done_sizes()
         fraction = sum(tables) / total if total else 1.0
         parts = [
-            f"rows of {len(tables):,} of {len(self.weights):,} tables ({fraction:.0%} of {_megabytes(total)} "
+            f"rows of {len(tables):,} of {len(self.weights):,} tables ({fraction:.0%} of {readable_size(total)} "
             f"{self.size_note})"
         ]
         parts += [f"{len(items & self._done):,} of {len(items):,} {what}" for what, items in self.others.items()]

@@ -11,6 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from refresh_pipeline.config import RefreshConfig
@@ -27,6 +28,12 @@ from refresh_pipeline.platforms.connections import (
 )
 from refresh_pipeline.platforms.database_locale import create_database_like, load_locale, read_locale, save_locale
 from refresh_pipeline.platforms.database_settings import apply_settings, load_settings, read_settings, save_settings
+from refresh_pipeline.platforms.disk_space import (
+    load_production_size,
+    local_data_dir,
+    require_room_for_restore,
+    save_production_size,
+)
 from refresh_pipeline.platforms.extensions import (
     load_extension_versions,
     read_extension_versions,
@@ -126,6 +133,7 @@ class LocalPlatform:
                 save_locale(read_locale(production), partial)
                 save_settings(read_settings(production), partial)
                 save_extension_versions(read_extension_versions(production), partial)
+                save_production_size(production, partial)
         except RefreshError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -154,6 +162,14 @@ class LocalPlatform:
         shutil.rmtree(folder)
 
     # -- restore ------------------------------------------------------------------------------
+    def _require_room(self, conn: psycopg.Connection, snapshot: Snapshot, log: Log | None) -> None:
+        production_bytes = load_production_size(Path(snapshot.location))
+        data_dir = self.server.data_dir if self.server else local_data_dir(conn)
+        if production_bytes is not None and data_dir is not None:
+            room = require_room_for_restore(data_dir, production_bytes, snapshot.snapshot_id)
+            if log:
+                log(room)
+
     def new_database_name(self) -> str:
         base = f"{self.config.database_prefix}{_utc_now().strftime(_NAME_TIME_FORMAT)}"
         existing = {row[0] for row in self._query("SELECT datname FROM pg_database")}
@@ -170,6 +186,7 @@ class LocalPlatform:
         if not Path(snapshot.location, "toc.dat").is_file():
             raise RefreshError(f"snapshot {snapshot.snapshot_id} is incomplete or missing at {snapshot.location}.")
         with connect(self._admin_conninfo(), autocommit=True) as conn:
+            self._require_room(conn, snapshot, log)
             notes = create_database_like(conn, name, load_locale(Path(snapshot.location)))
             conn.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(
