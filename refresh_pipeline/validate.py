@@ -20,12 +20,14 @@ from refresh_pipeline.masking.policy import MaskingPolicy, load_policy
 from refresh_pipeline.masking.validation import find_policy_problems
 from refresh_pipeline.notify import webhook_url
 from refresh_pipeline.platforms.connections import connect
+from refresh_pipeline.platforms.disk_space import missing_room, production_size
 from refresh_pipeline.platforms.extensions import (
     plan_extension_versions,
     read_extension_versions,
     unavailable_extensions_problem,
 )
 from refresh_pipeline.platforms.factory import platform_for
+from refresh_pipeline.platforms.local import LocalPlatform
 from refresh_pipeline.platforms.restore_privileges import (
     superuser_only_objects,
     superuser_problem,
@@ -64,12 +66,13 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
         extensions = read_extension_versions(conn)
         superuser_objects = superuser_only_objects(conn)
         unreadable_by_snapshot = None if config.aws else snapshot_access_problem(conn)
+        production_bytes = production_size(conn)
         too_long, unreadable = _masked_lengths_too_long(conn, tables, policy, log)
         check_conflicts = find_check_conflicts(conn, policy, tables)
         uncovered = find_uncovered(policy, tables)
         hints = sample_uncovered(conn, tables, uncovered, log)
     start_up_warnings = []
-    missing_extensions = superuser_needed = None
+    missing_extensions = superuser_needed = no_room = None
     version_warnings: list[str] = []
     if config.aws:
         from refresh_pipeline.platforms.aws import AwsPlatform  # boto3 clients only when asked for
@@ -83,8 +86,11 @@ def validate_against_source(config: RefreshConfig, log: Log = lambda _message: N
             version_warnings = plan_extension_versions(staging_server, extensions, names).notes
             needed = superuser_objects + untrusted_extensions(staging_server, names)
             superuser_needed = superuser_problem(staging_server, needed)
+            assert isinstance(platform, LocalPlatform)
+            if data_dir := platform.staging_data_dir(staging_server):
+                no_room = missing_room(data_dir, production_bytes, "is")
     problems = find_policy_problems(policy, tables)
-    problems += filter(None, [unreadable_by_snapshot, missing_logins, missing_extensions, superuser_needed])
+    problems += filter(None, [unreadable_by_snapshot, missing_logins, missing_extensions, superuser_needed, no_room])
     problems += filter(None, [large_objects_problem(policy, large_objects)])
     problems += databases_problems + unreadable + check_conflicts
     if too_long:

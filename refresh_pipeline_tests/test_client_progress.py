@@ -41,7 +41,7 @@ def test_a_snapshot_and_a_restore_log_how_far_they_are(demo_source, write_config
     platform.retire(name)
 
     room, *restored = restored
-    assert room.startswith("disk: production took "), "first the room the restore has"
+    assert room.startswith("disk: production was, when "), "first the room the restore has"
     for lines in (dumped, restored):
         fractions = _fractions(lines[:-1])
         assert fractions == sorted(fractions) and fractions[-1] > 50, lines

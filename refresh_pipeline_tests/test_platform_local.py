@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from refresh_pipeline.config import load_config
 from refresh_pipeline.errors import RefreshError
+from refresh_pipeline.platforms import disk_space
 from refresh_pipeline.platforms.base import MANAGED_MARKER
 from refresh_pipeline.platforms.client_progress import readable_size
 from refresh_pipeline.platforms.connections import connect, database_name, libpq_env, redact
@@ -129,10 +130,22 @@ def test_a_restore_the_disk_has_no_room_for_is_refused_before_anything_is_restor
         platform.restore(snapshot, platform.new_database_name())
 
     assert recorded and recorded > 1_000_000, "the demo production's size on its disk"
-    assert f"production took {readable_size(recorded)} when {snapshot.snapshot_id} was taken" in lines[0]
+    assert f"production was, when {snapshot.snapshot_id} was taken, {readable_size(recorded)};" in lines[0]
     assert lines[0].startswith("disk: ") and lines[0].endswith("free for the restore")
     assert f"({pg_server.data_dir})" in str(raised.value) and "Nothing was restored" in str(raised.value)
     assert platform.list_managed() == []
+
+
+def test_validate_names_a_staging_disk_without_room_for_production(platform, pg_server, monkeypatch):
+    """The same check before any refresh: on a staging server whose disk has 1 MB free."""
+    assert validate_against_source(platform.config).problems == []
+    full = shutil.disk_usage(pg_server.data_dir)._replace(free=1_000_000)
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda path: full)
+
+    (problem,) = validate_against_source(platform.config).problems
+
+    assert problem.startswith("not enough disk for the restore: production is ")
+    assert f"({pg_server.data_dir}) has 1 MB free" in problem
 
 
 @pytest.fixture

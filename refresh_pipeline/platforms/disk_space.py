@@ -16,10 +16,13 @@ from refresh_pipeline.platforms.client_progress import readable_size
 SIZE_FILE = "production_size.json"  # in the snapshot folder, beside pg_dump's toc.dat
 
 
+def production_size(production: psycopg.Connection) -> int:
+    """Production's size on its disk (indexes and dead rows included: what a restore needs at most)."""
+    return production.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
 def save_production_size(production: psycopg.Connection, snapshot_folder: Path) -> None:
-    """Record production's size on its disk (indexes and dead rows included: what a restore needs at most)."""
-    (size,) = production.execute("SELECT pg_database_size(current_database())").fetchone()
-    (snapshot_folder / SIZE_FILE).write_text(json.dumps({"bytes": size}))
+    (snapshot_folder / SIZE_FILE).write_text(json.dumps({"bytes": production_size(production)}))
 
 
 def load_production_size(snapshot_folder: Path) -> int | None:
@@ -45,16 +48,25 @@ def local_data_dir(conn: psycopg.Connection) -> Path | None:
     return Path(path) if len(lines) > 3 and lines[3].strip() == str(conn.info.port) else None
 
 
-def require_room_for_restore(data_dir: Path, production_bytes: int, snapshot_id: str) -> str:
-    """Refuse a restore the disk holding the server's data has less room for than production takes; else say
-    how much it has."""
+def missing_room(data_dir: Path, production_bytes: int, as_of: str) -> str | None:
+    """Why the disk holding the server's data (`data_dir`) has no room for a restore of production as big as it
+    `as_of` ("is", "was when <snapshot> was taken"), or None."""
     free = shutil.disk_usage(data_dir).free
-    needs = f"production took {readable_size(production_bytes)} when {snapshot_id} was taken"
-    if free < production_bytes:
-        raise RefreshError(
-            f"not enough disk for the restore: {needs}, and the disk holding the staging server's data ({data_dir}) "
-            f"has {readable_size(free)} free. A full disk would stop the server, and today's staging with it. "
-            "Free space there (old snapshots in the work dir, databases nobody uses) or move the work dir to a "
-            "larger disk. Nothing was restored; staging is unchanged."
-        )
-    return f"disk: {needs}; {readable_size(free)} free for the restore"
+    if free >= production_bytes:
+        return None
+    return (
+        f"not enough disk for the restore: production {as_of} {readable_size(production_bytes)} on its disk, and "
+        f"the disk holding the staging server's data ({data_dir}) has {readable_size(free)} free. A full disk would "
+        "stop the server, and today's staging with it. Free space there (old snapshots in the work dir, databases "
+        "nobody uses) or move the work dir to a larger disk."
+    )
+
+
+def require_room_for_restore(data_dir: Path, production_bytes: int, snapshot_id: str) -> str:
+    """Refuse a restore the disk holding the server's data has less room for than production took; else say how
+    much it has."""
+    as_of = f"was, when {snapshot_id} was taken,"
+    if problem := missing_room(data_dir, production_bytes, as_of):
+        raise RefreshError(f"{problem} Nothing was restored; staging is unchanged.")
+    free = shutil.disk_usage(data_dir).free
+    return f"disk: production {as_of} {readable_size(production_bytes)}; {readable_size(free)} free for the restore"

@@ -162,9 +162,13 @@ class LocalPlatform:
         shutil.rmtree(folder)
 
     # -- restore ------------------------------------------------------------------------------
+    def staging_data_dir(self, conn: psycopg.Connection) -> Path | None:
+        """Where the staging server (`conn` on it) keeps its data, when it is on this machine."""
+        return self.server.data_dir if self.server else local_data_dir(conn)
+
     def _require_room(self, conn: psycopg.Connection, snapshot: Snapshot, log: Log | None) -> None:
         production_bytes = load_production_size(Path(snapshot.location))
-        data_dir = self.server.data_dir if self.server else local_data_dir(conn)
+        data_dir = self.staging_data_dir(conn)
         if production_bytes is not None and data_dir is not None:
             room = require_room_for_restore(data_dir, production_bytes, snapshot.snapshot_id)
             if log:
