@@ -531,21 +531,13 @@ $$;
 
 -- refresh_pipeline.pii_pattern(): emails, UPI handles and Indian phone numbers, used by the scrubber and by
 -- the audit so both see the same tokens; created before this script from PII_PATTERN (patterns.py), as are
--- its wider forms unicode_pii_pattern() and any_pii_pattern(), which `validate` also reads production with.
+-- its wider forms unicode_pii_pattern() and any_pii_pattern(), which `validate` also reads production with,
+-- and pii_pattern_for(text), the one a text is tokenised with.
 
 -- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
-
--- The pattern a text is tokenised with: the wider ones only where they can find more (patterns.py), as they
--- cost time.
-CREATE OR REPLACE FUNCTION refresh_pipeline.pii_pattern_for(v text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN strpos(v, '%') > 0 THEN refresh_pipeline.any_pii_pattern()
-                WHEN v ~ '[^\x01-\x7F]' THEN refresh_pipeline.unicode_pii_pattern()
-                ELSE refresh_pipeline.pii_pattern() END
-$$;
 
 -- A token of pii_pattern() with its '@' as such: in a URL it is '%40'.
 CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS text
@@ -604,6 +596,8 @@ BEGIN
         RETURN CASE WHEN ids THEN refresh_pipeline.mask_ids(key, v) ELSE v END;
     END IF;
     SELECT array_agg(m[1] ORDER BY i) INTO tokens FROM regexp_matches(v, pattern, 'g') WITH ORDINALITY AS found(m, i);
+    -- Whether any piece holds one, asked once (a phone's digits made most texts pass the test above).
+    ids := ids AND array_to_string(pieces, E'\n') ~ refresh_pipeline.id_pattern();
     result := CASE WHEN ids THEN refresh_pipeline.mask_ids(key, pieces[1]) ELSE pieces[1] END;
     IF cardinality(tokens) <= 32 THEN
         FOR i IN 1..cardinality(tokens) LOOP
