@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -797,6 +798,30 @@ def test_no_identity_number_is_found_between_the_tokens_of_scrubbed_text(create_
             {"k": KEY.sql_pads(MASKING_PURPOSE), "t": texts},
         ).fetchone()
     assert (before, after) == (1000, 0)
+
+
+def test_card_and_aadhaar_numbers_kept_as_json_numbers_keep_their_digits_once_scrubbed(create_database):
+    """A scrubbed document holding identity numbers as JSON numbers: each masked keeps its first digit (a card
+    its network) and its length, so no leading 0 is lost and the audit reads none of them as a card."""
+    conninfo = create_database("scrub_json_numbers")
+    rng = random.Random(11)
+    cards = []
+    for _ in range(200):
+        body = str(rng.randint(3, 6)) + "".join(str(rng.randint(0, 9)) for _ in range(14))
+        cards.append(int(body + luhn_check_digit(body)))
+    doc = json.dumps({"refunds": [{"card": card, "note": f"card {card}"} for card in cards]})
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        masked, found = conn.execute(
+            "WITH m AS (SELECT refresh_pipeline.mask_json_value(%(k)s, %(doc)s::jsonb, 'scrub', '{}') AS d)"
+            " SELECT d, (SELECT count(*) FROM refresh_pipeline.scrubbed_id_findings(d::text)) FROM m",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "doc": doc},
+        ).fetchone()
+    numbers = [refund["card"] for refund in masked["refunds"]]
+    assert [len(str(n)) for n in numbers] == [16] * 200 and not set(numbers) & set(cards)
+    assert [str(n)[0] for n in numbers] == [str(c)[0] for c in cards], "the network stays"
+    assert [r["note"] for r in masked["refunds"]] == [f"card {n}" for n in numbers], "as in text"
+    assert found == 0
 
 
 def test_upi_local_parts_go_through_the_value_map_and_stay_distinct(create_database):

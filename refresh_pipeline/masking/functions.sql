@@ -895,7 +895,8 @@ $$;
 -- A token of id_pattern() masked for free text, so that it identifies no one and id_kind() no longer knows it
 -- (the audit looks for identity numbers in scrubbed text too): a PAN as `pan` masks it but for its 4th letter,
 -- X, which no holder type is; an Aadhaar number's first digit kept, ten permuted and a check digit that fails; a
--- card number's digits but the last permuted, and a last digit that fails Luhn. Spaces and hyphens stay.
+-- card number's first digit (its network) kept, the others but the last permuted, and a last digit that fails
+-- Luhn. Spaces and hyphens stay; never a leading 0, which a number stored as a JSON number would lose.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_id(key bytea, token text) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE refresh_pipeline.id_kind(token)
@@ -903,7 +904,7 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
         WHEN 'aadhaar' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
             left(digits, 1) || refresh_pipeline.fpe_digits(key, substr(digits, 2, 10), 'aadhaar'), 'aadhaar'))
         WHEN 'card' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
-            refresh_pipeline.fpe_digits(key, left(digits, -1), 'card'), 'card'))
+            left(digits, 1) || refresh_pipeline.fpe_digits(key, substr(digits, 2, length(digits) - 2), 'card'), 'card'))
         ELSE token END
     FROM (SELECT regexp_replace(token, '[^0-9]', '', 'g') AS digits) AS d
 $$;
