@@ -50,7 +50,7 @@ def local_data_dir(conn: psycopg.Connection) -> Path | None:
 
 def missing_room(data_dir: Path, production_bytes: int, as_of: str) -> str | None:
     """Why the disk holding the server's data (`data_dir`) has no room for a restore of production as big as it
-    `as_of` ("is", "was when <snapshot> was taken"), or None."""
+    `as_of` ("is", "was, when <snapshot> was taken,"), or None."""
     free = shutil.disk_usage(data_dir).free
     if free >= production_bytes:
         return None
