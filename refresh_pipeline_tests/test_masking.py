@@ -800,9 +800,9 @@ def test_no_identity_number_is_found_between_the_tokens_of_scrubbed_text(create_
     assert (before, after) == (1000, 0)
 
 
-def test_card_and_aadhaar_numbers_kept_as_json_numbers_keep_their_digits_once_scrubbed(create_database):
-    """A scrubbed document holding identity numbers as JSON numbers: each masked keeps its first digit (a card
-    its network) and its length, so no leading 0 is lost and the audit reads none of them as a card."""
+def test_card_numbers_kept_as_json_numbers_keep_their_digits_once_scrubbed(create_database):
+    """A scrubbed document holding card numbers as JSON numbers: each masked keeps its first digit (its network)
+    and its length, so no leading 0 is lost, and the audit reads none of them as a card."""
     conninfo = create_database("scrub_json_numbers")
     rng = random.Random(11)
     cards = []
