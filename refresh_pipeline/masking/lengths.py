@@ -10,7 +10,13 @@ from psycopg import sql
 
 from refresh_pipeline.errors import RefreshError
 from refresh_pipeline.masking.catalog import ColumnInfo, TableInfo
-from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PHONE_SHAPED_UPI_LOCAL, PLACEHOLDER_CHARACTERS, pii_kind
+from refresh_pipeline.masking.patterns import (
+    ANY_PII_PATTERN,
+    PHONE_SHAPED_UPI_LOCAL,
+    PLACEHOLDER_CHARACTERS,
+    pii_kind,
+    url_decoded_at,
+)
 from refresh_pipeline.masking.policy import REDACTED, ArrayRule, TablePolicy, TransformRule
 from refresh_pipeline.row_data_in_errors import first_line_without_row_data
 
@@ -31,7 +37,6 @@ UPI_LOCAL_LENGTH = 10
 IPV4_LENGTH = 14
 IPV6_LENGTH = 39
 EMAIL_AT_ITS_DOMAIN = "{transform: email, keep_domain: true}"  # measured as the GROWING_TRANSFORMS are
-URL_AT = "%40"  # '@' in a URL's query string (patterns.py)
 
 
 def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
@@ -102,7 +107,7 @@ def _scrub_length(v: sql.Composable) -> sql.Composed:
     """Each token of the pattern replaced: an email by EMAIL_LENGTH characters, a UPI handle's local part by
     its letters, a phone by a phone spelled alike. One in a URL ('%40' for its '@') grows as much as it would
     with its '@'."""
-    token = sql.SQL("replace(m[1], {}, '@')").format(sql.Literal(URL_AT))
+    token = url_decoded_at(sql.SQL("m[1]"))
     delta = sql.SQL(
         "CASE {kind} WHEN 'phone' THEN 0 WHEN 'email' THEN {email} - length({t}) ELSE {upi} - length({t}) END"
     ).format(kind=pii_kind(token), t=token, email=sql.Literal(EMAIL_LENGTH), upi=_upi_length(token))
@@ -150,7 +155,7 @@ def masked_length_bound(transform: str, v: sql.Composable) -> sql.Composed:
         return sql.SQL("length({}) + {}").format(v, sql.Literal(UPI_LOCAL_LENGTH))
     if transform == EMAIL_AT_ITS_DOMAIN:  # a local part of one letter becomes 16
         return sql.SQL("length({}) + {}").format(v, sql.Literal(EMAIL_LENGTH))
-    ats = sql.SQL("replace({}, {}, '@')").format(v, sql.Literal(URL_AT))  # a URL's '@' grows as much
+    ats = url_decoded_at(v)  # a URL's '@' grows as much
     return sql.SQL("length({v}) + {growth} * (length({ats}) - length(replace({ats}, '@', '')))").format(
         v=v, ats=ats, growth=sql.Literal(EMAIL_LENGTH - len("a@b.c"))
     )

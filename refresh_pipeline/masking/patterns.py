@@ -49,6 +49,15 @@ URL_PII_PATTERN = (
 ANY_PII_PATTERN = f"{UNICODE_PII_PATTERN}|{URL_PII_PATTERN}"
 
 
+URL_AT = "%40"  # '@' in a URL's query string
+
+
+def url_decoded_at(token: sql.Composable) -> sql.Composed:
+    """functions.sql's url_decoded_at, for sessions without it (production, read-only): a token with a URL's
+    '%40' read as '@'."""
+    return sql.SQL("replace({}, {}, '@')").format(token, sql.Literal(URL_AT))
+
+
 def pii_kind(token: sql.Composable) -> sql.Composed:
     """functions.sql's pii_kind, for sessions without it (production, read-only): 'phone', 'email' or 'upi' of
     a token of the pattern whose '@' is one (a URL's '%40' replaced first). A token holds at most one '@': an
@@ -59,7 +68,7 @@ def pii_kind(token: sql.Composable) -> sql.Composed:
     ).format(t=token)
 
 
-# A PAN as a whole value (the audit's detector, functions.sql id_findings: the 4th letter is the holder type).
+# A PAN as a whole value (the audit's detector, functions.sql id_pattern: the 4th letter is the holder type).
 PAN_WHOLE = r"^[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z]$"
 
 # A UPI handle's local part masked like a phone (functions.sql: mask_upi_local); any other takes letters.

@@ -21,7 +21,13 @@ from refresh_pipeline.masking.catalog import (
     column_text,
     column_words,
 )
-from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL, pii_kind
+from refresh_pipeline.masking.patterns import (
+    ANY_PII_PATTERN,
+    PAN_WHOLE,
+    PHONE_SHAPED_UPI_LOCAL,
+    pii_kind,
+    url_decoded_at,
+)
 
 SAMPLE_SIZE = 1000
 # A column is taken for one kind when this share of its sampled values are that kind whole.
@@ -42,11 +48,11 @@ _SCALAR_SOURCE = "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT
 _ARRAY_SOURCE = (
     "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t, unnest(t.{column}) AS e(element)"
 )
-# Whole values of the PII pattern by kind (patterns.pii_kind, a URL's '%40' read as '@').
+# Whole values of the PII pattern by kind (patterns.pii_kind, a URL's '%40' read as '@': url_decoded_at).
 _COUNTS = """
 WITH sample AS ({sample}),
 whole AS (
-    SELECT {kind} AS kind FROM (SELECT replace(v, '%%40', '@') AS t FROM sample WHERE v ~ %(whole)s) AS decoded
+    SELECT {kind} AS kind FROM (SELECT {decoded} AS t FROM sample WHERE v ~ %(whole)s) AS decoded
 )
 SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
@@ -158,7 +164,8 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
     sample = sql.SQL(_SAMPLE).format(value=value, source=source)
     is_number = column.unqualified_type not in TEXT_TYPES
     counts = _NUMBER_COUNTS if is_number else _COUNTS
-    query = sql.SQL(counts).format(sample=sample, kind=pii_kind(sql.Identifier("t")))
+    decoded = url_decoded_at(sql.SQL("v"))
+    query = sql.SQL(counts).format(sample=sample, kind=pii_kind(sql.Identifier("t")), decoded=decoded)
     params = {
         "size": SAMPLE_SIZE,
         "whole": f"^(?:{ANY_PII_PATTERN})$",
