@@ -539,6 +539,11 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
 
+-- Cheap test before id_pattern(): every PAN, Aadhaar and card number has 4 digits in a row.
+CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_id(v text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT v ~ '[0-9]{4}' $$;
+
 -- A token of pii_pattern() with its '@' as such: in a URL it is '%40'.
 CREATE OR REPLACE FUNCTION refresh_pipeline.url_decoded_at(token text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT replace(token, '%40', '@') $$;
@@ -580,7 +585,7 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.scrub(key bytea, v text) RETURNS tex
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     encoded boolean := strpos(v, '%') > 0;
-    ids boolean := v ~ '[0-9]{4}';  -- every identity number has 4 digits in a row
+    ids boolean := refresh_pipeline.may_hold_id(v);
     pattern text;
     pieces text[];
     tokens text[];
@@ -869,7 +874,8 @@ CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(de
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT kind, CASE kind WHEN 'pan' THEN t ELSE regexp_replace(t, '[^0-9]', '', 'g') END
     FROM (SELECT m[1] AS t, refresh_pipeline.id_kind(m[1]) AS kind
-          FROM regexp_matches(CASE WHEN v ~ '[0-9]{4}' THEN v ELSE '' END, refresh_pipeline.id_pattern(), 'g') AS m
+          FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_id(v) THEN v ELSE '' END, refresh_pipeline.id_pattern(),
+                              'g') AS m
          ) AS found
     WHERE kind IS NOT NULL
 $$;
@@ -879,7 +885,8 @@ $$;
 CREATE OR REPLACE FUNCTION refresh_pipeline.scrubbed_id_findings(v text) RETURNS TABLE(detector text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT f.detector, f.token
-    FROM unnest(CASE WHEN v ~ '[0-9]{4}' THEN regexp_split_to_array(v, refresh_pipeline.pii_pattern_for(v)) END)
+    FROM unnest(CASE WHEN refresh_pipeline.may_hold_id(v)
+                     THEN regexp_split_to_array(v, refresh_pipeline.pii_pattern_for(v)) END)
              AS p(piece),
          LATERAL refresh_pipeline.id_findings(p.piece) AS f
 $$;
@@ -918,7 +925,7 @@ DECLARE
     i int := 1;
     token text[];
 BEGIN
-    IF v !~ '[0-9]{4}' THEN
+    IF NOT refresh_pipeline.may_hold_id(v) THEN
         RETURN v;
     END IF;
     pieces := regexp_split_to_array(v, refresh_pipeline.id_pattern());
