@@ -54,7 +54,7 @@ URL_AT = "%40"  # '@' in a URL's query string
 
 def url_decoded_at(token: sql.Composable) -> sql.Composed:
     """functions.sql's url_decoded_at, for sessions without it (production, read-only): a token with a URL's
-    '%40' read as '@'."""
+    '%40' read as '@'. Its '%' is a literal's, so not for a query that takes parameters."""
     return sql.SQL("replace({}, {}, '@')").format(token, sql.Literal(URL_AT))
 
 

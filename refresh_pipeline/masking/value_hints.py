@@ -21,13 +21,7 @@ from refresh_pipeline.masking.catalog import (
     column_text,
     column_words,
 )
-from refresh_pipeline.masking.patterns import (
-    ANY_PII_PATTERN,
-    PAN_WHOLE,
-    PHONE_SHAPED_UPI_LOCAL,
-    pii_kind,
-    url_decoded_at,
-)
+from refresh_pipeline.masking.patterns import ANY_PII_PATTERN, PAN_WHOLE, PHONE_SHAPED_UPI_LOCAL, pii_kind
 
 SAMPLE_SIZE = 1000
 # A column is taken for one kind when this share of its sampled values are that kind whole.
@@ -48,11 +42,12 @@ _SCALAR_SOURCE = "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT
 _ARRAY_SOURCE = (
     "(SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT %(size)s) AS t, unnest(t.{column}) AS e(element)"
 )
-# Whole values of the PII pattern by kind (patterns.pii_kind, a URL's '%40' read as '@': url_decoded_at).
+# Whole values of the PII pattern by kind (patterns.pii_kind, a URL's '%40' read as '@'). Not
+# patterns.url_decoded_at: its '%40' is a literal, which a query taking parameters reads as a placeholder.
 _COUNTS = """
 WITH sample AS ({sample}),
 whole AS (
-    SELECT {kind} AS kind FROM (SELECT {decoded} AS t FROM sample WHERE v ~ %(whole)s) AS decoded
+    SELECT {kind} AS kind FROM (SELECT replace(v, '%%40', '@') AS t FROM sample WHERE v ~ %(whole)s) AS decoded
 )
 SELECT (SELECT count(*) FROM sample),
        (SELECT count(*) FROM sample WHERE v ~ %(pattern)s),
@@ -164,8 +159,7 @@ def sample_hint(conn: psycopg.Connection, table: TableInfo, column: ColumnInfo) 
     sample = sql.SQL(_SAMPLE).format(value=value, source=source)
     is_number = column.unqualified_type not in TEXT_TYPES
     counts = _NUMBER_COUNTS if is_number else _COUNTS
-    decoded = url_decoded_at(sql.SQL("v"))
-    query = sql.SQL(counts).format(sample=sample, kind=pii_kind(sql.Identifier("t")), decoded=decoded)
+    query = sql.SQL(counts).format(sample=sample, kind=pii_kind(sql.Identifier("t")))
     params = {
         "size": SAMPLE_SIZE,
         "whole": f"^(?:{ANY_PII_PATTERN})$",
