@@ -72,6 +72,10 @@ def test_originals_left_anywhere_are_found_with_row_locations_never_values(db):
         "sms 91-9876543210 today",
         "GET /otp?phone=%2B919876543210",
         "GET /sms?text=Call%20me%20at%209876543210",
+        "ring 9876 543 210",
+        "ring 987-654-3210",
+        "ring +91 9876 543210",
+        "GET /sms?text=Call%20me%20at%209876-543-210",
     ],
 )
 def test_a_phone_is_found_in_any_spelling(db, body):
@@ -97,6 +101,8 @@ def test_masked_table_passes_and_fingerprints_can_be_dropped(db):
         ("PAN on file: ABCPE1234F", "pan"),
         ("card 4111 1111 1111 1111 was charged", "card"),
         ("mobile 9812345678", "phone"),
+        ("mobile 9812 345 678", "phone"),
+        ("mobile 981-234-5678", "phone"),
         ("pay to someone@okaxis", "upi"),
         ("write to someone@corp.in", "email"),
         ("GET /signup?email=someone%40corp.in&src=app", "email"),

@@ -664,6 +664,25 @@ def test_free_text_phones_with_the_country_code_and_no_plus_are_masked_like_the_
     assert spaced == f"call 91 {national[:5]} {national[5:]} or 91-{national}"
 
 
+def test_phones_in_other_groupings_are_masked_like_the_number_and_other_numbers_stay(create_database):
+    """4-3-3, 3-3-4 and 4-6 (`9876 543 210`, `987-654-3210`, `9876 543210`): no five digits in a row, so the cheap
+    test before the pattern has to let them through too. Dates, lists and an 11-digit reference stay."""
+    conninfo = create_database("scrub_phone_groupings")
+    kept = "on 2026-11-29 stops 7 8 9 10 11 12, ref 9123 456 7890, seats 701 702 703"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        n, four_three_three, three_three_four, four_six, untouched = conn.execute(
+            "SELECT refresh_pipeline.mask_phone(%(k)s, '9876543210'),"
+            " refresh_pipeline.scrub(%(k)s, 'call 9876 543 210.'), refresh_pipeline.scrub(%(k)s, 'call 987-654-3210'),"
+            " refresh_pipeline.scrub(%(k)s, 'call +91 9876 543210'), refresh_pipeline.scrub(%(k)s, %(kept)s)",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "kept": kept},
+        ).fetchone()
+    assert four_three_three == f"call {n[:4]} {n[4:7]} {n[7:]}."
+    assert three_three_four == f"call {n[:3]}-{n[3:6]}-{n[6:]}"
+    assert four_six == f"call +91 {n[:4]} {n[4:]}"
+    assert untouched == kept
+
+
 def test_a_text_of_many_tokens_is_scrubbed_as_its_lines_are_one_by_one(create_database):
     """An uploaded CSV of riders: past 32 tokens the pieces are joined once (appending to the text went
     quadratic), in the same order, with nothing lost."""

@@ -48,8 +48,8 @@ DETECTOR_VERSIONS = {
     "as degrees times 10^5, 10^6 or 10^7), v2",
     "email": "email outside @example.com, unless masked at its own domain (16 letters a-p); in a URL '%40' for '@';"
     " letters beyond ASCII (Latin, Indic scripts, CJK...), v3",
-    "phone": "Indian mobile (+91, 91 or 0 prefix, 5-5 or 10 digits; in a URL %2B91 and 10 digits, or after an "
-    "encoded separator such as %20), v3",
+    "phone": "Indian mobile (+91, 91 or 0 prefix, 10 digits or grouped 5-5, 4-3-3, 4-6, 3-3-4; in a URL %2B91 and "
+    "10 digits, or after an encoded separator such as %20), v4",
     "upi": "UPI handle <local>@<bank> (in a URL '%40' for '@'), v2",
     "pan": "PAN AAAPA9999A (kept columns; scrubbed ones between their emails, UPI handles and phones), v2",
     "aadhaar": "Aadhaar: a run of 12 digits (4-4-4), Verhoeff-valid (kept and scrubbed columns), v2",

@@ -534,10 +534,11 @@ $$;
 -- its wider forms unicode_pii_pattern() and any_pii_pattern(), which `validate` also reads production with,
 -- and pii_pattern_for(text), the one a text is tokenised with.
 
--- Cheap test before the full pattern: every email and UPI handle has an '@', every phone 5 digits in a row.
+-- Cheap test before the full pattern: every email and UPI handle has an '@', every phone in any of its
+-- groupings 3 digits, maybe a space or hyphen, and 3 more (dates such as 2026-11-29 do not pass).
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_pii(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{5}' $$;
+AS $$ SELECT strpos(v, '@') > 0 OR v ~ '[0-9]{3}[ -]?[0-9]{3}' $$;
 
 -- Cheap test before id_pattern(): every PAN, Aadhaar and card number has 4 digits in a row.
 CREATE OR REPLACE FUNCTION refresh_pipeline.may_hold_id(v text) RETURNS boolean

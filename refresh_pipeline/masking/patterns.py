@@ -13,7 +13,11 @@ from psycopg import sql
 # gateways), as the number audit and UPI handles' local parts read it too.
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _UPI = r"[A-Za-z0-9._-]+@[A-Za-z]{2,}(?![A-Za-z0-9])"
-_PHONE = r"(?<![0-9A-Za-z+])(?:\+?91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
+# A national number's 10 digits as 10, 5-5, 4-3-3, 4-6 or 3-3-4 (`9876543210`, `98765 43210`, `9876 543 210`,
+# `9876 543210`, `987-654-3210`), one space or hyphen between groups. One alternative from a shared first three
+# digits: separate alternatives per grouping made all tokenising ~30% slower, this one ~7%.
+_NATIONAL = r"[6-9][0-9]{2}(?:[0-9]{2}[ -]?[0-9]{5}|[0-9][ -][0-9]{3}[ -]?[0-9]{3}|[ -][0-9]{3}[ -][0-9]{4})"
+_PHONE = rf"(?<![0-9A-Za-z+])(?:\+?91[ -]?|0)?{_NATIONAL}(?![0-9A-Za-z])"
 PII_PATTERN = f"{_EMAIL}|{_UPI}|{_PHONE}"
 
 # Letters beyond ASCII, for addresses written in them (`राम@gmail.com`, `सीता@डाटामेल.भारत`, `ravi@exämple.com`):
@@ -42,7 +46,7 @@ URL_PII_PATTERN = (
     r"[A-Za-z0-9._%+-]+%40[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
     r"|[A-Za-z0-9._-]+%40[A-Za-z]{2,}(?![A-Za-z0-9])"
     r"|(?<![0-9A-Za-z+])%2[Bb]91[6-9][0-9]{9}(?![0-9A-Za-z])"
-    r"|(?<=%[0-9A-Fa-f]{2})(?:91[ -]?|0)?[6-9][0-9]{4}[ -]?[0-9]{5}(?![0-9A-Za-z])"
+    rf"|(?<=%[0-9A-Fa-f]{{2}})(?:91[ -]?|0)?{_NATIONAL}(?![0-9A-Za-z])"
 )
 # All of them: for texts holding a '%', and where one pattern matters more than speed (validate reading
 # production). On a text without '%' it finds what UNICODE_PII_PATTERN does, on an ASCII one what PII_PATTERN does.
