@@ -142,12 +142,15 @@ def test_aadhaar_is_found_only_with_a_valid_check_digit(create_database):
 
 def test_identity_numbers_are_looked_for_in_scrubbed_columns_and_pass_once_scrubbed(db):
     """In a scrubbed column, between its emails, UPI handles and phones: the ones scrub left are found (a PAN in
-    an element of an array too); the masked ones, beside masked phones, are not."""
+    an element of an array too, one typed in lower case); the masked ones, beside masked phones, are not."""
     aadhaar = "23456789012" + verhoeff_check_digit("23456789012")
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute(
             "UPDATE tickets SET body = %s, tags = ARRAY['9123456789@ybl', 'pan ABCPE1234F'] WHERE id = 1",
-            (f"wa.me/919876543210 aadhaar {aadhaar[:4]} {aadhaar[4:8]} {aadhaar[8:]}, card 4111 1111 1111 1111",),
+            (
+                f"wa.me/919876543210 aadhaar {aadhaar[:4]} {aadhaar[4:8]} {aadhaar[8:]}, card 4111 1111 1111 1111,"
+                " pan abcpe1234f",
+            ),
         )
     scrubbed = {"body", "tags"}
     with psycopg.connect(db) as conn:
@@ -155,7 +158,7 @@ def test_identity_numbers_are_looked_for_in_scrubbed_columns_and_pass_once_scrub
         before = scan_table(conn, tickets, KEY, {"id"}, scrubbed_columns=scrubbed)
         unscrubbed = scan_table(conn, tickets, KEY, {"id"})
     assert {f.column: f.patterns for f in before.findings if f.column in scrubbed} == {
-        "body": {"aadhaar": 1, "card": 1},
+        "body": {"aadhaar": 1, "card": 1, "pan": 1},
         "tags": {"pan": 1},
     }
     assert not any(f.patterns for f in unscrubbed.findings if f.column in scrubbed), "masked identifiers, by design"

@@ -788,6 +788,26 @@ def test_identity_numbers_in_free_text_are_masked_into_forms_no_detector_takes_f
     assert match[6] != "4111-1111-1111-1111"
 
 
+def test_a_pan_typed_in_lower_case_is_masked_in_its_case_and_read_as_one_in_free_text_only(create_database):
+    """`my pan is abcpe1234f`: masked as its upper-case spelling, each letter in the original's case, holder type
+    X. Free text is read case-blind; a kept column upper-case only, where `kumar1234a` is as likely a username."""
+    conninfo = create_database("scrub_lower_case_pan")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install_functions(conn)
+        upper, lower, mixed, before, after, kept = conn.execute(
+            "SELECT refresh_pipeline.scrub(%(k)s, 'PAN ABCPE1234F'), refresh_pipeline.scrub(%(k)s, %(t)s),"
+            " refresh_pipeline.scrub(%(k)s, 'pan: Abcpe1234f'),"
+            " (SELECT count(*) FROM refresh_pipeline.scrubbed_id_findings(%(t)s)),"
+            " (SELECT count(*) FROM refresh_pipeline.scrubbed_id_findings(refresh_pipeline.scrub(%(k)s, %(t)s))),"
+            " (SELECT count(*) FROM refresh_pipeline.id_findings('login kumar1234a'))",
+            {"k": KEY.sql_pads(MASKING_PURPOSE), "t": "my pan is abcpe1234f."},
+        ).fetchone()
+    masked = upper.removeprefix("PAN ")
+    assert masked[3] == "X" and lower == f"my pan is {masked.lower()}."
+    assert mixed == f"pan: {masked[0]}{masked[1:].lower()}"
+    assert (before, after, kept) == (1, 0, 0)
+
+
 def test_no_identity_number_is_found_between_the_tokens_of_scrubbed_text(create_database):
     """Masked phones next to digits (wa.me/91..., a PNR before a number) and masked identity numbers: the
     audit's detector between the tokens finds what scrub left, which is nothing."""

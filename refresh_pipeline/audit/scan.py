@@ -51,7 +51,8 @@ DETECTOR_VERSIONS = {
     "phone": "Indian mobile (+91, 91 or 0 prefix, 10 digits or grouped 5-5, 4-3-3, 4-6, 3-3-4; in a URL %2B91 and "
     "10 digits, or after an encoded separator such as %20), v4",
     "upi": "UPI handle <local>@<bank> (in a URL '%40' for '@'), v2",
-    "pan": "PAN AAAPA9999A (kept columns; scrubbed ones between their emails, UPI handles and phones), v2",
+    "pan": "PAN AAAPA9999A (kept columns, upper-case; scrubbed ones, in any case, between their emails, UPI handles "
+    "and phones), v3",
     "aadhaar": "Aadhaar: a run of 12 digits (4-4-4), Verhoeff-valid (kept and scrubbed columns), v2",
     "card": "card number: a run of 13-19 digits, Luhn-valid (kept and scrubbed columns), v2",
 }

@@ -603,7 +603,7 @@ BEGIN
     END IF;
     SELECT array_agg(m[1] ORDER BY i) INTO tokens FROM regexp_matches(v, pattern, 'g') WITH ORDINALITY AS found(m, i);
     -- Whether any piece holds one, asked once (a phone's digits made most texts pass the test above).
-    ids := ids AND array_to_string(pieces, E'\n') ~ refresh_pipeline.id_pattern();
+    ids := ids AND array_to_string(pieces, E'\n') ~ refresh_pipeline.free_text_id_pattern();
     result := CASE WHEN ids THEN refresh_pipeline.mask_ids(key, pieces[1]) ELSE pieces[1] END;
     IF cardinality(tokens) <= 32 THEN
         FOR i IN 1..cardinality(tokens) LOOP
@@ -851,35 +851,49 @@ BEGIN
     RETURN c = 0;
 END $$;
 
--- Identity numbers in a text, tokenised once for the audit and for scrub: a PAN, or a run of 12 to 19 digits
--- (single spaces or hyphens between them allowed), the longest one from the leftmost start.
+-- Identity numbers in a kept column's text, tokenised once for the audit: an upper-case PAN, or a run of 12 to 19
+-- digits (single spaces or hyphens between them allowed), the longest one from the leftmost start.
 CREATE OR REPLACE FUNCTION refresh_pipeline.id_pattern() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT '(?<![A-Za-z0-9])[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z](?![A-Za-z0-9])'
         || '|(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])'
 $$;
 
--- What a token of id_pattern() is: 'pan' (its shape says so), 'aadhaar' (12 digits as 4-4-4 or in one run,
--- Verhoeff-valid), 'card' (13 to 19 digits, Luhn-valid), or NULL (a number identifying no one).
+-- id_pattern() with PANs in any case, for free text (scrub, and the audit of scrubbed columns), where people type
+-- theirs lower-case (`pan abcpe1234f`). Not for kept columns: there a lower-case one is as likely a username
+-- (kumar1234a), and the audit would stop the refresh for it; scrub masking one is harmless.
+CREATE OR REPLACE FUNCTION refresh_pipeline.free_text_id_pattern() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT '(?<![A-Za-z0-9])[A-Za-z]{3}[ABCFGHLJPTabcfghljpt][A-Za-z][0-9]{4}[A-Za-z](?![A-Za-z0-9])'
+        || '|(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])'
+$$;
+
+-- What a token of id_pattern() or free_text_id_pattern() is: 'pan' (its shape says so), 'aadhaar' (12 digits as
+-- 4-4-4 or in one run, Verhoeff-valid), 'card' (13 to 19 digits, Luhn-valid), or NULL (a number identifying no one).
 CREATE OR REPLACE FUNCTION refresh_pipeline.id_kind(token text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE WHEN token ~ '^[A-Z]' THEN 'pan'
+    SELECT CASE WHEN token ~ '^[A-Za-z]' THEN 'pan'
                 WHEN token ~ '^[2-9][0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4}$' AND refresh_pipeline.verhoeff_valid(digits)
                     THEN 'aadhaar'
                 WHEN length(digits) >= 13 AND refresh_pipeline.luhn_valid(digits) THEN 'card' END
     FROM (SELECT regexp_replace(token, '[^0-9]', '', 'g') AS digits) AS d
 $$;
 
--- Identity numbers in a text: PAN numbers, Aadhaar numbers, card numbers (id_kind), normalised (digits only).
-CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(detector text, token text)
+-- Identity numbers in a text, as `pattern` (id_pattern() or free_text_id_pattern()) reads them: PAN numbers,
+-- Aadhaar numbers, card numbers (id_kind), normalised (a PAN upper-case, a number its digits only).
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text, pattern text) RETURNS TABLE(detector text, token text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT kind, CASE kind WHEN 'pan' THEN t ELSE regexp_replace(t, '[^0-9]', '', 'g') END
+    SELECT kind, CASE kind WHEN 'pan' THEN upper(t) ELSE regexp_replace(t, '[^0-9]', '', 'g') END
     FROM (SELECT m[1] AS t, refresh_pipeline.id_kind(m[1]) AS kind
-          FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_id(v) THEN v ELSE '' END, refresh_pipeline.id_pattern(),
-                              'g') AS m
+          FROM regexp_matches(CASE WHEN refresh_pipeline.may_hold_id(v) THEN v ELSE '' END, pattern, 'g') AS m
          ) AS found
     WHERE kind IS NOT NULL
 $$;
+
+-- Those of a kept column's text.
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_findings(v text) RETURNS TABLE(detector text, token text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT * FROM refresh_pipeline.id_findings(v, refresh_pipeline.id_pattern()) $$;
 
 -- The identity numbers scrub masks in a text: those of its pieces between its emails, UPI handles and phones.
 -- The pieces of a scrubbed text are the masked pieces of the original (masked tokens are tokens alike).
@@ -889,7 +903,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM unnest(CASE WHEN refresh_pipeline.may_hold_id(v)
                      THEN regexp_split_to_array(v, refresh_pipeline.pii_pattern_for(v)) END)
              AS p(piece),
-         LATERAL refresh_pipeline.id_findings(p.piece) AS f
+         LATERAL refresh_pipeline.id_findings(p.piece, refresh_pipeline.free_text_id_pattern()) AS f
 $$;
 
 -- `body` followed by a digit its check (Verhoeff for 'aadhaar', else Luhn) fails with: the one digit it
@@ -900,15 +914,26 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
                              ELSE (11 - refresh_pipeline.luhn_sum(body || '0') % 10) % 10 END
 $$;
 
--- A token of id_pattern() masked for free text, so that it identifies no one and id_kind() no longer knows it
--- (the audit looks for identity numbers in scrubbed text too): a PAN as `pan` masks it but for its 4th letter,
+-- `masked` (as long as `original`) with each letter in the case of the original's letter at its place.
+CREATE OR REPLACE FUNCTION refresh_pipeline.case_like(masked text, original text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN original = upper(original) THEN masked
+        ELSE (SELECT string_agg(CASE WHEN o = upper(o) THEN m ELSE lower(m) END, '' ORDER BY i)
+              FROM generate_series(1, length(masked)) AS i,
+                   LATERAL (SELECT substr(original, i, 1) AS o, substr(masked, i, 1) AS m) AS letters) END
+$$;
+
+-- A token of free_text_id_pattern() masked for free text, so that it identifies no one and id_kind() no longer
+-- knows it (the audit looks for identity numbers in scrubbed text too): a PAN as `pan` masks it but for its 4th letter,
 -- X, which no holder type is; an Aadhaar number's first digit kept, ten permuted and a check digit that fails; a
 -- card number's first digit (its network) kept, the others but the last permuted, and a last digit that fails
--- Luhn. Spaces and hyphens stay; never a leading 0, which a number stored as a JSON number would lose.
+-- Luhn. Spaces and hyphens stay; never a leading 0, which a number stored as a JSON number would lose. A PAN
+-- typed in lower case is masked as its upper-case spelling, each letter then in the original's case.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_id(key bytea, token text) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE refresh_pipeline.id_kind(token)
-        WHEN 'pan' THEN overlay(refresh_pipeline.mask_pan(key, token) PLACING 'X' FROM 4 FOR 1)
+        WHEN 'pan' THEN refresh_pipeline.case_like(
+            overlay(refresh_pipeline.mask_pan(key, upper(token)) PLACING 'X' FROM 4 FOR 1), token)
         WHEN 'aadhaar' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
             left(digits, 1) || refresh_pipeline.fpe_digits(key, substr(digits, 2, 10), 'aadhaar'), 'aadhaar'))
         WHEN 'card' THEN refresh_pipeline.put_digits(token, refresh_pipeline.failing_check(
@@ -929,12 +954,12 @@ BEGIN
     IF NOT refresh_pipeline.may_hold_id(v) THEN
         RETURN v;
     END IF;
-    pieces := regexp_split_to_array(v, refresh_pipeline.id_pattern());
+    pieces := regexp_split_to_array(v, refresh_pipeline.free_text_id_pattern());
     IF cardinality(pieces) = 1 THEN
         RETURN v;
     END IF;
     parts := ARRAY[pieces[1]];
-    FOR token IN SELECT m FROM regexp_matches(v, refresh_pipeline.id_pattern(), 'g') AS m LOOP
+    FOR token IN SELECT m FROM regexp_matches(v, refresh_pipeline.free_text_id_pattern(), 'g') AS m LOOP
         i := i + 1;
         parts := parts || refresh_pipeline.mask_id(key, token[1]) || pieces[i];
     END LOOP;
