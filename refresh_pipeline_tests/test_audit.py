@@ -5,7 +5,7 @@ import pytest
 
 from refresh_pipeline.audit.fingerprints import drop_fingerprints, fingerprints_present, record_original_fingerprints
 from refresh_pipeline.audit.scan import scan_table
-from refresh_pipeline.checks.pii_audit import kept_columns
+from refresh_pipeline.checks.pii_audit import json_masked_paths, kept_columns
 from refresh_pipeline.demo.check_digits import verhoeff_check_digit
 from refresh_pipeline.masking.catalog import TableInfo, read_tables
 from refresh_pipeline.masking.keys import MaskingKey
@@ -165,6 +165,46 @@ def test_identity_numbers_are_looked_for_in_scrubbed_columns_and_pass_once_scrub
     with psycopg.connect(db, autocommit=True) as conn:
         mask_table(conn, POLICY, "tickets", KEY)
         assert scan_table(conn, tickets, KEY, {"id"}, scrubbed_columns=scrubbed).passed
+
+
+def test_what_a_json_columns_path_rules_keep_is_read_by_every_detector(create_database):
+    """A payment gateway's response, its payer's email and phones masked by path: a driver's phone, a card
+    number and a PAN elsewhere in it are PII nobody classified, and are found (the phones were as originals
+    too); the masked phones (`+91` and ten digits, a twelve-digit run the Aadhaar and card detectors read) are
+    not. A document the paths do not reach (a bare string) is read whole."""
+    conninfo = create_database("audit_json_kept_part")
+    policy = parse_policy(
+        "tables:\n  payments:\n    id: keep\n    response:\n      json:\n        '$.payer.email': email\n"
+        "        '$.payer.phone': phone\n        '$.items[*].contact': phone\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE payments (id int PRIMARY KEY, response jsonb)")
+        conn.execute(
+            "INSERT INTO payments SELECT i, jsonb_build_object('payer', jsonb_build_object('email', 'r' || i ||"
+            " '@gmail.com', 'phone', '+91' || (9000000000 + i * 7919)), 'items', jsonb_build_array("
+            " jsonb_build_object('contact', (8000000000 + i)::text)), 'status', 'ok') FROM generate_series(1, 300) i"
+        )
+        conn.execute(
+            "INSERT INTO payments VALUES (301, %s), (302, %s), (303, %s)",
+            (
+                '{"payer": {"phone": "+919876543211"}, "driver": {"mobile": "9123456780"}}',
+                '{"payer": "walk-in", "card": {"number": "4111 1111 1111 1111"}, "kyc": "PAN ABCPE1234F"}',
+                '"callback 9000012345"',
+            ),
+        )
+        tables = _fingerprinted(conn, policy)
+        mask_table(conn, policy, "payments", KEY)
+        payments = tables[("public", "payments")]
+        paths = json_masked_paths(policy.tables[("public", "payments")])
+        audit = scan_table(conn, payments, KEY, {"id"}, json_masked_paths=paths)
+        whole_only = scan_table(conn, payments, KEY, {"id"})
+    assert [(f.column, f.known_values, f.patterns) for f in audit.findings] == [
+        ("response", 2, {"phone": 2, "card": 1, "pan": 1})
+    ]
+    assert len(audit.findings[0].locations) == 3
+    assert [(f.known_values, f.patterns) for f in whole_only.findings] == [(2, {})], (
+        "without the paths the two kept phones were found as originals only, the card and the PAN not at all"
+    )
 
 
 def test_luhn_invalid_numbers_are_not_cards(create_database):

@@ -4,7 +4,7 @@ and PII-shaped values in columns the policy keeps (pattern audit)."""
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -19,6 +19,7 @@ from refresh_pipeline.audit.fingerprints import (
     token_fingerprint,
     whole_value_fingerprint,
 )
+from refresh_pipeline.audit.json_parts import kept_part
 from refresh_pipeline.audit.locations import production_locations, spatial_columns
 from refresh_pipeline.audit.numbers import kept_number_columns, phones_in_kept_numbers
 from refresh_pipeline.chunked import (
@@ -34,6 +35,7 @@ from refresh_pipeline.chunked import (
 from refresh_pipeline.column_work import ColumnRange, ProbeRange, probe_work, text_column_work
 from refresh_pipeline.masking.catalog import TableInfo, leaf_partitions, with_kept_bytes
 from refresh_pipeline.masking.keys import AUDIT_PURPOSE, MaskingKey
+from refresh_pipeline.masking.policy import JsonPathRule
 from refresh_pipeline.masking.session_key import key_relation, share_key
 
 MASKED_EMAIL_DOMAIN = "example.com"
@@ -127,6 +129,15 @@ _ID_PATTERNS = """
     WHERE NOT f.token = ANY(%(allowlist)s)
 """
 _NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS detector WHERE false"
+# A JSON column masked by paths: what its rules keep of each document (json_parts.py), read by every detector
+# (emails are counted from the whole document already).
+_KEPT_PART_PATTERNS = """
+    SELECT s.location, s.n, tok.kind FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.kept_part) AS tok
+    WHERE tok.kind <> 'email' AND NOT tok.token = ANY(%(allowlist)s)
+    UNION ALL
+    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.kept_part) AS f
+    WHERE NOT f.token = ANY(%(allowlist)s)
+"""
 # Each distinct value once, with how many rows hold it and the first of them (documents are rarely
 # repeated: those are read row by row).
 _DISTINCT_VALUES = """
@@ -136,7 +147,7 @@ _DISTINCT_VALUES = """
     GROUP BY s.v
 """
 _EVERY_VALUE = """
-    SELECT src.ctid AS location, 1::bigint AS n, {src_text} AS v FROM {target} AS src {sample}
+    SELECT src.ctid AS location, 1::bigint AS n, {src_text} AS v{kept_part} FROM {target} AS src {sample}
     WHERE src.{column} IS NOT NULL AND {condition}
 """
 
@@ -155,6 +166,8 @@ patterns AS (
       AND ({patterns_enabled} OR kind = 'email')
     UNION ALL
     {id_patterns}
+    UNION ALL
+    {kept_part_patterns}
 ),
 offending AS (SELECT location FROM known UNION SELECT location FROM patterns)
 SELECT (SELECT coalesce(sum(n), 0)::bigint FROM src),
@@ -317,6 +330,7 @@ def scan_table(
     workers: int = 1,
     blocks_per_range: int = BLOCKS_PER_RANGE,
     scrubbed_columns: AbstractSet[str] = frozenset(),
+    json_masked_paths: Mapping[str, Sequence[JsonPathRule]] | None = None,
 ) -> TableAudit:
     """Audit every text, JSON and array column of the table, its kept bytea columns (the first AUDITED_BYTES
     of each value, escaped), its kept bigint and numeric columns and its geometry and geography columns.
@@ -327,7 +341,8 @@ def scan_table(
     moved in a kept latitude/longitude pair of number columns (coordinates.py). Patterns: in
     `kept_columns` every detector applies; in masked columns only emails outside the masked domain
     (masked phones are phone-shaped by design), and in `scrubbed_columns` (masked with `scrub` whole) also
-    the identity number detectors, between the emails, UPI handles and phones. Plain columns are scanned value by
+    the identity number detectors, between the emails, UPI handles and phones. In a JSON column masked by the
+    paths `json_masked_paths` names, every detector reads the rest of the document. Plain columns are scanned value by
     distinct value; JSON columns, and the number, spatial and coordinate columns (each kind together), block
     range by block range; all of it spread over `workers` sessions from `connect` when given.
     """
@@ -348,6 +363,7 @@ def scan_table(
                 *pool,
                 blocks_per_range,
                 scrubbed_columns=scrubbed_columns,
+                json_masked_paths=json_masked_paths,
             )
 
         return _scan_partitions(conn, table, partitions, log, scan_partition, connect, workers, blocks_per_range)
@@ -405,9 +421,14 @@ def scan_table(
         if isinstance(item, ProbeRange):
             return probe(session, item)
         column = item.column
+        masked_paths = (json_masked_paths or {}).get(column.name) if column.is_json else None
+        src_column = sql.SQL("src.{}").format(sql.Identifier(column.name))
         values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
             column=sql.Identifier(column.name),
             src_text=column.as_text("src"),
+            kept_part=sql.SQL(", {} AS kept_part").format(kept_part(src_column, masked_paths))
+            if masked_paths
+            else sql.SQL(""),
             target=target,
             sample=sample,
             condition=item.block_range.condition(),
@@ -424,6 +445,7 @@ def scan_table(
             ),
             patterns_enabled=sql.SQL("true" if column.name in kept_columns else "false"),
             id_patterns=_id_patterns(column.name, kept_columns, scrubbed_columns),
+            kept_part_patterns=sql.SQL(_KEPT_PART_PATTERNS if masked_paths else _NO_ID_PATTERNS),
         )
         with session.transaction():
             if known:

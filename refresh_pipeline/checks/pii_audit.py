@@ -6,7 +6,7 @@ from refresh_pipeline.assets.keys import NO_PII_CHECK, masked_table_key
 from refresh_pipeline.assets.priority import priority_tags
 from refresh_pipeline.audit.scan import DETECTOR_VERSIONS, scan_table
 from refresh_pipeline.masking.catalog import ColumnInfo, count_rows, read_tables, with_pii_numbers
-from refresh_pipeline.masking.policy import ArrayRule, MaskingPolicy, TablePolicy, TransformRule
+from refresh_pipeline.masking.policy import ArrayRule, JsonPathRule, JsonRule, MaskingPolicy, TablePolicy, TransformRule
 from refresh_pipeline.resources import RefreshResource
 from refresh_pipeline.row_data_in_errors import without_row_data_in_errors
 
@@ -36,6 +36,12 @@ def scrubbed_columns(table: TablePolicy) -> set[str]:
     }
 
 
+def json_masked_paths(table: TablePolicy) -> dict[str, tuple[JsonPathRule, ...]]:
+    """JSON columns masked by paths, with their paths: the rest of each document is kept, so every detector
+    reads that rest."""
+    return {name: rule.paths for name, rule in table.masked_columns.items() if isinstance(rule, JsonRule)}
+
+
 def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=masked_table_key(table),
@@ -45,7 +51,8 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
         description=(
             f"No production email, phone or UPI handle survives anywhere in {table.qualified_name} (keyed "
             "fingerprints of the originals), no email outside the masked domain, no PII shape in a kept column "
-            "and no PAN, Aadhaar or card number in a scrubbed one, the table is masked per the policy and its "
+            "or in what a JSON column's path rules keep, and no PAN, Aadhaar or card number in a scrubbed one, the "
+            "table is masked per the policy and its "
             "row count equals the restore's."
         ),
     )
@@ -69,6 +76,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 refresh.key(),
                 kept_columns=kept,
                 scrubbed_columns=scrubbed_columns(table),
+                json_masked_paths=json_masked_paths(table),
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
                 log=context.log.info,
@@ -111,6 +119,9 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 "findings": dg.MetadataValue.json(findings),
                 "known_value_audit": audit.known_value_audit,
                 "kept_columns_pattern_scanned": dg.MetadataValue.json(sorted(kept & set(audit.columns_scanned))),
+                "json_columns_kept_parts_pattern_scanned": dg.MetadataValue.json(
+                    sorted(set(json_masked_paths(table)) & set(audit.columns_scanned))
+                ),
                 "sample_percent": audit.sample_percent or 100.0,
                 "detectors": dg.MetadataValue.json(DETECTOR_VERSIONS),
                 "seconds": round(audit.seconds, 2),

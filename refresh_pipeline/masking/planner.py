@@ -123,11 +123,6 @@ def _geo_or_number_expression(
     return sql.SQL("CAST({} AS {})").format(masked, sql.SQL(column.type_name))
 
 
-def _settable(steps: tuple[str, ...]) -> bool:
-    """A path that selects at most one value, addressed the same way by #> and jsonb_set."""
-    return not any(step == "*" or re.fullmatch(r"-\d+", step) for step in steps)
-
-
 def _alias(ordinal: int, *parts: object) -> sql.Identifier:
     """The name of a value the masking query computes for the column at `ordinal`: by position, so it stays
     short (PostgreSQL truncates names past 63 bytes) and apart from the table's own column names."""
@@ -169,7 +164,7 @@ class PhoneLookup:
 
 
 def _joins_value_map(path: JsonPathRule) -> bool:
-    return _settable(path.steps) and path.rule.transform == "phone"
+    return path.settable and path.rule.transform == "phone"
 
 
 def _phone_lookups(column: ColumnInfo, rule: ColumnRule, ordinal: int) -> list[PhoneLookup]:
@@ -202,7 +197,7 @@ def _path_extractions(
     return [
         (_alias(ordinal, "path", index), _path_extraction(column, path.steps))
         for index, path in enumerate(rule.paths)
-        if _settable(path.steps)
+        if path.settable
     ]
 
 
@@ -223,7 +218,7 @@ def _json_expression(
             "transform": sql.Literal(path.rule.transform),
             "params": sql.Literal(json.dumps(path.rule.param_dict, sort_keys=True)),
         }
-        if _settable(path.steps):
+        if path.settable:
             if _joins_value_map(path):
                 masked = (
                     "refresh_pipeline.mask_json_value_mapped({key}, {value}, {transform}, {params}::jsonb, {mapped})"

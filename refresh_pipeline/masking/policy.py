@@ -88,6 +88,12 @@ class JsonPathRule:
     steps: tuple[str, ...]
     rule: TransformRule
 
+    @property
+    def settable(self) -> bool:
+        """It selects at most one value, addressed the same way by #> and jsonb_set (no `*`, no index from the
+        end)."""
+        return not any(step == "*" or re.fullmatch(r"-\d+", step) for step in self.steps)
+
 
 @dataclass(frozen=True)
 class JsonRule:
