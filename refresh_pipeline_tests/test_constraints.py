@@ -224,6 +224,33 @@ def test_emails_masked_at_their_own_domain_pass_a_company_check_and_the_audit(cr
     assert copied.passed, "an address masked at its own domain is no PII, in any column"
 
 
+def test_keep_domains_keeps_only_the_listed_companies_domains(create_database):
+    """`keep_domains: [corp.in, BusCo.in]`: riders at those companies keep their domain (matched in any case),
+    a personal domain of one's own (`ravi@ravikumar.in`) and the mail providers' go to example.com; every
+    address stays distinct and the audit passes."""
+    conninfo = database_with(
+        create_database,
+        "constraints_keep_domains",
+        "CREATE TABLE riders (id int PRIMARY KEY, email text UNIQUE);"
+        "INSERT INTO riders SELECT g, CASE g % 4 WHEN 0 THEN 'Rider' || g || '@Corp.in' WHEN 1 THEN 'rider' || g"
+        " || '@busco.in' WHEN 2 THEN 'rider' || g || '@gmail.com' ELSE 'rider' || g || '@rider' || g || '.in' END"
+        " FROM generate_series(1, 300) g;",
+    )
+    policy = parse_policy(
+        "tables:\n  riders: {id: keep, email: {transform: email, keep_domains: [corp.in, BusCo.in]}}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = read_tables(conn)
+        record_original_fingerprints(conn, list(tables.values()), policy, KEY)
+        mask_table(conn, policy, "riders", KEY)
+        rows = dict(conn.execute("SELECT id, email FROM riders").fetchall())
+        audit = scan_table(conn, tables[("public", "riders")], KEY, kept_columns={"id"})
+    assert re.fullmatch(r"[A-P][A-Pa-p]{15}@Corp\.in", rows[4]) and re.fullmatch(r"[a-p]{16}@busco\.in", rows[1])
+    assert re.fullmatch(r"[a-p]{16}@example\.com", rows[2]) and re.fullmatch(r"[a-p]{16}@example\.com", rows[3])
+    assert len(set(rows.values())) == 300 and not any("rider" in email.lower() for email in rows.values())
+    assert audit.passed
+
+
 def test_masked_values_failing_a_domain_check_name_the_domain_and_column(create_database):
     conninfo = database_with(
         create_database,

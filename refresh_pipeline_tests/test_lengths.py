@@ -243,6 +243,36 @@ def test_emails_masked_at_their_own_domain_are_measured_as_long_as_they_come_out
     ]
 
 
+def test_emails_kept_at_listed_domains_only_are_measured_at_their_domain_and_others_at_example_com(create_database):
+    """keep_domains: an address at a long personal domain comes out as <16 letters>@example.com, which fits."""
+    conninfo = database_with(
+        create_database,
+        "listed_domain_lengths",
+        "CREATE TABLE staff (id int PRIMARY KEY, email varchar(30));"
+        "INSERT INTO staff VALUES (1, 'a@corp.in'), (2, ' b@depot.busco.in '), (3, 'r@a-long-personal-domain.in'),"
+        " (4, 'not an email');",
+    )
+    policy = parse_policy(
+        "tables:\n  staff: {id: keep, email: {transform: email, keep_domains: [corp.in, depot.busco.in]}}\n"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        table = read_tables(conn)[("public", "staff")]
+        too_long = masked_lengths_too_long(conn, table, policy.table("staff"))
+        predicted = conn.execute(
+            sql.SQL("SELECT id, {} FROM staff ORDER BY id").format(
+                masked_length(EMAIL_AT_ITS_DOMAIN, sql.SQL("email"), ("corp.in", "depot.busco.in"))
+            )
+        ).fetchall()
+        conn.execute("ALTER TABLE staff ALTER COLUMN email TYPE text")
+        mask_table(conn, policy, "staff", KEY)
+        masked = conn.execute("SELECT id, length(email) FROM staff ORDER BY id").fetchall()
+    assert predicted == masked == [(1, 24), (2, 33), (3, 28), (4, 28)]
+    assert too_long == [
+        "public.staff.email: 1 value(s) would be longer than its 30 characters once masked with "
+        "`{transform: email, keep_domains: [corp.in, depot.busco.in]}` (up to 33)"
+    ]
+
+
 def test_validate_names_the_columns_whose_masked_values_would_not_fit(create_database, write_config, tmp_path):
     production = create_database("growing_production")
     with psycopg.connect(production, autocommit=True) as conn:

@@ -57,6 +57,13 @@ def test_policy_maps_tables_to_keep_or_column_rules():
         ("tables:\n  t:\n    a: {transform: geo, radius_m: -1}\n", "geo radius_m must be a positive number"),
         ("tables:\n  t:\n    a: {transform: date, keep: week}\n", "date keep must be `year` or `month`"),
         ("tables:\n  t:\n    a: {transform: email, keep_domain: yes please}\n", "keep_domain must be true or false"),
+        ("tables:\n  t:\n    a: {transform: email, keep_domains: busco.in}\n", "keep_domains must be a list of"),
+        ("tables:\n  t:\n    a: {transform: email, keep_domains: []}\n", "keep_domains must be a list of domains"),
+        ("tables:\n  t:\n    a: {transform: email, keep_domains: ['@busco.in']}\n", "'@busco.in' is not a domain"),
+        (
+            "tables:\n  t:\n    a: {transform: email, keep_domain: true, keep_domains: [busco.in]}\n",
+            "keep_domain: true (every domain) or keep_domains (those listed), not both",
+        ),
         ("tables:\n  t:\n    a: {array: geo}\n", "array elements take a text transform"),
         ("allowlist: helpline\ntables:\n  t: keep\n", "allowlist must be a list"),
         ("version: 2\ntables:\n  t: keep\n", "line 1: version 2 is not one this refresh_pipeline reads"),

@@ -41,7 +41,7 @@ class _Shape:
 def _shape(rule: TransformRule) -> _Shape | None:
     """The shape of every value of a fixed-shape mask; None when values vary (names, phones, dates ...)."""
     params = rule.param_dict
-    if rule.transform == "email" and not params.get("keep_domain"):
+    if rule.transform == "email" and not rule.keeps_domains:
         return _Shape("abcdefghijklmnop@example.com", "<16 letters>@example.com")
     if rule.transform == "hash":
         length = int(params.get("length", 64))

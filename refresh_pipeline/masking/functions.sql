@@ -334,8 +334,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- `email` with keep_domain: the masked local part at the original's own domain (a work address's company,
--- which a CHECK or the application may read: `@busco.in`); a value without '@' masks as without it.
+-- `email` with keep_domain (or at a domain keep_domains lists): the masked local part at the original's own
+-- domain (a work address's company, which a CHECK or the application may read: `@busco.in`); a value without
+-- '@' masks as without it.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email_at_its_domain(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN strpos(v, '@') = 0 THEN m
@@ -670,7 +671,11 @@ RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 WHEN transform IN ('email', 'upi', 'name', 'first_name', 'last_name', 'address', 'ip')
                  AND refresh_pipeline.is_placeholder(v) THEN v
                 ELSE CASE transform
+        -- keep_domains: only the listed domains (lower-case, as the policy leaves them); with params a constant,
+        -- the test folds away for every other email column.
         WHEN 'email' THEN CASE WHEN coalesce((params ->> 'keep_domain')::boolean, false)
+                                 OR (params ? 'keep_domains'
+                                     AND params -> 'keep_domains' ? lower(substring(btrim(v) FROM '@([^@]*)$')))
                                THEN refresh_pipeline.mask_email_at_its_domain(key, v)
                                ELSE refresh_pipeline.mask_email(key, v) END
         -- An email or UPI handle typed into a phone field is masked as free text is, not digit by digit

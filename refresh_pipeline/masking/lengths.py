@@ -44,7 +44,7 @@ def length_problem(column: ColumnInfo, rule: TransformRule) -> str | None:
     if column.max_length is None:
         return None
     # `email` at its own domain is as long as that domain makes it: measured by validate (masked_length).
-    email = None if rule.param_dict.get("keep_domain") else EMAIL_LENGTH
+    email = None if rule.keeps_domains else EMAIL_LENGTH
     minimum = {"email": email, "hash": rule.param_dict.get("length", 64)}.get(rule.transform)
     if minimum and column.max_length < minimum:
         return f"`{rule.transform}` produces up to {minimum} characters; the column holds {column.max_length}"
@@ -117,15 +117,22 @@ def _scrub_length(v: sql.Composable) -> sql.Composed:
     )
 
 
-def masked_length(transform: str, v: sql.Composable) -> sql.Composed:
-    """The length of `v` once masked with one of GROWING_TRANSFORMS (or EMAIL_AT_ITS_DOMAIN), without the key:
-    exact but for `ip` (IPV4_LENGTH at most). NULL stays NULL, and placeholders (spaces and punctuation) stay
-    as they are."""
+def masked_length(transform: str, v: sql.Composable, domains: tuple[str, ...] = ()) -> sql.Composed:
+    """The length of `v` once masked with one of GROWING_TRANSFORMS (or EMAIL_AT_ITS_DOMAIN, at every domain or
+    only at those of `domains`, keep_domains), without the key: exact but for `ip` (IPV4_LENGTH at most). NULL
+    stays NULL, and placeholders (spaces and punctuation) stay as they are."""
     if transform == EMAIL_AT_ITS_DOMAIN:  # 16 letters, then the domain after the last '@', spaces around kept
+        domain = sql.SQL("substring(btrim({v}) FROM '@([^@]*)$')").format(v=v)
+        at_its_domain = sql.SQL("{local} + length({domain})").format(
+            local=sql.Literal(len("abcdefghijklmnop@")), domain=domain
+        )
+        if domains:
+            at_its_domain = sql.SQL("CASE WHEN lower({domain}) = ANY({domains}) THEN {kept} ELSE {email} END").format(
+                domain=domain, domains=sql.Literal(list(domains)), kept=at_its_domain, email=sql.Literal(EMAIL_LENGTH)
+            )
         grown = sql.SQL(
-            "CASE WHEN strpos({v}, '@') = 0 THEN {email} ELSE {local} + length(substring(btrim({v}) FROM '@([^@]*)$'))"
-            " + length({v}) - length(btrim({v})) END"
-        ).format(v=v, email=sql.Literal(EMAIL_LENGTH), local=sql.Literal(len("abcdefghijklmnop@")))
+            "CASE WHEN strpos({v}, '@') = 0 THEN {email} ELSE {at_its_domain} + length({v}) - length(btrim({v})) END"
+        ).format(v=v, email=sql.Literal(EMAIL_LENGTH), at_its_domain=at_its_domain)
     elif transform == "upi":
         grown = _upi_length(v)
     elif transform == "scrub":
@@ -171,35 +178,35 @@ def masked_lengths_too_long(
     values `conn` reads (production, read-only, before any work): how many rows and how long, never the values.
     One scan of the table for all of them (values that cannot outgrow the limit are not measured, so long
     free text costs little); none when no such column is masked with a GROWING_TRANSFORM."""
-    measured: list[tuple[ColumnInfo, str]] = []
+    measured: list[tuple[ColumnInfo, str, tuple[str, ...]]] = []
     for column in table.columns:
         rule = table_policy.columns.get(column.name)
         element = rule.element if isinstance(rule, ArrayRule) else rule
         if column.max_length is not None and isinstance(element, TransformRule):
             if element.transform in GROWING_TRANSFORMS:
-                measured.append((column, element.transform))
-            elif element.transform == "email" and element.param_dict.get("keep_domain"):
-                measured.append((column, EMAIL_AT_ITS_DOMAIN))
+                measured.append((column, element.transform, ()))
+            elif element.keeps_domains:
+                measured.append((column, EMAIL_AT_ITS_DOMAIN, element.param_dict.get("keep_domains", ())))
     if not measured:
         return []
     started = time.monotonic()
-    names = ", ".join(column.name for column, _transform in measured)
+    names = ", ".join(column.name for column, _transform, _domains in measured)
     log(f"{table.qualified_name}: measuring how long {names} will be once masked (one read-only scan)")
 
-    def longest(column: ColumnInfo, transform: str) -> sql.Composable:
+    def longest(column: ColumnInfo, transform: str, domains: tuple[str, ...]) -> sql.Composable:
         if column.is_array:  # the longest element of each row's array
             return sql.SQL("(SELECT max({}) FROM unnest({}::text[]) AS e)").format(
-                masked_length(transform, sql.SQL("e")), sql.Identifier(column.name)
+                masked_length(transform, sql.SQL("e"), domains), sql.Identifier(column.name)
             )
-        return masked_length(transform, sql.SQL("{}::text").format(sql.Identifier(column.name)))
+        return masked_length(transform, sql.SQL("{}::text").format(sql.Identifier(column.name)), domains)
 
     measures = sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE {bound} > {n} AND {v} > {n}), max({v}) FILTER (WHERE {bound} > {n})").format(
-            v=longest(column, transform),
+            v=longest(column, transform, domains),
             bound=masked_length_bound(transform, sql.SQL("{}::text").format(sql.Identifier(column.name))),
             n=sql.Literal(column.max_length),
         )
-        for column, transform in measured
+        for column, transform, domains in measured
     )
     try:
         with conn.transaction():  # a savepoint when the session's transaction is open: it stays usable
@@ -212,7 +219,11 @@ def masked_lengths_too_long(
     log(f"{table.qualified_name}: measured in {time.monotonic() - started:.1f} s")
     return [
         f"{table.qualified_name}.{column.name}: {too_long:,} value(s) would be longer than its {column.max_length} "
-        f"characters once masked with `{transform}` (up to {length})"
-        for (column, transform), too_long, length in zip(measured, row[0::2], row[1::2], strict=True)
+        f"characters once masked with `{_rule_text(transform, domains)}` (up to {length})"
+        for (column, transform, domains), too_long, length in zip(measured, row[0::2], row[1::2], strict=True)
         if too_long
     ]
+
+
+def _rule_text(transform: str, domains: tuple[str, ...]) -> str:
+    return f"{{transform: email, keep_domains: [{', '.join(domains)}]}}" if domains else transform

@@ -23,13 +23,16 @@ DEFAULT_RADIUS_M = 500  # how far `geo` moves a location by default, at most
 REDACTED = "REDACTED"  # what `redact` writes without a `value` (functions.sql has the same default)
 SCALAR_TRANSFORMS = TEXT_TRANSFORMS | {"keep", "null", "date", "geo", "number"}
 _PARAMETERS: dict[str, frozenset[str]] = {
-    "email": frozenset({"keep_domain"}),
+    "email": frozenset({"keep_domain", "keep_domains"}),
     "redact": frozenset({"value"}),
     "hash": frozenset({"length"}),
     "date": frozenset({"keep", "band_years"}),
     "geo": frozenset({"radius_m", "scale"}),
     "number": frozenset({"min", "max", "decimals"}),
 }
+
+
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 def _is_number(value: Any) -> bool:
@@ -44,6 +47,14 @@ def parameter_problem(name: str, params: dict[str, Any]) -> str | None:
         return "redact value must be a string"
     if name == "email" and not isinstance(params.get("keep_domain", False), bool):
         return "email keep_domain must be true or false"
+    if name == "email" and "keep_domains" in params:
+        domains = params["keep_domains"]
+        if not isinstance(domains, list | tuple) or not domains:
+            return "email keep_domains must be a list of domains, e.g. [busco.in, cityflo.com]"
+        if bad := [d for d in domains if not (isinstance(d, str) and _DOMAIN.fullmatch(d))]:
+            return f"email keep_domains: {bad[0]!r} is not a domain (e.g. busco.in)"
+        if params.get("keep_domain"):
+            return "email takes keep_domain: true (every domain) or keep_domains (those listed), not both"
     if name == "date":
         if params.get("keep", "year") not in ("year", "month"):
             return "date keep must be `year` or `month`"
@@ -80,6 +91,12 @@ class TransformRule:
     @property
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
+
+    @property
+    def keeps_domains(self) -> bool:
+        """`email` that masks some or every address at its own domain (keep_domain, keep_domains)."""
+        params = self.param_dict
+        return self.transform == "email" and bool(params.get("keep_domain") or params.get("keep_domains"))
 
 
 @dataclass(frozen=True)
@@ -290,6 +307,8 @@ class _PolicyReader:
         problem = parameter_problem(name, params)
         if problem:
             raise self.fail(node, f"{where}: {problem}")
+        if "keep_domains" in params:  # compared with an address's domain in lower case; hashable
+            params["keep_domains"] = tuple(sorted({domain.lower() for domain in params["keep_domains"]}))
         return TransformRule(transform=name, params=tuple(sorted(params.items())), line=line)
 
     def column_rule(self, node: yaml.Node, where: str) -> ColumnRule:
