@@ -671,8 +671,8 @@ RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 WHEN transform IN ('email', 'upi', 'name', 'first_name', 'last_name', 'address', 'ip')
                  AND refresh_pipeline.is_placeholder(v) THEN v
                 ELSE CASE transform
-        -- keep_domains: only the listed domains (lower-case, as the policy leaves them); with params a constant,
-        -- the test folds away for every other email column.
+        -- keep_domains: only the listed domains (lower-case, as the policy leaves them); another email column
+        -- pays one key test on params.
         WHEN 'email' THEN CASE WHEN coalesce((params ->> 'keep_domain')::boolean, false)
                                  OR (params ? 'keep_domains'
                                      AND params -> 'keep_domains' ? lower(substring(btrim(v) FROM '@([^@]*)$')))
