@@ -125,7 +125,7 @@ _NO_SAVE = "SELECT 1 WHERE false"
 # emails, UPI handles and phones (where scrub masks them so that they are none: functions.sql mask_ids); other
 # masked columns hold masked identifiers by design.
 _ID_PATTERNS = """
-    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.{findings}(s.v) AS f
+    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.{findings}(s.{value}) AS f
     WHERE NOT f.token = ANY(%(allowlist)s)
 """
 _NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS detector WHERE false"
@@ -133,10 +133,6 @@ _NO_ID_PATTERNS = "SELECT NULL::tid AS location, 0::bigint AS n, NULL::text AS d
 # Its identity numbers; its phones and UPI handles only without the fingerprints (after promotion), which
 # otherwise hold every token of the original documents, kept parts too, so the known-value audit finds them
 # (a second tokenisation of payments' documents cost its audit 10-23%). Emails count from the whole document.
-_KEPT_PART_IDS = """
-    SELECT s.location, s.n, f.detector FROM src AS s, LATERAL refresh_pipeline.id_findings(s.kept_part) AS f
-    WHERE NOT f.token = ANY(%(allowlist)s)
-"""
 _KEPT_PART_TOKENS = """
     UNION ALL
     SELECT s.location, s.n, tok.kind FROM src AS s, LATERAL refresh_pipeline.pii_tokens(s.kept_part) AS tok
@@ -216,16 +212,21 @@ SELECT array_agg(l::text ORDER BY l) FROM (
 
 def _id_patterns(column: str, kept_columns: AbstractSet[str], scrubbed_columns: AbstractSet[str]) -> sql.Composable:
     if column in kept_columns:
-        return sql.SQL(_ID_PATTERNS).format(findings=sql.Identifier("id_findings"))
+        return _id_findings("id_findings", "v")
     if column in scrubbed_columns:
-        return sql.SQL(_ID_PATTERNS).format(findings=sql.Identifier("scrubbed_id_findings"))
+        return _id_findings("scrubbed_id_findings", "v")
     return sql.SQL(_NO_ID_PATTERNS)
+
+
+def _id_findings(function: str, value: str) -> sql.Composed:
+    return sql.SQL(_ID_PATTERNS).format(findings=sql.Identifier(function), value=sql.Identifier(value))
 
 
 def _kept_part_patterns(masked_by_paths: bool, fingerprints_exist: bool) -> sql.Composable:
     if not masked_by_paths:
         return sql.SQL(_NO_ID_PATTERNS)
-    return sql.SQL(_KEPT_PART_IDS + ("" if fingerprints_exist else _KEPT_PART_TOKENS))
+    ids = _id_findings("id_findings", "kept_part")
+    return ids if fingerprints_exist else sql.SQL("{}{}").format(ids, sql.SQL(_KEPT_PART_TOKENS))
 
 
 def _known_values_query(fingerprints_exist: bool, is_text: bool) -> sql.Composable:
@@ -432,13 +433,17 @@ def scan_table(
             return probe(session, item)
         column = item.column
         masked_paths = (json_masked_paths or {}).get(column.name) if column.is_json else None
-        src_column = sql.SQL("src.{}").format(sql.Identifier(column.name))
+        kept_part_value = (
+            sql.SQL(", {} AS kept_part").format(
+                kept_part(sql.SQL("src.{}").format(sql.Identifier(column.name)), masked_paths)
+            )
+            if masked_paths
+            else sql.SQL("")
+        )
         values = sql.SQL(_EVERY_VALUE if column.is_json else _DISTINCT_VALUES).format(
             column=sql.Identifier(column.name),
             src_text=column.as_text("src"),
-            kept_part=sql.SQL(", {} AS kept_part").format(kept_part(src_column, masked_paths))
-            if masked_paths
-            else sql.SQL(""),
+            kept_part=kept_part_value,
             target=target,
             sample=sample,
             condition=item.block_range.condition(),

@@ -70,13 +70,14 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 )
             policy = refresh.policy()
             kept = kept_columns(table, info.columns)
+            masked_by_paths = json_masked_paths(table)
             audit = scan_table(
                 conn,
                 with_pii_numbers(info, policy),
                 refresh.key(),
                 kept_columns=kept,
                 scrubbed_columns=scrubbed_columns(table),
-                json_masked_paths=json_masked_paths(table),
+                json_masked_paths=masked_by_paths,
                 allowlist=policy.allowlist,
                 sample_percent=refresh.config().audit_sample_percent,
                 log=context.log.info,
@@ -120,7 +121,7 @@ def _no_pii_check(table: TablePolicy) -> dg.AssetChecksDefinition:
                 "known_value_audit": audit.known_value_audit,
                 "kept_columns_pattern_scanned": dg.MetadataValue.json(sorted(kept & set(audit.columns_scanned))),
                 "json_columns_kept_parts_pattern_scanned": dg.MetadataValue.json(
-                    sorted(set(json_masked_paths(table)) & set(audit.columns_scanned))
+                    sorted(set(masked_by_paths) & set(audit.columns_scanned))
                 ),
                 "sample_percent": audit.sample_percent or 100.0,
                 "detectors": dg.MetadataValue.json(DETECTOR_VERSIONS),

@@ -334,13 +334,17 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     END
 $$;
 
+-- What follows an address's last '@' (spaces around it ignored): its domain.
+CREATE OR REPLACE FUNCTION refresh_pipeline.email_domain(v text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT substring(btrim(v) FROM '@([^@]*)$') $$;
+
 -- `email` with keep_domain (or at a domain keep_domains lists): the masked local part at the original's own
 -- domain (a work address's company, which a CHECK or the application may read: `@busco.in`); a value without
 -- '@' masks as without it.
 CREATE OR REPLACE FUNCTION refresh_pipeline.mask_email_at_its_domain(key bytea, v text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN strpos(v, '@') = 0 THEN m
-                ELSE left(m, strpos(m, '@')) || substring(btrim(v) FROM '@([^@]*)$')
+                ELSE left(m, strpos(m, '@')) || refresh_pipeline.email_domain(v)
                      || substr(m, strpos(m, '@') + length('@example.com')) END
     FROM (SELECT refresh_pipeline.mask_email(key, v) AS m) AS masked
 $$;
@@ -675,7 +679,7 @@ RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
         -- pays one key test on params.
         WHEN 'email' THEN CASE WHEN coalesce((params ->> 'keep_domain')::boolean, false)
                                  OR (params ? 'keep_domains'
-                                     AND params -> 'keep_domains' ? lower(substring(btrim(v) FROM '@([^@]*)$')))
+                                     AND params -> 'keep_domains' ? lower(refresh_pipeline.email_domain(v)))
                                THEN refresh_pipeline.mask_email_at_its_domain(key, v)
                                ELSE refresh_pipeline.mask_email(key, v) END
         -- An email or UPI handle typed into a phone field is masked as free text is, not digit by digit
@@ -856,12 +860,15 @@ BEGIN
     RETURN c = 0;
 END $$;
 
--- Identity numbers in a kept column's text, tokenised once for the audit: an upper-case PAN, or a run of 12 to 19
--- digits (single spaces or hyphens between them allowed), the longest one from the leftmost start.
+-- What an Aadhaar or card number is tokenised as: a run of 12 to 19 digits (single spaces or hyphens between them
+-- allowed), the longest one from the leftmost start.
+CREATE OR REPLACE FUNCTION refresh_pipeline.id_digit_run() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])' $$;
+
+-- Identity numbers in a kept column's text, tokenised once for the audit: an upper-case PAN, or a digit run.
 CREATE OR REPLACE FUNCTION refresh_pipeline.id_pattern() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '(?<![A-Za-z0-9])[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z](?![A-Za-z0-9])'
-        || '|(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])'
+    SELECT '(?<![A-Za-z0-9])[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z](?![A-Za-z0-9])|' || refresh_pipeline.id_digit_run()
 $$;
 
 -- id_pattern() with PANs in any case, for free text (scrub, and the audit of scrubbed columns), where people type
@@ -869,8 +876,8 @@ $$;
 -- (kumar1234a), and the audit would stop the refresh for it; scrub masking one is harmless.
 CREATE OR REPLACE FUNCTION refresh_pipeline.free_text_id_pattern() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '(?<![A-Za-z0-9])[A-Za-z]{3}[ABCFGHLJPTabcfghljpt][A-Za-z][0-9]{4}[A-Za-z](?![A-Za-z0-9])'
-        || '|(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])'
+    SELECT '(?<![A-Za-z0-9])[A-Za-z]{3}[ABCFGHLJPTabcfghljpt][A-Za-z][0-9]{4}[A-Za-z](?![A-Za-z0-9])|'
+        || refresh_pipeline.id_digit_run()
 $$;
 
 -- What a token of id_pattern() or free_text_id_pattern() is: 'pan' (its shape says so), 'aadhaar' (12 digits as

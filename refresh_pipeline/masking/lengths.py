@@ -122,6 +122,7 @@ def masked_length(transform: str, v: sql.Composable, domains: tuple[str, ...] = 
     only at those of `domains`, keep_domains), without the key: exact but for `ip` (IPV4_LENGTH at most). NULL
     stays NULL, and placeholders (spaces and punctuation) stay as they are."""
     if transform == EMAIL_AT_ITS_DOMAIN:  # 16 letters, then the domain after the last '@', spaces around kept
+        # functions.sql email_domain, spelled here: validate reads production without the functions
         domain = sql.SQL("substring(btrim({v}) FROM '@([^@]*)$')").format(v=v)
         at_its_domain = sql.SQL("{local} + length({domain})").format(
             local=sql.Literal(len("abcdefghijklmnop@")), domain=domain
